@@ -1,0 +1,348 @@
+//! Model configurations: HeartMuLa (`config.json` + flavor table), generation ids
+//! (`gen_config.json`) and HeartCodec (`config.json`).
+//!
+//! Two layers, as in candle: `Raw*` structs mirror the JSON files exactly (serde),
+//! and are resolved once into plain configs with no `Option`s that the rest of the
+//! code uses. Flavor names select hyper-parameters from a built-in table (spec §2.1);
+//! the fixtures' extra `tiny_flavors` key supplies parameters for other names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Hyper-parameters of one torchtune Llama-3.2 decoder stack (backbone or decoder).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlavorParams {
+    /// Transformer layers.
+    pub num_layers: usize,
+    /// Query heads.
+    pub num_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_kv_heads: usize,
+    /// Model width.
+    pub embed_dim: usize,
+    /// RoPE table length and KV-cache capacity.
+    pub max_seq_len: usize,
+    /// SwiGLU hidden width.
+    pub intermediate_dim: usize,
+    /// RMSNorm epsilon.
+    pub norm_eps: f64,
+    /// RoPE base.
+    pub rope_base: f64,
+    /// Llama-3 RoPE scale factor.
+    pub scale_factor: f64,
+}
+
+impl FlavorParams {
+    /// Per-head width (`embed_dim / num_heads`).
+    pub fn head_dim(&self) -> usize {
+        self.embed_dim / self.num_heads
+    }
+
+    /// Built-in flavors of upstream `heartmula/modeling_heartmula.py`.
+    pub fn builtin(name: &str) -> Option<Self> {
+        let base = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len, intermediate_dim| Self {
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            embed_dim,
+            max_seq_len,
+            intermediate_dim,
+            norm_eps: 1e-5,
+            rope_base: 500_000.0,
+            scale_factor: 32.0,
+        };
+        match name {
+            "llama-3B" => Some(base(28, 24, 8, 3072, 8192, 8192)),
+            "llama-300M" => Some(base(3, 8, 4, 3072, 2048, 8192)),
+            "llama-400M" => Some(base(4, 8, 4, 3072, 2048, 8192)),
+            "llama-7B" => Some(base(32, 32, 8, 4096, 8192, 14336)),
+            _ => None,
+        }
+    }
+
+    fn check(&self, what: &str) -> std::result::Result<(), String> {
+        let fail = |m: String| Err(format!("{what}: {m}"));
+        if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
+            return fail("num_layers, num_heads and num_kv_heads must be > 0".into());
+        }
+        if self.embed_dim % self.num_heads != 0 {
+            return fail(format!(
+                "embed_dim {} is not a multiple of num_heads {}",
+                self.embed_dim, self.num_heads
+            ));
+        }
+        if self.num_heads % self.num_kv_heads != 0 {
+            return fail(format!(
+                "num_heads {} is not a multiple of num_kv_heads {}",
+                self.num_heads, self.num_kv_heads
+            ));
+        }
+        if self.head_dim() % 2 != 0 {
+            return fail(format!("head_dim {} must be even for RoPE", self.head_dim()));
+        }
+        Ok(())
+    }
+}
+
+/// `config.json` of a HeartMuLa checkpoint, as written by upstream.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RawMulaConfig {
+    /// Backbone flavor name, e.g. `llama-3B`.
+    pub backbone_flavor: String,
+    /// Decoder flavor name, e.g. `llama-300M`.
+    pub decoder_flavor: String,
+    /// Text vocabulary size (rows of `text_embeddings`).
+    pub text_vocab_size: usize,
+    /// Audio vocabulary per codebook (codes + specials).
+    pub audio_vocab_size: usize,
+    /// Number of audio codebooks (8).
+    pub audio_num_codebooks: usize,
+    /// MuQ embedding width.
+    pub muq_dim: usize,
+    /// Older transformers write `torch_dtype`.
+    #[serde(default)]
+    pub torch_dtype: Option<String>,
+    /// Newer transformers write `dtype`.
+    #[serde(default)]
+    pub dtype: Option<String>,
+    /// Extra flavors (fixture sets) keyed by flavor name.
+    #[serde(default)]
+    pub tiny_flavors: BTreeMap<String, FlavorParams>,
+}
+
+/// Resolved HeartMuLa configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulaConfig {
+    /// Backbone flavor name.
+    pub backbone_flavor: String,
+    /// Decoder flavor name.
+    pub decoder_flavor: String,
+    /// Backbone hyper-parameters.
+    pub backbone: FlavorParams,
+    /// Decoder hyper-parameters.
+    pub decoder: FlavorParams,
+    /// Text vocabulary size.
+    pub text_vocab_size: usize,
+    /// Audio vocabulary per codebook.
+    pub audio_vocab_size: usize,
+    /// Number of audio codebooks.
+    pub audio_num_codebooks: usize,
+    /// MuQ embedding width.
+    pub muq_dim: usize,
+    /// Stored weight dtype as declared by the config (`float32`, `bfloat16`, ...).
+    pub dtype: String,
+}
+
+impl MulaConfig {
+    /// Reads and resolves a HeartMuLa `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let raw: RawMulaConfig = read_json(path)?;
+        Self::resolve(raw).map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })
+    }
+
+    /// Resolves flavor names to hyper-parameters and checks consistency.
+    pub fn resolve(raw: RawMulaConfig) -> std::result::Result<Self, String> {
+        let flavor = |name: &str, field: &str| {
+            raw.tiny_flavors
+                .get(name)
+                .copied()
+                .or_else(|| FlavorParams::builtin(name))
+                .ok_or_else(|| {
+                    format!(
+                        "{field} `{name}` is unknown (built-in: llama-3B, llama-300M, llama-400M, llama-7B; \
+                         others need an entry in `tiny_flavors`)"
+                    )
+                })
+        };
+        let backbone = flavor(&raw.backbone_flavor, "backbone_flavor")?;
+        let decoder = flavor(&raw.decoder_flavor, "decoder_flavor")?;
+        backbone.check("backbone")?;
+        decoder.check("decoder")?;
+        if raw.audio_num_codebooks < 2 {
+            return Err(format!(
+                "audio_num_codebooks must be >= 2, got {}",
+                raw.audio_num_codebooks
+            ));
+        }
+        if raw.audio_vocab_size < 6 {
+            return Err(format!(
+                "audio_vocab_size {} leaves no room for the 5 special ids",
+                raw.audio_vocab_size
+            ));
+        }
+        let dtype = raw
+            .dtype
+            .or(raw.torch_dtype)
+            .unwrap_or_else(|| "float32".to_string());
+        Ok(Self {
+            backbone_flavor: raw.backbone_flavor,
+            decoder_flavor: raw.decoder_flavor,
+            backbone,
+            decoder,
+            text_vocab_size: raw.text_vocab_size,
+            audio_vocab_size: raw.audio_vocab_size,
+            audio_num_codebooks: raw.audio_num_codebooks,
+            muq_dim: raw.muq_dim,
+            dtype,
+        })
+    }
+
+    /// Number of real codec codes per codebook (`audio_vocab_size - 5`, upstream 8192).
+    pub fn codebook_size(&self) -> usize {
+        self.audio_vocab_size - 5
+    }
+}
+
+/// `gen_config.json`: special token ids used by prompt building and the frame loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenConfig {
+    /// Text begin-of-sequence id (Llama-3: 128000).
+    pub text_bos_id: i64,
+    /// Text end-of-sequence id (Llama-3: 128001).
+    pub text_eos_id: i64,
+    /// Audio end-of-audio id (8193).
+    pub audio_eos_id: i64,
+    /// Filler id of the masked text column in audio rows (0).
+    pub empty_id: i64,
+}
+
+impl GenConfig {
+    /// Reads `gen_config.json`.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        read_json(path)
+    }
+}
+
+/// `config.json` of a HeartCodec checkpoint (upstream field names; every field the
+/// decode path needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CodecConfig {
+    /// RVQ / conditioning width (512).
+    pub dim: usize,
+    /// Codes per quantizer (8192).
+    pub codebook_size: usize,
+    /// Codebook vector width (32).
+    pub codebook_dim: usize,
+    /// Number of RVQ quantizers (8).
+    pub num_quantizers: usize,
+    /// Estimator head width (64).
+    pub attention_head_dim: usize,
+    /// Estimator input channels (`256 + 256 + dim`).
+    pub in_channels: usize,
+    /// Estimator heads (24).
+    pub num_attention_heads: usize,
+    /// Stage-1 blocks (24).
+    pub num_layers: usize,
+    /// Stage-2 blocks (6).
+    pub num_layers_2: usize,
+    /// Latent channels (256).
+    pub out_channels: usize,
+    /// Output sample rate (48000).
+    pub sample_rate: u32,
+    /// Samples per latent frame of the scalar model's post-processor (2).
+    pub num_samples: usize,
+    /// ConvTranspose strides of the scalar decoder.
+    pub upsample_factors: Vec<usize>,
+    /// ConvTranspose kernels of the scalar decoder.
+    pub upsample_kernel_sizes: Vec<usize>,
+    /// Latent width per audio channel (128).
+    pub latent_hidden_dim: usize,
+    /// Kernel of the post-processor and the last conv (7).
+    pub default_kernel_size: usize,
+    /// Kernel of `decoder.0` (5).
+    pub delay_kernel_size: usize,
+    /// Width of the last scalar-decoder block (64).
+    pub init_channel: usize,
+    /// Kernel of the residual units' first conv (7).
+    pub res_kernel_size: usize,
+}
+
+impl CodecConfig {
+    /// Reads a HeartCodec `config.json` and checks the constraints upstream's
+    /// `detokenize` imposes (spec §4, fixture README).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let cfg: Self = read_json(path)?;
+        cfg.check().map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.out_channels != 2 * self.latent_hidden_dim {
+            return Err(format!(
+                "out_channels {} must be 2 x latent_hidden_dim {} (stereo split)",
+                self.out_channels, self.latent_hidden_dim
+            ));
+        }
+        if self.in_channels != 2 * self.out_channels + self.dim {
+            return Err(format!(
+                "in_channels {} must equal 2 x out_channels + dim = {}",
+                self.in_channels,
+                2 * self.out_channels + self.dim
+            ));
+        }
+        if self.upsample_factors.len() != self.upsample_kernel_sizes.len() || self.upsample_factors.is_empty() {
+            return Err("upsample_factors and upsample_kernel_sizes must be non-empty and of equal length".into());
+        }
+        if self.num_quantizers == 0 || self.num_attention_heads == 0 || self.attention_head_dim % 2 != 0 {
+            return Err("num_quantizers, num_attention_heads must be > 0 and attention_head_dim even".into());
+        }
+        Ok(())
+    }
+
+    /// Stage-1 estimator width (`heads * head_dim`).
+    pub fn inner_dim(&self) -> usize {
+        self.num_attention_heads * self.attention_head_dim
+    }
+
+    /// Audio samples per latent frame (`prod(upsample_factors) * num_samples`).
+    pub fn samples_per_latent(&self) -> usize {
+        self.upsample_factors.iter().product::<usize>() * self.num_samples
+    }
+
+    /// SwiGLU hidden width of an estimator block of width `c`
+    /// (`256 * ceil(int(8c/3) / 256)`).
+    pub fn mlp_hidden(c: usize) -> usize {
+        (8 * c / 3).div_ceil(256) * 256
+    }
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|e| Error::Config {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_flavors_match_spec() {
+        let b = FlavorParams::builtin("llama-3B").unwrap();
+        assert_eq!((b.num_layers, b.head_dim(), b.num_kv_heads), (28, 128, 8));
+        let d = FlavorParams::builtin("llama-300M").unwrap();
+        assert_eq!((d.num_layers, d.head_dim(), d.num_kv_heads), (3, 384, 4));
+        assert!(FlavorParams::builtin("llama-1B").is_none());
+    }
+
+    #[test]
+    fn mlp_hidden_matches_upstream() {
+        assert_eq!(CodecConfig::mlp_hidden(1536), 4096);
+        assert_eq!(CodecConfig::mlp_hidden(3072), 8192);
+    }
+}

@@ -1,0 +1,10 @@
+//! `heart` core: everything about HeartMuLa / HeartCodec that does not run a graph.
+//!
+//! - [`config`]: model configs, the flavor table, generation ids, codec config.
+//! - [`checkpoint`]: memory-mapped safetensors checkpoints (single file or sharded).
+
+pub mod checkpoint;
+pub mod config;
+pub mod error;
+
+pub use error::{Error, Result};
