@@ -1,0 +1,65 @@
+//! Numeric precisions an engine can be built at.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Storage/compute precision of an exported graph's weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// IEEE float32 weights and activations.
+    Fp32,
+    /// IEEE float16 weights and activations (norms and softmax accumulate in fp32).
+    Fp16,
+    /// FP8 E4M3FN weights with per-channel scales.
+    Fp8,
+    /// NVFP4: E2M1 values, FP8-E4M3 scale per 16-element block, FP32 global scale.
+    Fp4,
+}
+
+impl Precision {
+    /// All precisions, in CLI order.
+    pub const ALL: [Precision; 4] = [Self::Fp32, Self::Fp16, Self::Fp8, Self::Fp4];
+
+    /// The CLI / manifest spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Fp32 => "fp32",
+            Self::Fp16 => "fp16",
+            Self::Fp8 => "fp8",
+            Self::Fp4 => "fp4",
+        }
+    }
+}
+
+impl fmt::Display for Precision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| format!("unknown precision `{s}` (expected one of fp32, fp16, fp8, fp4)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_strings() {
+        for p in Precision::ALL {
+            assert_eq!(p.as_str().parse::<Precision>().unwrap(), p);
+        }
+        assert!("bf16".parse::<Precision>().unwrap_err().contains("bf16"));
+    }
+}
