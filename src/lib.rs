@@ -3,10 +3,12 @@
 //! - [`config`]: model configs, the flavor table, generation ids, codec config.
 //! - [`checkpoint`]: memory-mapped safetensors checkpoints (single file or sharded).
 //! - [`precision`]: the precisions engines are built at.
+//! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
 
 pub mod checkpoint;
 pub mod config;
 pub mod error;
+pub mod manifest;
 pub mod precision;
 
 pub use error::{Error, Result};
