@@ -59,7 +59,10 @@ impl TensorRef<'_> {
     pub fn read_f32_into(&self, start: usize, out: &mut [f32]) -> Result<()> {
         let end = start + out.len();
         if end > self.numel() {
-            return Err(self.err(format!("read of elements {start}..{end} past the end ({})", self.numel())));
+            return Err(self.err(format!(
+                "read of elements {start}..{end} past the end ({})",
+                self.numel()
+            )));
         }
         match self.dtype {
             Dtype::F32 => {
@@ -77,7 +80,11 @@ impl TensorRef<'_> {
                     *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
-            other => return Err(self.err(format!("dtype {other:?} cannot be read as float (expected F32, F16 or BF16)"))),
+            other => {
+                return Err(self.err(format!(
+                    "dtype {other:?} cannot be read as float (expected F32, F16 or BF16)"
+                )));
+            }
         }
         Ok(())
     }
@@ -140,7 +147,10 @@ impl Checkpoint {
                 if !path.is_file() {
                     return Err(Error::Layout {
                         path: index_path.clone(),
-                        message: format!("index points at shard `{file}`, which does not exist in {}", dir.display()),
+                        message: format!(
+                            "index points at shard `{file}`, which does not exist in {}",
+                            dir.display()
+                        ),
                     });
                 }
                 shard_ids.insert(file.clone(), shards.len());
@@ -269,7 +279,9 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
     use safetensors::SafeTensorError as E;
     match e {
         E::MetadataIncompleteBuffer => {
-            format!("file is truncated or has trailing bytes ({file_len} bytes on disk do not match the header's offsets)")
+            format!(
+                "file is truncated or has trailing bytes ({file_len} bytes on disk do not match the header's offsets)"
+            )
         }
         E::HeaderTooSmall | E::InvalidHeaderLength => {
             format!("file is truncated: the header does not fit in {file_len} bytes")

@@ -177,10 +177,7 @@ impl MulaConfig {
                 raw.audio_vocab_size
             ));
         }
-        let dtype = raw
-            .dtype
-            .or(raw.torch_dtype)
-            .unwrap_or_else(|| "float32".to_string());
+        let dtype = raw.dtype.or(raw.torch_dtype).unwrap_or_else(|| "float32".to_string());
         Ok(Self {
             backbone_flavor: raw.backbone_flavor,
             decoder_flavor: raw.decoder_flavor,

@@ -321,7 +321,10 @@ mod tests {
 
         std::fs::write(dir.path().join("backbone.onnx"), b"short").unwrap();
         let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
-        assert!(err.contains("`backbone.onnx` has 5 bytes but the manifest records 11"), "{err}");
+        assert!(
+            err.contains("`backbone.onnx` has 5 bytes but the manifest records 11"),
+            "{err}"
+        );
 
         std::fs::remove_file(dir.path().join("backbone.onnx")).unwrap();
         let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
