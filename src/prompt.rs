@@ -148,13 +148,8 @@ pub struct Prompt {
 
 impl Prompt {
     /// Prompt length `P = len(tags) + 1 + len(lyrics)`.
-    pub fn len(&self) -> usize {
+    pub fn prompt_len(&self) -> usize {
         self.tags_ids.len() + 1 + self.lyrics_ids.len()
-    }
-
-    /// Always false: a prompt has at least BOS/EOS of both segments and the MuQ row.
-    pub fn is_empty(&self) -> bool {
-        false
     }
 
     /// Row whose embedding is replaced by the MuQ projection (cond) or the
@@ -170,7 +165,7 @@ impl Prompt {
 
     /// The text column of every row `[P]` (0 at the MuQ row).
     pub fn text_ids(&self) -> Vec<i64> {
-        let mut ids = Vec::with_capacity(self.len());
+        let mut ids = Vec::with_capacity(self.prompt_len());
         ids.extend_from_slice(&self.tags_ids);
         ids.push(0);
         ids.extend_from_slice(&self.lyrics_ids);
@@ -192,14 +187,14 @@ impl Prompt {
     /// (the MuQ row included), 0 on audio columns.
     pub fn tokens_mask(&self) -> Vec<i64> {
         let row = self.columns();
-        (0..self.batch * self.len() * row)
+        (0..self.batch * self.prompt_len() * row)
             .map(|i| i64::from(i % row == row - 1))
             .collect()
     }
 
     /// Positions `[B, P]`: `0..P` per batch row.
     pub fn positions(&self) -> Vec<i64> {
-        let p = self.len() as i64;
+        let p = self.prompt_len() as i64;
         (0..self.batch).flat_map(|_| 0..p).collect()
     }
 
@@ -296,7 +291,7 @@ mod tests {
             batch: 2,
             n_codebooks: 2,
         };
-        assert_eq!(p.len(), 6);
+        assert_eq!(p.prompt_len(), 6);
         assert_eq!(p.muq_idx(), 2);
         assert_eq!(p.text_ids(), [10, 11, 0, 10, 12, 11]);
         let one = [0, 0, 10, 0, 0, 11, 0, 0, 0, 0, 0, 10, 0, 0, 12, 0, 0, 11];

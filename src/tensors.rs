@@ -261,7 +261,8 @@ fn scalar_decoder_specs(cfg: &CodecConfig, specs: &mut Vec<TensorSpec>) {
         widths[0],
         specs,
     );
-    for (j, &kernel) in cfg.upsample_kernel_sizes.iter().enumerate() {
+    let kernels = cfg.upsample_factors.iter().zip(&cfg.upsample_kernel_sizes);
+    for (j, (_, &kernel)) in kernels.enumerate() {
         let (cin, cout) = (widths[j], widths[j + 1]);
         let b = format!("{p}.{}", j + 1);
         // ConvTranspose1d stores [in, out, k]; weight norm is over dim 0 = in.

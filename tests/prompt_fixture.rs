@@ -56,7 +56,7 @@ fn prompt_cases_match_exactly() {
             .build(tags, lyrics, case.info_f64("cfg_scale").unwrap() as f32)
             .unwrap();
         assert_eq!(
-            prompt.len(),
+            prompt.prompt_len(),
             case.info_usize("prompt_len").unwrap(),
             "{name}"
         );
@@ -68,7 +68,7 @@ fn prompt_cases_match_exactly() {
         assert_eq!(prompt.batch, case.info_usize("batch").unwrap(), "{name}");
 
         let t = fixture.load(case).unwrap();
-        let (b, p, c) = (prompt.batch, prompt.len(), prompt.columns());
+        let (b, p, c) = (prompt.batch, prompt.prompt_len(), prompt.columns());
         let expect = |tensor: &str, actual: Vec<i64>, shape: Vec<usize>| {
             assert_eq!(t.i64(tensor).unwrap(), (actual, shape), "{name}: {tensor}");
         };

@@ -52,11 +52,15 @@ pub fn run_prompt(ctx: &mut ConformContext, case: &Case) -> CaseResult {
         &process_lyrics(lyrics).as_str(),
         &case.info_str("lyrics_processed")?,
     );
-    check.equal("prompt_len", &prompt.len(), &case.info_usize("prompt_len")?);
+    check.equal(
+        "prompt_len",
+        &prompt.prompt_len(),
+        &case.info_usize("prompt_len")?,
+    );
     check.equal("muq_idx", &prompt.muq_idx(), &case.info_usize("muq_idx")?);
     check.equal("batch", &prompt.batch, &case.info_usize("batch")?);
 
-    let (b, p, c) = (prompt.batch, prompt.len(), prompt.columns());
+    let (b, p, c) = (prompt.batch, prompt.prompt_len(), prompt.columns());
     check.tensor_i64(
         &expected,
         "tags_ids",
