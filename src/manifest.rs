@@ -47,6 +47,18 @@ pub enum EngineKind {
     Calibration,
 }
 
+impl EngineKind {
+    /// The precision recorded for a file of this kind, given the LM and codec
+    /// build precisions (`None` for files without weights).
+    pub fn precision(self, lm: Precision, codec: Precision) -> Option<Precision> {
+        match self {
+            Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
+            Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
+            Self::GraphData | Self::Tokenizer | Self::Calibration => None,
+        }
+    }
+}
+
 /// One file of the engine folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FileEntry {
