@@ -39,12 +39,10 @@ fn dims(v: &ValueInfoProto) -> (i32, Vec<String>) {
     (t.elem_type.unwrap(), d)
 }
 
-fn io(
-    path: &Path,
-) -> (
-    Vec<(String, i32, Vec<String>)>,
-    Vec<(String, i32, Vec<String>)>,
-) {
+/// (name, ONNX element type, dims) of each graph input or output.
+type Io = Vec<(String, i32, Vec<String>)>;
+
+fn io(path: &Path) -> (Io, Io) {
     let m = ModelProto::decode(std::fs::read(path).unwrap().as_slice()).unwrap();
     assert_eq!(m.ir_version, Some(10));
     let g = m.graph.unwrap();
