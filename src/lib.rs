@@ -11,6 +11,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod fixture;
 pub mod layout;
