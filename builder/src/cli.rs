@@ -14,11 +14,16 @@ use crate::synth::SynthSize;
 /// precision and writes a self-contained engine folder with a manifest.toml
 /// (files, precisions, SHA-256 of every file and build input). The folder is
 /// written under a temporary name and renamed when complete.
-///
-/// No weights at hand? `heart-build synth --size tiny --out ckpt` writes a random
-/// checkpoint with the real layout to try the pipeline.
 #[derive(Debug, Parser)]
-#[command(name = "heart-build", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "heart-build",
+    version,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true,
+    after_help = "No weights at hand? `heart-build synth --size tiny --out ckpt` writes a random checkpoint \
+                  with the real layout; then `heart-build --mula ckpt/HeartMuLa-oss-3B --codec ckpt/HeartCodec-oss \
+                  --out engines/tiny`."
+)]
 pub struct Cli {
     /// Engine build (the default command).
     #[command(flatten)]

@@ -21,12 +21,7 @@ fn main() -> std::process::ExitCode {
     let result = match (cli.command, cli.build) {
         (Some(Command::Synth(args)), _) => run_synth(&args, cli.quiet),
         (None, Some(args)) => pipeline::run(&args, cli.quiet),
-        (None, None) => {
-            eprintln!("heart-build: nothing to do. Build engines with `heart-build --mula DIR --out DIR`,");
-            eprintln!("or write a random checkpoint to try with `heart-build synth --size tiny --out DIR`.");
-            eprintln!("See `heart-build --help`.");
-            return std::process::ExitCode::from(2);
-        }
+        (None, None) => Err(anyhow::anyhow!("nothing to do; see `heart-build --help`")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
