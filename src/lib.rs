@@ -8,6 +8,7 @@
 //! - [`fixture`]: reader for golden-fixture folders and tolerance comparisons.
 //! - [`precision`]: the precisions engines are built at.
 //! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
+//! - [`quant`]: bit-exact FP8 E4M3FN / NVFP4 reference quantizers and the calibration prompt set.
 
 pub mod checkpoint;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod layout;
 pub mod manifest;
 pub mod precision;
 pub mod prompt;
+pub mod quant;
 pub mod tensors;
 
 pub use error::{Error, Result};
