@@ -254,6 +254,30 @@ impl Checkpoint {
     pub fn f32(&self, name: &str) -> Result<Vec<f32>> {
         self.tensor(name)?.to_f32()
     }
+
+    /// Tells the kernel this process is done with a tensor's pages, so a
+    /// streaming pass over a 16 GB checkpoint does not keep every page it read
+    /// resident (they count in RSS until the kernel reclaims them). The map is
+    /// read-only and file-backed, so the bytes stay valid: a later read simply
+    /// faults them in again. Best effort: errors are ignored.
+    pub fn release(&self, name: &str) {
+        let Some(&id) = self.locations.get(name) else {
+            return;
+        };
+        let shard = &self.shards[id];
+        let Some(info) = shard.tensors.get(name) else {
+            return;
+        };
+        let page = 4096;
+        let start = (shard.data_start + info.data_offsets.0) / page * page;
+        let end = (shard.data_start + info.data_offsets.1).min(shard.map.len());
+        if end > start {
+            // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops
+            // this process's page references; contents are re-read from the
+            // file on the next access, so no borrowed slice observes a change.
+            let _ = unsafe { shard.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+        }
+    }
 }
 
 impl Shard {

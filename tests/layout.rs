@@ -115,3 +115,14 @@ fn sharded_checkpoint_loads_identically() {
         assert_eq!((a.dtype, a.shape, a.data), (b.dtype, b.shape, b.data), "{name}");
     }
 }
+
+#[test]
+fn released_tensors_read_back_identically() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-a/heartmula");
+    let ckpt = heart::checkpoint::Checkpoint::open(&dir).unwrap();
+    let name = "audio_embeddings.weight";
+    let before = ckpt.f32(name).unwrap();
+    ckpt.release(name);
+    ckpt.release("no.such.tensor");
+    assert_eq!(ckpt.f32(name).unwrap(), before);
+}
