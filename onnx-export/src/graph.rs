@@ -27,10 +27,9 @@ use prost::Message;
 use crate::error::{ExportError, Result};
 use crate::external::{ExternalData, WrittenFile};
 use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataLocation, tensor_shape_proto::Dimension, tensor_shape_proto::dimension,
-    type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto::Dimension,
+    tensor_shape_proto::dimension, type_proto,
 };
 
 /// Domain of ONNX Runtime's contrib operators.
@@ -263,13 +262,7 @@ impl GraphBuilder {
     pub fn output(&mut self, value: &Value, name: &str, dtype: DType, dims: &[Dim]) {
         if value.0 != name {
             self.names.insert(name.to_string());
-            self.push_node(
-                "",
-                "Identity",
-                &[Some(value)],
-                vec![name.to_string()],
-                Vec::new(),
-            );
+            self.push_node("", "Identity", &[Some(value)], vec![name.to_string()], Vec::new());
         }
         self.graph.output.push(value_info(name, dtype, dims));
     }
@@ -299,13 +292,7 @@ impl GraphBuilder {
     }
 
     /// Stores an f32 initializer as `dtype` (F32, F16, BF16 or F64).
-    pub fn init_f32(
-        &mut self,
-        name: &str,
-        dtype: DType,
-        dims: &[usize],
-        data: &[f32],
-    ) -> Result<Value> {
+    pub fn init_f32(&mut self, name: &str, dtype: DType, dims: &[usize], data: &[f32]) -> Result<Value> {
         self.init_stream(name, dtype, dims, |sink| sink.push_f32(data))
     }
 
@@ -376,13 +363,7 @@ impl GraphBuilder {
     }
 
     /// Like [`Self::weight`] but with an explicit initializer name.
-    pub fn weight_named(
-        &mut self,
-        name: &str,
-        t: &TensorRef<'_>,
-        dtype: DType,
-        layout: Layout,
-    ) -> Result<Value> {
+    pub fn weight_named(&mut self, name: &str, t: &TensorRef<'_>, dtype: DType, layout: Layout) -> Result<Value> {
         match layout {
             Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| {
                 let mut chunk = vec![0f32; CHUNK.min(t.numel())];
@@ -493,14 +474,7 @@ impl GraphBuilder {
         }
     }
 
-    fn push_node(
-        &mut self,
-        domain: &str,
-        op: &str,
-        inputs: &[Option<&Value>],
-        outputs: Vec<String>,
-        attrs: Vec<Attr>,
-    ) {
+    fn push_node(&mut self, domain: &str, op: &str, inputs: &[Option<&Value>], outputs: Vec<String>, attrs: Vec<Attr>) {
         let name = format!("{}_node", outputs.first().map(String::as_str).unwrap_or(op));
         self.graph.node.push(NodeProto {
             input: inputs
@@ -599,10 +573,7 @@ pub fn float_bytes(values: &[f32], dtype: DType) -> Option<Vec<u8>> {
             .iter()
             .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
             .collect(),
-        DType::F64 => values
-            .iter()
-            .flat_map(|&v| f64::from(v).to_le_bytes())
-            .collect(),
+        DType::F64 => values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect(),
         _ => return None,
     })
 }
@@ -610,12 +581,7 @@ pub fn float_bytes(values: &[f32], dtype: DType) -> Option<Vec<u8>> {
 /// Streams `t` (`[rows, cols]`) as `[cols, rows]`, a band of output rows at a
 /// time: each band reads a short contiguous run from every input row, so memory
 /// stays at `rows × BAND` floats.
-fn stream_transposed(
-    t: &TensorRef<'_>,
-    rows: usize,
-    cols: usize,
-    sink: &mut TensorSink<'_>,
-) -> Result<()> {
+fn stream_transposed(t: &TensorRef<'_>, rows: usize, cols: usize, sink: &mut TensorSink<'_>) -> Result<()> {
     const BAND: usize = 64;
     let mut run = [0f32; BAND];
     let mut band = vec![0f32; rows * BAND];

@@ -126,11 +126,7 @@ impl GraphBuilder {
     /// Mean over `axes`.
     pub fn reduce_mean(&mut self, x: &Value, axes: &[i64], keepdims: bool) -> Value {
         let a = self.const_i64(axes);
-        self.node(
-            "ReduceMean",
-            &[x, &a],
-            vec![Attr::int("keepdims", keepdims as i64)],
-        )
+        self.node("ReduceMean", &[x, &a], vec![Attr::int("keepdims", keepdims as i64)])
     }
 
     /// Softmax along `axis`.
@@ -159,13 +155,7 @@ impl GraphBuilder {
     }
 
     /// A `com.microsoft` contrib operator with optional inputs and several outputs.
-    pub fn ms_op(
-        &mut self,
-        op: &str,
-        inputs: &[Option<&Value>],
-        n_outputs: usize,
-        attrs: Vec<Attr>,
-    ) -> Vec<Value> {
+    pub fn ms_op(&mut self, op: &str, inputs: &[Option<&Value>], n_outputs: usize, attrs: Vec<Attr>) -> Vec<Value> {
         self.node_ext(MS_DOMAIN, op, inputs, n_outputs, attrs)
     }
 }

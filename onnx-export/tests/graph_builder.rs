@@ -29,9 +29,7 @@ fn writes_graph_with_external_transposed_weights() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.onnx");
     // [3, 400] weight in PyTorch layout: value = 1000 r + c.
-    let w: Vec<f32> = (0..3 * 400)
-        .map(|i| (1000 * (i / 400) + i % 400) as f32)
-        .collect();
+    let w: Vec<f32> = (0..3 * 400).map(|i| (1000 * (i / 400) + i % 400) as f32).collect();
     let bytes: Vec<u8> = bytemuck::cast_slice(&w).to_vec();
     let t = TensorRef {
         name: "lin.weight",
@@ -43,9 +41,7 @@ fn writes_graph_with_external_transposed_weights() {
     let mut g = GraphBuilder::create(&path, "tiny").unwrap();
     let x = g.input("x", DType::F32, &[Dim::from("batch"), 400.into()]);
     let wt = g.weight(&t, DType::F32, Layout::Transposed).unwrap();
-    let w16 = g
-        .weight_named("lin.weight.f16", &t, DType::F16, Layout::AsIs)
-        .unwrap();
+    let w16 = g.weight_named("lin.weight.f16", &t, DType::F16, Layout::AsIs).unwrap();
     let y = g.with_scope("lin", |g| g.matmul(&x, &wt));
     g.output(&y, "y", DType::F32, &[Dim::from("batch"), 3.into()]);
     let _ = w16;
@@ -88,10 +84,7 @@ fn writes_graph_with_external_transposed_weights() {
 
     let (_, off, len) = external(init("lin.weight.f16"));
     assert_eq!((off % 64, len), (0, 2400));
-    let h = half::f16::from_le_bytes([
-        data[off as usize + 2 * 401],
-        data[off as usize + 2 * 401 + 1],
-    ]);
+    let h = half::f16::from_le_bytes([data[off as usize + 2 * 401], data[off as usize + 2 * 401 + 1]]);
     assert_eq!(h.to_f32(), 1001.0);
 }
 
@@ -99,9 +92,7 @@ fn writes_graph_with_external_transposed_weights() {
 fn size_mismatch_and_duplicates_are_errors() {
     let dir = tempfile::tempdir().unwrap();
     let mut g = GraphBuilder::create(&dir.path().join("bad.onnx"), "bad").unwrap();
-    let err = g
-        .init_f32("short", DType::F32, &[4], &[1.0, 2.0])
-        .unwrap_err();
+    let err = g.init_f32("short", DType::F32, &[4], &[1.0, 2.0]).unwrap_err();
     assert!(err.to_string().contains("`short`"), "{err}");
     g.init_f32("ok", DType::F32, &[2], &[1.0, 2.0]).unwrap();
     let err = g.init_f32("ok", DType::F32, &[2], &[1.0, 2.0]).unwrap_err();
