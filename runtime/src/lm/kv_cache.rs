@@ -294,3 +294,106 @@ fn regrow(buf: &mut Buf, sh: CacheShape, old: usize, new: usize, len: usize, key
         Buf::F16(v) => go(v, sh, old, new, len, keys),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SHAPE: CacheShape = CacheShape {
+        layers: 1,
+        batch: 2,
+        kv_heads: 1,
+        head_dim: 2,
+    };
+
+    /// New positions `s` with values `base + (row, d or position)` so every
+    /// element is distinguishable.
+    fn step(cache: &mut KvCache, s: usize, base: f32) {
+        cache.reserve(s).unwrap();
+        let n = SHAPE.batch * SHAPE.kv_heads * SHAPE.head_dim * s;
+        let new: Vec<f32> = (0..n).map(|i| base + i as f32).collect();
+        cache.write(0, &new, &new, s).unwrap();
+        cache.advance(s);
+    }
+
+    fn keys(cache: &KvCache) -> &[f32] {
+        f32::slice(cache.layer(0).0).unwrap()
+    }
+
+    #[test]
+    fn writes_land_at_the_current_length_in_both_layouts() {
+        let mut c = KvCache::new(SHAPE, CacheDtype::F32, 4, 4).unwrap();
+        step(&mut c, 2, 0.0);
+        step(&mut c, 1, 100.0);
+        assert_eq!(c.len(), 3);
+        // Keys [B, KV, hd, C]: row (b, d) holds positions 0..C.
+        assert_eq!(&keys(&c)[..4], &[0.0, 1.0, 100.0, 0.0]);
+        assert_eq!(&keys(&c)[4..8], &[2.0, 3.0, 101.0, 0.0]);
+        // Values [B, KV, C, hd]: batch row 1 starts at C * hd = 8.
+        let v = f32::slice(c.layer(0).1).unwrap();
+        assert_eq!(&v[8..14], &[4.0, 5.0, 6.0, 7.0, 102.0, 103.0]);
+    }
+
+    #[test]
+    fn attention_bias_masks_unused_capacity_and_future_rows() {
+        let mut c = KvCache::new(SHAPE, CacheDtype::F32, 4, 4).unwrap();
+        step(&mut c, 1, 0.0);
+        let b = c.attn_bias(2);
+        let z = 0.0;
+        let m = f32::NEG_INFINITY;
+        assert_eq!(b, vec![z, m, m, m, z, m, z, m, m, m, z, z]);
+        assert_eq!(c.positions(2), vec![1, 2]);
+    }
+
+    #[test]
+    fn growth_keeps_the_prefix_and_stops_at_the_maximum() {
+        let mut c = KvCache::new(SHAPE, CacheDtype::F32, 0, GROW_STEP + 10).unwrap();
+        step(&mut c, 3, 0.0);
+        assert_eq!(c.capacity(), GROW_STEP);
+        let before: Vec<f32> = (0..4)
+            .flat_map(|r| keys(&c)[r * GROW_STEP..r * GROW_STEP + 3].to_vec())
+            .collect();
+        step(&mut c, GROW_STEP - 3, 1000.0);
+        step(&mut c, 1, 5000.0);
+        assert_eq!(c.capacity(), GROW_STEP + 10);
+        let cap = c.capacity();
+        let after: Vec<f32> = (0..4).flat_map(|r| keys(&c)[r * cap..r * cap + 3].to_vec()).collect();
+        assert_eq!(before, after);
+        assert!(matches!(c.reserve(10), Err(LmError::CacheFull { needed: 267, max: 266 })));
+    }
+
+    #[test]
+    fn truncate_and_reset_only_move_the_length() {
+        let mut c = KvCache::new(SHAPE, CacheDtype::F32, 8, 8).unwrap();
+        step(&mut c, 5, 0.0);
+        c.truncate(7);
+        assert_eq!(c.len(), 5);
+        c.truncate(2);
+        assert_eq!(c.len(), 2);
+        step(&mut c, 1, 50.0);
+        assert_eq!(
+            &keys(&c)[..4],
+            &[0.0, 1.0, 50.0, 3.0],
+            "position 2 overwritten, 3 stale but masked"
+        );
+        c.reset();
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn wrong_sizes_and_types_are_errors() {
+        let mut c = KvCache::new(SHAPE, CacheDtype::F16, 2, 2).unwrap();
+        assert!(
+            c.write(0, &[0f32; 4], &[0f32; 4], 1)
+                .unwrap_err()
+                .to_string()
+                .contains("F16")
+        );
+        assert!(c.write(0, &[f16::ZERO; 3], &[f16::ZERO; 4], 1).is_err());
+        assert!(
+            c.write(0, &[f16::ZERO; 12], &[f16::ZERO; 12], 3).is_err(),
+            "past the capacity"
+        );
+        assert!(KvCache::new(SHAPE, CacheDtype::F32, 5, 4).is_err());
+    }
+}
