@@ -27,10 +27,10 @@ use prost::Message;
 use crate::error::{ExportError, Result};
 use crate::external::{ExternalData, WrittenFile};
 use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto,
-    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataLocation, tensor_shape_proto::Dimension,
-    tensor_shape_proto::dimension, type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataLocation, tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
 };
+pub use crate::types::{Attr, DType, Dim, Layout, Value};
 
 /// Domain of ONNX Runtime's contrib operators.
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -40,156 +40,6 @@ pub const DEFAULT_OPSET: i64 = 21;
 pub const DEFAULT_INLINE_LIMIT: u64 = 1024;
 /// Elements converted per chunk when streaming checkpoint tensors.
 const CHUNK: usize = 1 << 18;
-
-/// Element types of graph tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// IEEE float32.
-    F32,
-    /// IEEE float16.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// IEEE float64.
-    F64,
-    /// Signed 64-bit integer.
-    I64,
-    /// Signed 32-bit integer.
-    I32,
-    /// Signed 8-bit integer.
-    I8,
-    /// Unsigned 8-bit integer.
-    U8,
-    /// Boolean (one byte).
-    Bool,
-    /// FP8 E4M3FN.
-    F8E4M3FN,
-}
-
-impl DType {
-    /// The `TensorProto.DataType` code.
-    pub fn onnx(self) -> i32 {
-        use crate::proto::tensor_proto::DataType as D;
-        (match self {
-            Self::F32 => D::Float,
-            Self::F16 => D::Float16,
-            Self::BF16 => D::Bfloat16,
-            Self::F64 => D::Double,
-            Self::I64 => D::Int64,
-            Self::I32 => D::Int32,
-            Self::I8 => D::Int8,
-            Self::U8 => D::Uint8,
-            Self::Bool => D::Bool,
-            Self::F8E4M3FN => D::Float8e4m3fn,
-        }) as i32
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F64 | Self::I64 => 8,
-            Self::F32 | Self::I32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::I8 | Self::U8 | Self::Bool | Self::F8E4M3FN => 1,
-        }
-    }
-}
-
-/// One dimension of a graph input or output: fixed, or a named symbol.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dim {
-    /// A fixed size.
-    Fixed(usize),
-    /// A symbolic size shared by every dimension with the same name.
-    Sym(String),
-}
-
-impl From<usize> for Dim {
-    fn from(n: usize) -> Self {
-        Self::Fixed(n)
-    }
-}
-
-impl From<&str> for Dim {
-    fn from(s: &str) -> Self {
-        Self::Sym(s.to_string())
-    }
-}
-
-/// A tensor inside a graph, identified by its ONNX name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Value(String);
-
-impl Value {
-    /// The ONNX name.
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A node attribute.
-#[derive(Debug, Clone)]
-pub struct Attr(AttributeProto);
-
-impl Attr {
-    fn proto(name: &str, ty: AttributeType) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.to_string()),
-            r#type: Some(ty as i32),
-            ..Default::default()
-        }
-    }
-
-    /// An integer attribute.
-    pub fn int(name: &str, v: i64) -> Self {
-        Self(AttributeProto {
-            i: Some(v),
-            ..Self::proto(name, AttributeType::Int)
-        })
-    }
-
-    /// An integer-list attribute.
-    pub fn ints(name: &str, v: &[i64]) -> Self {
-        Self(AttributeProto {
-            ints: v.to_vec(),
-            ..Self::proto(name, AttributeType::Ints)
-        })
-    }
-
-    /// A float attribute.
-    pub fn float(name: &str, v: f32) -> Self {
-        Self(AttributeProto {
-            f: Some(v),
-            ..Self::proto(name, AttributeType::Float)
-        })
-    }
-
-    /// A float-list attribute.
-    pub fn floats(name: &str, v: &[f32]) -> Self {
-        Self(AttributeProto {
-            floats: v.to_vec(),
-            ..Self::proto(name, AttributeType::Floats)
-        })
-    }
-
-    /// A string attribute.
-    pub fn string(name: &str, v: &str) -> Self {
-        Self(AttributeProto {
-            s: Some(v.as_bytes().to_vec()),
-            ..Self::proto(name, AttributeType::String)
-        })
-    }
-}
-
-/// How a 2-D checkpoint tensor is laid out in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Stored as in the checkpoint.
-    AsIs,
-    /// A 2-D `[r, c]` tensor stored as `[c, r]` (PyTorch Linear `[out, in]` →
-    /// MatMul's `[in, out]`).
-    Transposed,
-}
 
 /// Builds one ONNX graph and writes it with its external data file.
 pub struct GraphBuilder {
@@ -254,13 +104,13 @@ impl GraphBuilder {
     pub fn input(&mut self, name: &str, dtype: DType, dims: &[Dim]) -> Value {
         self.names.insert(name.to_string());
         self.graph.input.push(value_info(name, dtype, dims));
-        Value(name.to_string())
+        Value::new(name)
     }
 
     /// Declares `value` a graph output called `name` (renamed through an
     /// `Identity` if its name differs).
     pub fn output(&mut self, value: &Value, name: &str, dtype: DType, dims: &[Dim]) {
-        if value.0 != name {
+        if value.name() != name {
             self.names.insert(name.to_string());
             self.push_node("", "Identity", &[Some(value)], vec![name.to_string()], Vec::new());
         }
@@ -288,7 +138,7 @@ impl GraphBuilder {
         }
         let outputs: Vec<String> = (0..n_outputs).map(|_| self.fresh(op)).collect();
         self.push_node(domain, op, inputs, outputs.clone(), attrs);
-        outputs.into_iter().map(Value).collect()
+        outputs.iter().map(|n| Value::new(n)).collect()
     }
 
     /// Stores an f32 initializer as `dtype` (F32, F16, BF16 or F64).
@@ -353,7 +203,7 @@ impl GraphBuilder {
             tensor.external_data = self.data.entries(extent);
         }
         self.graph.initializer.push(tensor);
-        Ok(Value(name.to_string()))
+        Ok(Value::new(name))
     }
 
     /// Streams checkpoint tensor `t` into an initializer named after it, converted
@@ -479,13 +329,13 @@ impl GraphBuilder {
         self.graph.node.push(NodeProto {
             input: inputs
                 .iter()
-                .map(|v| v.map(|v| v.0.clone()).unwrap_or_default())
+                .map(|v| v.map(|v| v.name().to_string()).unwrap_or_default())
                 .collect(),
             output: outputs,
             name: Some(name),
             op_type: Some(op.to_string()),
             domain: Some(domain.to_string()),
-            attribute: attrs.into_iter().map(|a| a.0).collect(),
+            attribute: attrs.into_iter().map(Attr::into_proto).collect(),
             ..Default::default()
         });
     }
@@ -498,7 +348,7 @@ impl GraphBuilder {
             raw_data: Some(raw),
             ..Default::default()
         });
-        Value(name.to_string())
+        Value::new(name)
     }
 }
 
