@@ -141,6 +141,39 @@ impl GraphBuilder {
         outputs.iter().map(|n| Value::new(n)).collect()
     }
 
+    /// Builds a subgraph (for `If`/`Loop` attributes): nodes `f` adds go to it,
+    /// initializers and constants to the main graph (visible from inside).
+    /// `f` returns the subgraph's outputs with their element types.
+    pub fn subgraph(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<Vec<(Value, DType)>>,
+    ) -> Result<GraphProto> {
+        let outer = std::mem::take(&mut self.graph.node);
+        let outputs = f(self);
+        let node = std::mem::replace(&mut self.graph.node, outer);
+        let output = outputs?
+            .iter()
+            .map(|(v, dtype)| ValueInfoProto {
+                name: Some(v.name().to_string()),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(dtype.onnx()),
+                        shape: None,
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Ok(GraphProto {
+            name: Some(name.to_string()),
+            node,
+            output,
+            ..Default::default()
+        })
+    }
+
     /// Stores an f32 initializer as `dtype` (F32, F16, BF16 or F64).
     pub fn init_f32(&mut self, name: &str, dtype: DType, dims: &[usize], data: &[f32]) -> Result<Value> {
         self.init_stream(name, dtype, dims, |sink| sink.push_f32(data))
@@ -215,17 +248,25 @@ impl GraphBuilder {
     /// Like [`Self::weight`] but with an explicit initializer name.
     pub fn weight_named(&mut self, name: &str, t: &TensorRef<'_>, dtype: DType, layout: Layout) -> Result<Value> {
         match layout {
-            Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| {
-                let mut chunk = vec![0f32; CHUNK.min(t.numel())];
-                let mut start = 0;
-                while start < t.numel() {
-                    let n = chunk.len().min(t.numel() - start);
-                    t.read_f32_into(start, &mut chunk[..n])?;
-                    sink.push_f32(&chunk[..n])?;
-                    start += n;
+            Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| stream_range(t, 0, t.numel(), sink)),
+            Layout::Index(i) => {
+                let (Some(&outer), Some(inner)) = (t.shape.first(), t.shape.get(1..).filter(|s| !s.is_empty())) else {
+                    return Err(ExportError::Shape {
+                        tensor: t.name.to_string(),
+                        expected: "at least 2 dimensions to index axis 0".into(),
+                        got: format!("shape {:?}", t.shape),
+                    });
+                };
+                if i >= outer {
+                    return Err(ExportError::Shape {
+                        tensor: t.name.to_string(),
+                        expected: format!("index {i} on axis 0"),
+                        got: format!("shape {:?}", t.shape),
+                    });
                 }
-                Ok(())
-            }),
+                let n: usize = inner.iter().product();
+                self.init_stream(name, dtype, inner, |sink| stream_range(t, i * n, n, sink))
+            }
             Layout::Transposed => {
                 let &[rows, cols] = t.shape else {
                     return Err(ExportError::Shape {
@@ -426,6 +467,19 @@ pub fn float_bytes(values: &[f32], dtype: DType) -> Option<Vec<u8>> {
         DType::F64 => values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect(),
         _ => return None,
     })
+}
+
+/// Streams elements `start..start + n` of `t` in chunks.
+fn stream_range(t: &TensorRef<'_>, start: usize, n: usize, sink: &mut TensorSink<'_>) -> Result<()> {
+    let mut chunk = vec![0f32; CHUNK.min(n)];
+    let mut done = 0;
+    while done < n {
+        let len = chunk.len().min(n - done);
+        t.read_f32_into(start + done, &mut chunk[..len])?;
+        sink.push_f32(&chunk[..len])?;
+        done += len;
+    }
+    Ok(())
 }
 
 /// Streams `t` (`[rows, cols]`) as `[cols, rows]`, a band of output rows at a

@@ -109,18 +109,47 @@ pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &
     let (x, cache) = stack(&mut g, ckpt, "decoder", p, nm, &x)?;
     let h = final_norm_last(&mut g, ckpt, "decoder", p, &x)?;
     let heads_t = expect_shape(ckpt, "audio_head", &[cfg.audio_num_codebooks - 1, p.embed_dim, v])?;
-    let heads = g.weight(&heads_t, nm.weights, Layout::AsIs)?;
-    let logits = g.with_scope("audio_head", |g| {
-        let one = g.scalar_i64(1);
-        let k = g.sub(&codebook, &one);
-        let w = g.gather(&heads, &k, 0);
+    let heads = (0..cfg.audio_num_codebooks - 1)
+        .map(|i| g.weight_named(&format!("audio_head.{i}"), &heads_t, nm.weights, Layout::Index(i)))
+        .collect::<Result<Vec<_>>>()?;
+    let logits = g.with_scope("audio_head", |g| -> Result<Value> {
         let h = cast_if(g, &h, DType::F32, nm.compute);
-        let l = g.matmul(&h, &w);
-        cast_if(g, &l, nm.compute, DType::F32)
-    });
+        let l = select_head(g, &codebook, &h, &heads, 1, nm.compute)?;
+        Ok(cast_if(g, &l, nm.compute, DType::F32))
+    })?;
     g.output(&logits, io::LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
     output_cache(&mut g, p, nm, &cache);
     g.finish()
+}
+
+/// `h @ heads[codebook - first]` as a chain of `If`s on `codebook`. A `Gather`
+/// of the stacked `[7, D, V]` head would copy (and MLAS then repack) a 100 MB
+/// slice per decoder call at the real size; selecting among 7 initializers
+/// lets ORT prepack each head once (measured: 17 ms instead of 38 ms per call
+/// at `[2, 3072] × [3072, 8197]` f32). Codebooks past the last head use the last.
+fn select_head(
+    g: &mut GraphBuilder,
+    codebook: &Value,
+    h: &Value,
+    heads: &[Value],
+    first: i64,
+    dtype: DType,
+) -> Result<Value> {
+    let [head, rest @ ..] = heads else {
+        return Err(ExportError::Unsupported {
+            what: "a decoder without audio heads (audio_num_codebooks < 2)".into(),
+        });
+    };
+    if rest.is_empty() {
+        return Ok(g.matmul(h, head));
+    }
+    let k = g.scalar_i64(first);
+    let is_k = g.node("Equal", &[codebook, &k], vec![]);
+    let then = g.subgraph(&format!("audio_head_{first}"), |g| Ok(vec![(g.matmul(h, head), dtype)]))?;
+    let otherwise = g.subgraph(&format!("audio_head_after_{first}"), |g| {
+        Ok(vec![(select_head(g, codebook, h, rest, first + 1, dtype)?, dtype)])
+    })?;
+    Ok(g.if_(&is_k, then, otherwise, 1).remove(0))
 }
 
 /// Writes `lm_tables.safetensors`.

@@ -4,6 +4,7 @@
 //! one `g.node("OpType", &[..], vec![Attr::..])` call away.
 
 use crate::graph::{Attr, DType, GraphBuilder, MS_DOMAIN, Value};
+use crate::proto::GraphProto;
 
 impl GraphBuilder {
     /// `a + b` (broadcasting).
@@ -147,6 +148,13 @@ impl GraphBuilder {
     /// `cond ? a : b` element-wise.
     pub fn where_(&mut self, cond: &Value, a: &Value, b: &Value) -> Value {
         self.node("Where", &[cond, a, b], vec![])
+    }
+
+    /// `cond ? then : otherwise` over subgraphs (see [`GraphBuilder::subgraph`]),
+    /// with `n_outputs` outputs.
+    pub fn if_(&mut self, cond: &Value, then: GraphProto, otherwise: GraphProto, n_outputs: usize) -> Vec<Value> {
+        let attrs = vec![Attr::graph("then_branch", then), Attr::graph("else_branch", otherwise)];
+        self.node_ext("", "If", &[Some(cond)], n_outputs, attrs)
     }
 
     /// Renames/copies a value (`Identity`).

@@ -1,7 +1,7 @@
 //! Value types of the graph builder: element types, dimensions, tensor
 //! handles, node attributes and weight layouts.
 
-use crate::proto::{AttributeProto, attribute_proto::AttributeType};
+use crate::proto::{AttributeProto, GraphProto, attribute_proto::AttributeType};
 
 /// Element types of graph tensors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -144,6 +144,14 @@ impl Attr {
         })
     }
 
+    /// A subgraph attribute (`then_branch`, `else_branch`, `body`).
+    pub fn graph(name: &str, g: GraphProto) -> Self {
+        Self(AttributeProto {
+            g: Some(g),
+            ..Self::proto(name, AttributeType::Graph)
+        })
+    }
+
     /// A string attribute.
     pub fn string(name: &str, v: &str) -> Self {
         Self(AttributeProto {
@@ -161,4 +169,7 @@ pub enum Layout {
     /// A 2-D `[r, c]` tensor stored as `[c, r]` (PyTorch Linear `[out, in]` →
     /// MatMul's `[in, out]`).
     Transposed,
+    /// The sub-tensor `t[i]` of a tensor with at least 2 dimensions (axis 0
+    /// dropped), e.g. one head of the stacked `audio_head`.
+    Index(usize),
 }

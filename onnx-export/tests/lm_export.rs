@@ -111,6 +111,26 @@ fn exports_graphs_with_documented_io() {
         ("past_key_0".into(), F32, s(&["batch", "2", "12", "capacity"]))
     );
     assert_eq!(outputs[0], ("logits".into(), F32, s(&["batch", "69"])));
+    let m = ModelProto::decode(
+        std::fs::read(dir.path().join(engine::DECODER_GRAPH))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let g = m.graph.unwrap();
+    for i in 0..7 {
+        let name = format!("audio_head.{i}");
+        let head = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(
+            head.dims,
+            [48, 69],
+            "{name}: one [Dd, V] head per codebook, selected by If"
+        );
+    }
     assert_eq!(outputs.len(), 1 + 2 * 2);
 }
 
