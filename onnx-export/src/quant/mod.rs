@@ -35,20 +35,25 @@
 //!
 //! # ONNX Runtime settings (measured on ORT 1.31.1 CPU)
 //!
-//! - The portable forms give bit-exact results at every optimisation level,
-//!   with QDQ fusion on or off (`tests/quant_portable.rs` runs both). They
-//!   contain no activation Q→DQ pair feeding a `MatMul`, so the FP8
-//!   `MatMulIntegerToFloat` fusion bug (dependencies.md §3 case B) cannot fire,
-//!   and no blocked integer DQ, so the `MatMulNBits` rewrite does not apply.
-//! - Constant folding (on from `Level1`) evaluates every node whose inputs are
-//!   all initializers once at session creation. With the default
-//!   `session.disable_quant_qdq=0` ORT keeps `DequantizeLinear` out of constant
-//!   folding, but the `Cast` + `Gather` of the NVFP4 codes are folded into an f32
-//!   constant (4 bytes per parameter in RAM); with `with_quant_qdq(false)` the
-//!   whole weight folds. Results are identical either way (the same CPU kernels
-//!   run once instead of every run). To keep the weights packed in RAM, a
-//!   runtime sets [`KEEP_PACKED_SESSION_CONFIG`] (it disables constant folding
-//!   for the whole graph).
+//! - The portable forms are bit-exact at every optimisation level, with QDQ
+//!   fusion on or off and with constant folding off (`tests/quant_*.rs` run all
+//!   four option sets). They hold no activation Q→DQ pair feeding a `MatMul`, so
+//!   the FP8 `MatMulIntegerToFloat` fusion bug (dependencies.md §3 case B) has
+//!   nothing to fuse, and no blocked integer DQ, so the `MatMulNBits` rewrite
+//!   does not apply. The runtime does not need `with_quant_qdq(false)` (config
+//!   `session.disable_quant_qdq=1`) for these graphs.
+//! - Constant folding (from `Level1` on) evaluates once, at session creation,
+//!   every node whose inputs are all initializers; the results are the same
+//!   (the same CPU kernels run once instead of every run), the memory is not.
+//!   Measured on the saved optimised graphs: with the defaults ORT keeps
+//!   `DequantizeLinear` out of folding, so FP8 stays 1 byte per parameter and
+//!   dequantizes every run, but NVFP4's `Cast` + `Gather` fold into an f32
+//!   constant (4 bytes per parameter in RAM; the per-run work left is the scale
+//!   `DequantizeLinear` and the `Mul`). With `with_quant_qdq(false)`,
+//!   `DequantizeLinear` folds too and both schemes become a plain f32 weight at
+//!   load. [`KEEP_PACKED_SESSION_CONFIG`] (constant folding off for the whole
+//!   graph) keeps every initializer packed and runs the full dequantization
+//!   each call.
 //!
 //! # Layout summary
 //!

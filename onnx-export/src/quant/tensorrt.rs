@@ -38,7 +38,10 @@
 //! `TensorProto` to FLOAT4E2M1 `[out, in]` after the graph is written,
 //! checking each one's name, type, dims and byte length, and raises the
 //! default-domain opset to [`TENSORRT_MIN_OPSET`] (IR 11). The external data
-//! file is untouched.
+//! file is untouched. A graph written with `GraphBuilder::finish` instead keeps
+//! u8 `[out, in/2]` codes whose blocked `DequantizeLinear` no longer matches the
+//! `[out, in/16]` scales: it fails to run rather than dequantize bytes as
+//! integers (tested).
 //!
 //! [`QuantEmitter::finish`]: super::QuantEmitter::finish
 
