@@ -9,7 +9,7 @@ mod quant_support;
 use half::f16;
 use heart::quant::fp8::e4m3_to_f32;
 use heart::quant::nvfp4::{nvfp4_global_scale, quantize_nvfp4, quantize_nvfp4_with_global};
-use onnx_export::quant::{QuantEmitter, WeightScheme};
+use onnx_export::quant::{ActQuant, QuantEmitter, WeightScheme};
 use onnx_export::{DType, Dim, GraphBuilder};
 use quant_support::{ALL_OPTS, Opts, assert_within, first_bit_difference, matmul_f64, rng, run, session};
 use rand::Rng;
@@ -100,8 +100,13 @@ fn build(dir: &std::path::Path, g: f32, rank: usize, dtype: DType) -> std::path:
     let mut dims: Vec<Dim> = (0..rank - 1).map(|i| Dim::from(format!("d{i}").as_str())).collect();
     dims.push(K.into());
     let x = b.input("x", dtype, &dims);
+    let act = ActQuant {
+        name: "layer.input",
+        features: K,
+        global: g,
+    };
     let xq = em
-        .activation(&mut b, "layer.input", &x, K, g, WeightScheme::Nvfp4Portable, dtype)
+        .activation(&mut b, &x, act, WeightScheme::Nvfp4Portable, dtype)
         .unwrap();
     b.output(&xq, "xq", dtype, &dims);
     em.finish(b).unwrap();
@@ -241,14 +246,19 @@ fn bad_activation_settings_are_clear_errors() {
     let mut em = QuantEmitter::new();
     let x = b.input("x", DType::F32, &[Dim::from("batch"), K.into()]);
     let nv = WeightScheme::Nvfp4Portable;
-    let err = em.activation(&mut b, "a", &x, K, 0.0, nv, DType::F32).unwrap_err();
+    let act = |features, global| ActQuant {
+        name: "a",
+        features,
+        global,
+    };
+    let err = em.activation(&mut b, &x, act(K, 0.0), nv, DType::F32).unwrap_err();
     assert!(err.to_string().contains("global scale 0"), "{err}");
-    let err = em.activation(&mut b, "a", &x, K, f32::NAN, nv, DType::F32).unwrap_err();
+    let err = em.activation(&mut b, &x, act(K, f32::NAN), nv, DType::F32).unwrap_err();
     assert!(err.to_string().contains("finite and > 0"), "{err}");
-    let err = em.activation(&mut b, "a", &x, 40, 1.0, nv, DType::F32).unwrap_err();
+    let err = em.activation(&mut b, &x, act(40, 1.0), nv, DType::F32).unwrap_err();
     assert!(err.to_string().contains("multiple of 16"), "{err}");
     let err = em
-        .activation(&mut b, "a", &x, K, 1.0, WeightScheme::Fp8Portable, DType::F32)
+        .activation(&mut b, &x, act(K, 1.0), WeightScheme::Fp8Portable, DType::F32)
         .unwrap_err();
     assert!(err.to_string().contains("weight-only"), "{err}");
 }

@@ -123,6 +123,17 @@ impl WeightScheme {
     }
 }
 
+/// A calibrated NVFP4 activation quantizer for one linear layer's input.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActQuant<'a> {
+    /// Prefix of the initializers it adds, e.g. `layers.0.attn.q_proj.input`.
+    pub name: &'a str,
+    /// Size of the last (feature) axis, a multiple of 16.
+    pub features: usize,
+    /// The calibrated global scale, `amax / (6 · 448)`; finite and > 0.
+    pub global: f32,
+}
+
 /// Emits quantized weights and activation quantizers into graphs. Holds what
 /// is shared per graph (the E2M1 lookup table) and what must be fixed up when
 /// the graph is written (FLOAT4E2M1 initializers, see [`tensorrt`]); use one
@@ -163,8 +174,13 @@ impl QuantEmitter {
                 let &[_, inp] = t.shape else {
                     return Err(not_2d(t));
                 };
-                let act = format!("{name}.input");
-                self.activation(g, &act, x, inp, global, scheme, dtype)?
+                let act_name = format!("{name}.input");
+                let act = ActQuant {
+                    name: &act_name,
+                    features: inp,
+                    global,
+                };
+                self.activation(g, x, act, scheme, dtype)?
             }
         };
         Ok(g.with_scope(name, |g| g.matmul(&x, &w)))
@@ -218,42 +234,40 @@ impl QuantEmitter {
         tensorrt::nvfp4_weight(g, &mut self.fp4, name, w, dtype)
     }
 
-    /// Quantizes activations `x` (`[..., features]`, dtype `dtype`) to NVFP4
-    /// along the last axis with the calibrated `global` scale, in the form
-    /// `scheme` calls for; returns the dequantized activations as `dtype`.
-    /// `name` prefixes the initializers it adds. FP8 is weight-only here.
-    #[allow(clippy::too_many_arguments)]
+    /// Quantizes activations `x` (`[..., act.features]`, dtype `dtype`) to
+    /// NVFP4 along the last axis, in the form `scheme` calls for; returns the
+    /// dequantized activations as `dtype`. FP8 is weight-only here.
     pub fn activation(
         &mut self,
         g: &mut GraphBuilder,
-        name: &str,
         x: &Value,
-        features: usize,
-        global: f32,
+        act: ActQuant<'_>,
         scheme: WeightScheme,
         dtype: DType,
     ) -> Result<Value> {
         match scheme {
-            WeightScheme::Nvfp4Portable => self.nvfp4_activation_portable(g, name, x, features, global, dtype),
-            WeightScheme::Nvfp4TensorRt => tensorrt::nvfp4_activation(g, name, x, features, global, dtype),
+            WeightScheme::Nvfp4Portable => self.nvfp4_activation_portable(g, x, act, dtype),
+            WeightScheme::Nvfp4TensorRt => tensorrt::nvfp4_activation(g, x, act, dtype),
             WeightScheme::Fp8Portable => Err(ExportError::Unsupported {
-                what: format!("activation quantization for `{name}` with FP8 weights (FP8 is weight-only)"),
+                what: format!(
+                    "activation quantization for `{}` with FP8 weights (FP8 is weight-only)",
+                    act.name
+                ),
             }),
         }
     }
 
-    /// Portable NVFP4 fake-quantization of `x` (quantize → dequantize), bit-exact
-    /// against `quantize_nvfp4_with_global(x, rows, features, global).dequantize()`.
+    /// Portable NVFP4 fake-quantization of `x` (quantize → dequantize),
+    /// bit-exact against `quantize_nvfp4_with_global(x, rows, act.features,
+    /// act.global).dequantize()`.
     pub fn nvfp4_activation_portable(
         &mut self,
         g: &mut GraphBuilder,
-        name: &str,
         x: &Value,
-        features: usize,
-        global: f32,
+        act: ActQuant<'_>,
         dtype: DType,
     ) -> Result<Value> {
-        portable::nvfp4_activation(g, name, x, features, global, dtype)
+        portable::nvfp4_activation(g, x, act, dtype)
     }
 
     /// Writes the graph, then stamps the FLOAT4E2M1 type on the TensorRT

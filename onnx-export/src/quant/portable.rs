@@ -66,7 +66,7 @@ use heart::quant::e2m1::{E2M1_MAX, E2M1_VALUES};
 use heart::quant::fp8::{Fp8Granularity, Fp8Tensor};
 use heart::quant::nvfp4::{NVFP4_BLOCK, Nvfp4Tensor};
 
-use super::{cast_from_f32, check_features, check_float, check_global};
+use super::{ActQuant, cast_from_f32, check_features, check_float, check_global};
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, Value};
 
@@ -175,14 +175,8 @@ pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype:
 }
 
 /// Emits the NVFP4 fake-quantization of `x`; see the module doc.
-pub(super) fn nvfp4_activation(
-    g: &mut GraphBuilder,
-    name: &str,
-    x: &Value,
-    features: usize,
-    global: f32,
-    dtype: DType,
-) -> Result<Value> {
+pub(super) fn nvfp4_activation(g: &mut GraphBuilder, x: &Value, act: ActQuant<'_>, dtype: DType) -> Result<Value> {
+    let ActQuant { name, features, global } = act;
     check_float(name, dtype)?;
     check_features(name, features)?;
     check_global(name, global)?;

@@ -21,15 +21,21 @@
 //!   global_f32)` with attributes `axis=-1`, `block_size=16`,
 //!   `scale_type=17` (FLOAT8E4M3FN) and two outputs `(x_f4, scales_f8)`; then
 //!   `DequantizeLinear(scales_f8, global_f32)` and `DequantizeLinear(x_f4,
-//!   that, axis=-1, block_size=16)`. The TensorRT `IDynamicQuantizeLayer` doc:
-//!   block size 16, blocked axis last or second to last and static, input
-//!   fp16/bf16/fp32. ModelOpt substitutes a global scale of 1 for an amax of 0;
-//!   here a global scale of 0 is an error, as in the portable form.
+//!   that, axis=-1, block_size=16)`. The TensorRT dynamic-quantize layer doc
+//!   (as summarised in `shared/notes/dependencies.md` §3): block size 16,
+//!   blocked axis last or second to last and static, input fp16/bf16/fp32.
+//!   ModelOpt substitutes a global scale of 1 for an amax of 0; here a global
+//!   scale of 0 is an error, as in the portable form.
 //! - ONNX: FLOAT4E2M1 (`TensorProto.DataType` 23) and `DequantizeLinear` on it
 //!   need opset 23, hence IR version 11 (`onnx.proto` in this crate). TensorRT
-//!   needs ≥ 10.8 for FP4 constants (Torch-TensorRT docs).
-//! - FP8 has no separate TensorRT form: TensorRT parses the portable FP8
-//!   `DequantizeLinear` (E4M3FN initializer, f32 per-channel scale) as it is.
+//!   needs ≥ 10.8 for FP4 constants (Torch-TensorRT docs, per the same notes).
+//!   The written test graph passes `onnx.checker.check_model(full_check=True)`
+//!   (onnx 1.23.2), and `onnx.reference` evaluates its weight path to the same
+//!   values as the portable lowering (checked by hand, not in the test suite:
+//!   the project's tests do not run Python).
+//! - FP8 has no separate TensorRT form here: the portable FP8 graph is a
+//!   standard E4M3FN `DequantizeLinear`, which TensorRT's ONNX parser maps to
+//!   its dequantize layer (not verified on TensorRT in this project).
 //!
 //! # FLOAT4E2M1 initializers
 //!
@@ -48,7 +54,7 @@
 use heart::quant::nvfp4::{NVFP4_BLOCK, Nvfp4Tensor};
 use prost::Message;
 
-use super::{cast_from_f32, check_features, check_float, check_global};
+use super::{ActQuant, cast_from_f32, check_features, check_float, check_global};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, GraphBuilder, Value, ir_version_for};
@@ -99,14 +105,8 @@ pub(super) fn nvfp4_weight(
 
 /// Emits TensorRT's dynamic NVFP4 quantization of `x` (`[..., features]`,
 /// dtype `dtype`) followed by its two-level dequantization, as `dtype`.
-pub(super) fn nvfp4_activation(
-    g: &mut GraphBuilder,
-    name: &str,
-    x: &Value,
-    features: usize,
-    global: f32,
-    dtype: DType,
-) -> Result<Value> {
+pub(super) fn nvfp4_activation(g: &mut GraphBuilder, x: &Value, act: ActQuant<'_>, dtype: DType) -> Result<Value> {
+    let ActQuant { name, features, global } = act;
     check_float(name, dtype)?;
     check_features(name, features)?;
     check_global(name, global)?;
