@@ -28,6 +28,9 @@ pub enum ExportError {
         /// What was found.
         got: String,
     },
+    /// A tensor could not be quantized (non-finite value, ragged blocks, bad scale).
+    #[error(transparent)]
+    Quant(#[from] heart::quant::QuantError),
     /// The requested export (precision, dtype, layout) is not implemented.
     #[error("unsupported: {what}")]
     Unsupported {

@@ -7,6 +7,8 @@
 //! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
 //! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
 //!   ([`lm::export_lm`]).
+//! - [`quant`]: quantized weights and activations (NVFP4, FP8), portable and
+//!   TensorRT lowerings.
 //! - [`tables`]: streaming f32 safetensors writer.
 //! - [`types`]: [`DType`], [`Dim`], [`Value`], [`Attr`], [`Layout`].
 //! - [`error`]: the crate error, [`ExportError`].
@@ -17,6 +19,7 @@ pub mod external;
 pub mod graph;
 pub mod lm;
 pub mod ops;
+pub mod quant;
 pub mod tables;
 pub mod types;
 
