@@ -90,14 +90,10 @@ pub fn init(explicit: Option<&Path>) -> Result<OrtRuntime, OrtSetupError> {
     let result = INIT.get_or_init(|| {
         let searched = candidates(explicit);
         let Some(path) = searched.iter().find(|p| p.is_file()).cloned() else {
-            let list = searched
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>();
+            let list = searched.iter().map(|p| p.display().to_string()).collect::<Vec<_>>();
             return Err(InitFailure::NotFound(list.join(", ")));
         };
-        let builder =
-            ort::init_from(&path).map_err(|e| InitFailure::Load(path.clone(), e.to_string()))?;
+        let builder = ort::init_from(&path).map_err(|e| InitFailure::Load(path.clone(), e.to_string()))?;
         let env = builder
             .with_name("heart")
             .build()

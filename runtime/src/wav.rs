@@ -63,7 +63,7 @@ pub fn to_pcm16(x: f32) -> i16 {
 /// Writes `audio` (planar) to `path` atomically (temp file in the same folder + rename).
 pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
     let channels = usize::from(audio.channels);
-    if channels == 0 || audio.samples.len() % channels != 0 {
+    if channels == 0 || !audio.samples.len().is_multiple_of(channels) {
         return Err(WavError::BadAudio {
             path: path.to_path_buf(),
             channels: audio.channels,
@@ -155,10 +155,7 @@ mod tests {
         write_wav(&p16, &stereo(), WavFormat::Pcm16).unwrap();
         let mut r = hound::WavReader::open(&p16).unwrap();
         let spec = r.spec();
-        assert_eq!(
-            (spec.channels, spec.sample_rate, spec.bits_per_sample),
-            (2, 300, 16)
-        );
+        assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 300, 16));
         assert_eq!(r.duration(), 3);
         let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
         assert_eq!(s, [0, -32767, 16384, -8192, 32767, -32767]);

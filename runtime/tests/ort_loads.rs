@@ -3,18 +3,12 @@
 #[test]
 fn onnx_runtime_library_loads() {
     let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
-    assert!(
-        rt.library
-            .ends_with(heart_runtime::ort_env::library_file_name())
-            || std::env::var_os("ORT_DYLIB_PATH").is_some()
-    );
+    assert!(rt.library.ends_with(heart_runtime::ort_env::library_file_name()) || std::env::var_os("ORT_DYLIB_PATH").is_some());
 }
 
 #[test]
 fn missing_explicit_library_is_a_clear_error() {
     // Only the candidate list is checked here: the process-wide init is shared.
-    let c = heart_runtime::ort_env::candidates(Some(std::path::Path::new(
-        "/nonexistent/libonnxruntime.so",
-    )));
+    let c = heart_runtime::ort_env::candidates(Some(std::path::Path::new("/nonexistent/libonnxruntime.so")));
     assert_eq!(c.len(), 1);
 }

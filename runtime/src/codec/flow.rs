@@ -71,7 +71,7 @@ pub fn solve_window(
             got: inputs.noise.len(),
         });
     }
-    if inputs.context.len() % latent != 0 || inputs.context.len() > n {
+    if !inputs.context.len().is_multiple_of(latent) || inputs.context.len() > n {
         return Err(CodecError::InputLength {
             what: "in-context latents",
             expected: latent * (inputs.context.len() / latent).min(frames),
@@ -87,11 +87,7 @@ pub fn solve_window(
     for (t, dt) in euler_steps(params.num_steps) {
         // Re-interpolate the context frames: (1 − (1 − σ)·t)·x₀ + t·context.
         let keep = 1.0 - (1.0 - SIGMA_MIN) * t;
-        for ((xi, &x0), &c) in x[..ctx_len]
-            .iter_mut()
-            .zip(inputs.noise)
-            .zip(inputs.context)
-        {
+        for ((xi, &x0), &c) in x[..ctx_len].iter_mut().zip(inputs.noise).zip(inputs.context) {
             *xi = keep * x0 + t * c;
         }
         for r in 0..rows {
@@ -128,8 +124,7 @@ fn build_batch(inputs: &WindowInputs<'_>, latent: usize, rows: usize) -> Vec<f32
         for f in 0..frames {
             let row = &mut batch[(r * frames + f) * width..(r * frames + f + 1) * width];
             if f < ctx_frames {
-                row[latent..2 * latent]
-                    .copy_from_slice(&inputs.context[f * latent..(f + 1) * latent]);
+                row[latent..2 * latent].copy_from_slice(&inputs.context[f * latent..(f + 1) * latent]);
             }
             if conditional {
                 row[2 * latent..]
@@ -156,12 +151,7 @@ mod tests {
     }
 
     impl VelocityField for Probe {
-        fn velocity(
-            &mut self,
-            input: &[f32],
-            frames: usize,
-            timesteps: &[f32],
-        ) -> Result<Vec<f32>> {
+        fn velocity(&mut self, input: &[f32], frames: usize, timesteps: &[f32]) -> Result<Vec<f32>> {
             let rows = timesteps.len();
             let width = input.len() / (rows * frames);
             self.calls.push((rows, timesteps.to_vec()));
@@ -222,10 +212,7 @@ mod tests {
             noise: &noise,
         };
         let x = solve_window(&mut p, 2, inputs, params).unwrap();
-        assert_eq!(
-            p.calls.iter().map(|c| c.0).collect::<Vec<_>>(),
-            [1, 1, 1, 1]
-        );
+        assert_eq!(p.calls.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 1, 1, 1]);
         assert!(x.iter().all(|&v| (v - 2.0).abs() < 1e-6));
     }
 
@@ -261,8 +248,7 @@ mod tests {
         };
         let err = solve_window(&mut probe(), 2, inputs, FlowParams::default()).unwrap_err();
         assert!(
-            err.to_string()
-                .contains("window noise: expected 6 values, got 5"),
+            err.to_string().contains("window noise: expected 6 values, got 5"),
             "{err}"
         );
     }

@@ -97,8 +97,8 @@ impl WindowPlan {
 pub fn padded_len(frames: usize, policy: TailPolicy) -> usize {
     let m = frames.max(WINDOW_CODES);
     let needs_pad = match policy {
-        TailPolicy::Full => (m - OVERLAP_CODES) % HOP_CODES != 0,
-        TailPolicy::UpstreamQuirk => (m - OVERLAP_LATENTS) % HOP_CODES > 0,
+        TailPolicy::Full => !(m - OVERLAP_CODES).is_multiple_of(HOP_CODES),
+        TailPolicy::UpstreamQuirk => !(m - OVERLAP_LATENTS).is_multiple_of(HOP_CODES),
     };
     if needs_pad {
         (m - OVERLAP_CODES).div_ceil(HOP_CODES) * HOP_CODES + OVERLAP_CODES
@@ -148,11 +148,7 @@ pub fn euler_steps(steps: usize) -> Vec<(f32, f32)> {
 
 /// Cross-fade weight `w_j` of overlap sample `j` of `len` (f64 `linspace(0, 1, len)`).
 pub fn crossfade_weight(j: usize, len: usize) -> f64 {
-    if len <= 1 {
-        0.0
-    } else {
-        j as f64 / (len - 1) as f64
-    }
+    if len <= 1 { 0.0 } else { j as f64 / (len - 1) as f64 }
 }
 
 #[cfg(test)]
@@ -165,10 +161,7 @@ mod tests {
     fn constants_match_upstream_duration() {
         assert_eq!((29.76f64 * 12.5) as usize, WINDOW_CODES);
         assert_eq!(WINDOW_CODES / 93 * 80, HOP_CODES);
-        assert_eq!(
-            (OVERLAP_CODES, WINDOW_LATENTS, OVERLAP_LATENTS),
-            (52, 744, 104)
-        );
+        assert_eq!((OVERLAP_CODES, WINDOW_LATENTS, OVERLAP_LATENTS), (52, 744, 104));
     }
 
     #[test]

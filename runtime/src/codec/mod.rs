@@ -76,11 +76,7 @@ impl Codec {
     }
 
     /// Opens the codec files of `dir` with an already-read config.
-    pub fn open_with_config(
-        rt: &crate::ort_env::OrtRuntime,
-        dir: &Path,
-        cfg: CodecConfig,
-    ) -> Result<Self> {
+    pub fn open_with_config(rt: &crate::ort_env::OrtRuntime, dir: &Path, cfg: CodecConfig) -> Result<Self> {
         let tables = CodecTables::load(&dir.join(TABLES_FILE))?;
         if tables.num_quantizers() != cfg.num_quantizers || tables.dim() != cfg.dim {
             return Err(CodecError::Table {
@@ -96,8 +92,7 @@ impl Codec {
             });
         }
         let estimator = FlowEstimator::open(rt, dir, cfg.in_channels, cfg.out_channels)?;
-        let decoder =
-            ScalarDecoder::open(rt, dir, cfg.latent_hidden_dim, cfg.samples_per_latent())?;
+        let decoder = ScalarDecoder::open(rt, dir, cfg.latent_hidden_dim, cfg.samples_per_latent())?;
         Ok(Self {
             cfg,
             tables,
@@ -161,9 +156,9 @@ impl Codec {
             let conditioning = self.tables.condition(window_codes.view())?;
             clamped += conditioning.clamped;
             noise.fill(&mut x0)?;
-            let context = previous.as_deref().map_or(&[][..], |p| {
-                &p[(WINDOW_LATENTS - OVERLAP_LATENTS) * latent..]
-            });
+            let context = previous
+                .as_deref()
+                .map_or(&[][..], |p| &p[(WINDOW_LATENTS - OVERLAP_LATENTS) * latent..]);
             let inputs = WindowInputs {
                 mu: conditioning.mu.view(),
                 context,
@@ -196,7 +191,7 @@ impl Codec {
     pub fn decode_latents(&mut self, latents: &[f32]) -> Result<Vec<f32>> {
         let half = self.cfg.latent_hidden_dim;
         let width = 2 * half;
-        if latents.is_empty() || latents.len() % width != 0 {
+        if latents.is_empty() || !latents.len().is_multiple_of(width) {
             return Err(CodecError::InputLength {
                 what: "window latents",
                 expected: WINDOW_LATENTS * width,

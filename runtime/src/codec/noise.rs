@@ -90,15 +90,8 @@ mod tests {
         SeededNoise::new(7).fill(&mut b).unwrap();
         assert_eq!(a, b);
         let mean = a.iter().map(|&v| f64::from(v)).sum::<f64>() / a.len() as f64;
-        let var = a
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / a.len() as f64;
-        assert!(
-            mean.abs() < 0.03 && (var - 1.0).abs() < 0.05,
-            "mean {mean} var {var}"
-        );
+        let var = a.iter().map(|&v| (f64::from(v) - mean).powi(2)).sum::<f64>() / a.len() as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "mean {mean} var {var}");
         let mut c = vec![0f32; 4];
         SeededNoise::new(8).fill(&mut c).unwrap();
         assert_ne!(&a[..4], &c[..]);

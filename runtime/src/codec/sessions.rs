@@ -77,12 +77,7 @@ pub struct FlowEstimator {
 
 impl FlowEstimator {
     /// Opens `flow_estimator.onnx` in `dir`.
-    pub fn open(
-        rt: &OrtRuntime,
-        dir: &Path,
-        in_channels: usize,
-        out_channels: usize,
-    ) -> Result<Self> {
+    pub fn open(rt: &OrtRuntime, dir: &Path, in_channels: usize, out_channels: usize) -> Result<Self> {
         Ok(Self {
             graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE))?,
             in_channels,
@@ -92,22 +87,12 @@ impl FlowEstimator {
 
     /// Velocity `[B, T, out_channels]` for `input` `[B, T, in_channels]` and one
     /// flow time per batch row.
-    pub fn velocity(
-        &mut self,
-        input: &[f32],
-        frames: usize,
-        timesteps: &[f32],
-    ) -> Result<Vec<f32>> {
+    pub fn velocity(&mut self, input: &[f32], frames: usize, timesteps: &[f32]) -> Result<Vec<f32>> {
         let batch = timesteps.len();
-        check_len(
-            "estimator input",
-            input.len(),
-            batch * frames * self.in_channels,
-        )?;
+        check_len("estimator input", input.len(), batch * frames * self.in_channels)?;
         let x = TensorRef::from_array_view(([batch, frames, self.in_channels], input))
             .map_err(|e| self.graph.err("binding x", e))?;
-        let t = TensorRef::from_array_view(([batch], timesteps))
-            .map_err(|e| self.graph.err("binding timestep", e))?;
+        let t = TensorRef::from_array_view(([batch], timesteps)).map_err(|e| self.graph.err("binding timestep", e))?;
         let outputs = self
             .graph
             .session
@@ -134,12 +119,7 @@ pub struct ScalarDecoder {
 
 impl ScalarDecoder {
     /// Opens `scalar_decoder.onnx` in `dir`.
-    pub fn open(
-        rt: &OrtRuntime,
-        dir: &Path,
-        latent_dim: usize,
-        samples_per_latent: usize,
-    ) -> Result<Self> {
+    pub fn open(rt: &OrtRuntime, dir: &Path, latent_dim: usize, samples_per_latent: usize) -> Result<Self> {
         Ok(Self {
             graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE))?,
             latent_dim,
@@ -180,16 +160,11 @@ fn take_output(
         path: path.to_path_buf(),
         message: format!("graph has no output `{name}`"),
     })?;
-    let (shape, data) = value
-        .try_extract_tensor::<f32>()
-        .map_err(|e| CodecError::Ort {
-            path: path.to_path_buf(),
-            message: format!("reading output `{name}`: {e}"),
-        })?;
-    let got: Vec<usize> = shape
-        .iter()
-        .map(|&d| usize::try_from(d).unwrap_or(0))
-        .collect();
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| CodecError::Ort {
+        path: path.to_path_buf(),
+        message: format!("reading output `{name}`: {e}"),
+    })?;
+    let got: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
     if got != expected {
         return Err(CodecError::OutputShape {
             path: path.to_path_buf(),
@@ -203,11 +178,7 @@ fn take_output(
 
 fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
     if got != expected {
-        return Err(CodecError::InputLength {
-            what,
-            expected,
-            got,
-        });
+        return Err(CodecError::InputLength { what, expected, got });
     }
     Ok(())
 }

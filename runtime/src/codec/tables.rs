@@ -65,8 +65,7 @@ impl CodecTables {
             path: path.to_path_buf(),
             source,
         })?;
-        let st = SafeTensors::deserialize(&bytes)
-            .map_err(|e| table_err(path, "(header)", e.to_string()))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| table_err(path, "(header)", e.to_string()))?;
         let (cb_shape, cb) = read(&st, path, CODEBOOKS, 3)?;
         let (q, k, d) = (cb_shape[0], cb_shape[1], cb_shape[2]);
         let (po_shape, po) = read(&st, path, PROJECT_OUT_WEIGHT, 2)?;
@@ -78,9 +77,7 @@ impl CodecTables {
         expect_shape(path, COND_WEIGHT, &cw_shape, &[dim, dim])?;
         let (cbias_shape, cbias) = read(&st, path, COND_BIAS, 1)?;
         expect_shape(path, COND_BIAS, &cbias_shape, &[dim])?;
-        let matrix = |v: Vec<f32>, r: usize, c: usize| {
-            Array2::from_shape_vec((r, c), v).expect("length checked")
-        };
+        let matrix = |v: Vec<f32>, r: usize, c: usize| Array2::from_shape_vec((r, c), v).expect("length checked");
         Ok(Self {
             codebooks: matrix(cb, q * k, d),
             num_quantizers: q,
@@ -177,15 +174,8 @@ fn table_err(path: &Path, name: &str, message: String) -> CodecError {
     }
 }
 
-fn read(
-    st: &SafeTensors<'_>,
-    path: &Path,
-    name: &str,
-    rank: usize,
-) -> Result<(Vec<usize>, Vec<f32>)> {
-    let view = st
-        .tensor(name)
-        .map_err(|_| table_err(path, name, "missing".into()))?;
+fn read(st: &SafeTensors<'_>, path: &Path, name: &str, rank: usize) -> Result<(Vec<usize>, Vec<f32>)> {
+    let view = st.tensor(name).map_err(|_| table_err(path, name, "missing".into()))?;
     if view.dtype() != Dtype::F32 || view.shape().len() != rank {
         return Err(table_err(
             path,
@@ -207,11 +197,7 @@ fn read(
 
 fn expect_shape(path: &Path, name: &str, got: &[usize], expected: &[usize]) -> Result<()> {
     if got != expected {
-        return Err(table_err(
-            path,
-            name,
-            format!("shape {got:?}, expected {expected:?}"),
-        ));
+        return Err(table_err(path, name, format!("shape {got:?}, expected {expected:?}")));
     }
     Ok(())
 }
