@@ -1,4 +1,19 @@
 //! ONNX graph construction for HeartMuLa and HeartCodec.
+//!
+//! - [`graph`]: the typed [`GraphBuilder`] (inputs/outputs, nodes, initializers
+//!   streamed to one external data file per graph).
+//! - [`ops`]: named operator helpers on the builder.
+//! - [`external`]: the external data writer and [`WrittenFile`].
+//! - [`error`]: the crate error, [`ExportError`].
+
+pub mod error;
+pub mod external;
+pub mod graph;
+pub mod ops;
+
+pub use error::{ExportError, Result};
+pub use external::WrittenFile;
+pub use graph::{Attr, DType, Dim, GraphBuilder, Layout, Value};
 
 /// Generated ONNX protobuf types (`onnx.proto` from the `onnx` 1.23.2 wheel).
 #[allow(clippy::all, missing_docs)]
