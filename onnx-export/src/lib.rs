@@ -6,6 +6,7 @@
 //! - [`external`]: the external data writer and [`WrittenFile`].
 //! - [`error`]: the crate error, [`ExportError`].
 
+pub mod codec;
 pub mod error;
 pub mod external;
 pub mod graph;

@@ -3,3 +3,4 @@
 pub mod codec;
 pub mod ort_env;
 pub mod wav;
+pub mod conform;

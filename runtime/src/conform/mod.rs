@@ -1,0 +1,3 @@
+//! Conformance against golden fixture sets.
+
+pub mod codec;
