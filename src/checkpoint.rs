@@ -59,25 +59,41 @@ impl TensorRef<'_> {
     pub fn read_f32_into(&self, start: usize, out: &mut [f32]) -> Result<()> {
         let end = start + out.len();
         if end > self.numel() {
-            return Err(self.err(format!("read of elements {start}..{end} past the end ({})", self.numel())));
+            return Err(self.err(format!(
+                "read of elements {start}..{end} past the end ({})",
+                self.numel()
+            )));
         }
         match self.dtype {
             Dtype::F32 => {
-                for (o, c) in out.iter_mut().zip(self.data[start * 4..end * 4].chunks_exact(4)) {
+                for (o, c) in out
+                    .iter_mut()
+                    .zip(self.data[start * 4..end * 4].chunks_exact(4))
+                {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
             }
             Dtype::F16 => {
-                for (o, c) in out.iter_mut().zip(self.data[start * 2..end * 2].chunks_exact(2)) {
+                for (o, c) in out
+                    .iter_mut()
+                    .zip(self.data[start * 2..end * 2].chunks_exact(2))
+                {
                     *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
             Dtype::BF16 => {
-                for (o, c) in out.iter_mut().zip(self.data[start * 2..end * 2].chunks_exact(2)) {
+                for (o, c) in out
+                    .iter_mut()
+                    .zip(self.data[start * 2..end * 2].chunks_exact(2))
+                {
                     *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
-            other => return Err(self.err(format!("dtype {other:?} cannot be read as float (expected F32, F16 or BF16)"))),
+            other => {
+                return Err(self.err(format!(
+                    "dtype {other:?} cannot be read as float (expected F32, F16 or BF16)"
+                )));
+            }
         }
         Ok(())
     }
@@ -99,6 +115,8 @@ struct Index {
 /// A HeartMuLa or HeartCodec checkpoint directory.
 pub struct Checkpoint {
     dir: PathBuf,
+    /// `model.safetensors` or the index: the file that lists every tensor.
+    source: PathBuf,
     shards: Vec<Shard>,
     /// Tensor name → shard index.
     locations: BTreeMap<String, usize>,
@@ -108,7 +126,10 @@ impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
-            .field("shards", &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>())
+            .field(
+                "shards",
+                &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
+            )
             .field("tensors", &self.locations.len())
             .finish()
     }
@@ -128,7 +149,9 @@ impl Checkpoint {
             })?;
             let index: Index = serde_json::from_str(&text).map_err(|e| Error::Config {
                 path: index_path.clone(),
-                message: format!("not a safetensors index (expected {{\"weight_map\": {{name: file}}}}): {e}"),
+                message: format!(
+                    "not a safetensors index (expected {{\"weight_map\": {{name: file}}}}): {e}"
+                ),
             })?;
             let mut shard_ids: BTreeMap<String, usize> = BTreeMap::new();
             let mut shards = Vec::new();
@@ -140,7 +163,10 @@ impl Checkpoint {
                 if !path.is_file() {
                     return Err(Error::Layout {
                         path: index_path.clone(),
-                        message: format!("index points at shard `{file}`, which does not exist in {}", dir.display()),
+                        message: format!(
+                            "index points at shard `{file}`, which does not exist in {}",
+                            dir.display()
+                        ),
                     });
                 }
                 shard_ids.insert(file.clone(), shards.len());
@@ -164,13 +190,16 @@ impl Checkpoint {
                         return Err(Error::Tensor {
                             path: shard.path.clone(),
                             name: name.clone(),
-                            message: format!("present in the shard but not mapped to it by {INDEX_FILE}"),
+                            message: format!(
+                                "present in the shard but not mapped to it by {INDEX_FILE}"
+                            ),
                         });
                     }
                 }
             }
             Ok(Self {
                 dir: dir.to_path_buf(),
+                source: index_path,
                 shards,
                 locations,
             })
@@ -179,6 +208,7 @@ impl Checkpoint {
             let locations = shard.tensors.keys().map(|n| (n.clone(), 0)).collect();
             Ok(Self {
                 dir: dir.to_path_buf(),
+                source: single,
                 shards: vec![shard],
                 locations,
             })
@@ -193,6 +223,13 @@ impl Checkpoint {
     /// The checkpoint directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The file that lists every tensor: `model.safetensors` for a single-file
+    /// checkpoint, `model.safetensors.index.json` for a sharded one. Errors about
+    /// missing tensors name this file.
+    pub fn source(&self) -> &Path {
+        &self.source
     }
 
     /// The shard files, in index order.
@@ -213,12 +250,15 @@ impl Checkpoint {
     /// Looks up a tensor; a missing name is an error naming the checkpoint.
     pub fn tensor(&self, name: &str) -> Result<TensorRef<'_>> {
         let id = *self.locations.get(name).ok_or_else(|| Error::Tensor {
-            path: self.dir.clone(),
+            path: self.source.clone(),
             name: name.to_string(),
             message: "missing from the checkpoint".into(),
         })?;
         let shard = &self.shards[id];
-        let (key, info) = shard.tensors.get_key_value(name).expect("location table is consistent");
+        let (key, info) = shard
+            .tensors
+            .get_key_value(name)
+            .expect("location table is consistent");
         let (a, b) = info.data_offsets;
         Ok(TensorRef {
             name: key,
@@ -247,10 +287,11 @@ impl Shard {
             path: path.to_path_buf(),
             source,
         })?;
-        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
-            path: path.to_path_buf(),
-            message: describe_safetensors_error(&e, map.len()),
-        })?;
+        let (header_len, metadata) =
+            SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
+                path: path.to_path_buf(),
+                message: describe_safetensors_error(&e, map.len()),
+            })?;
         let tensors = metadata
             .tensors()
             .into_iter()
@@ -269,7 +310,9 @@ fn describe_safetensors_error(e: &safetensors::SafeTensorError, file_len: usize)
     use safetensors::SafeTensorError as E;
     match e {
         E::MetadataIncompleteBuffer => {
-            format!("file is truncated or has trailing bytes ({file_len} bytes on disk do not match the header's offsets)")
+            format!(
+                "file is truncated or has trailing bytes ({file_len} bytes on disk do not match the header's offsets)"
+            )
         }
         E::HeaderTooSmall | E::InvalidHeaderLength => {
             format!("file is truncated: the header does not fit in {file_len} bytes")

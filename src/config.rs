@@ -44,17 +44,18 @@ impl FlavorParams {
 
     /// Built-in flavors of upstream `heartmula/modeling_heartmula.py`.
     pub fn builtin(name: &str) -> Option<Self> {
-        let base = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len, intermediate_dim| Self {
-            num_layers,
-            num_heads,
-            num_kv_heads,
-            embed_dim,
-            max_seq_len,
-            intermediate_dim,
-            norm_eps: 1e-5,
-            rope_base: 500_000.0,
-            scale_factor: 32.0,
-        };
+        let base =
+            |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len, intermediate_dim| Self {
+                num_layers,
+                num_heads,
+                num_kv_heads,
+                embed_dim,
+                max_seq_len,
+                intermediate_dim,
+                norm_eps: 1e-5,
+                rope_base: 500_000.0,
+                scale_factor: 32.0,
+            };
         match name {
             "llama-3B" => Some(base(28, 24, 8, 3072, 8192, 8192)),
             "llama-300M" => Some(base(3, 8, 4, 3072, 2048, 8192)),
@@ -69,20 +70,23 @@ impl FlavorParams {
         if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
             return fail("num_layers, num_heads and num_kv_heads must be > 0".into());
         }
-        if self.embed_dim % self.num_heads != 0 {
+        if !self.embed_dim.is_multiple_of(self.num_heads) {
             return fail(format!(
                 "embed_dim {} is not a multiple of num_heads {}",
                 self.embed_dim, self.num_heads
             ));
         }
-        if self.num_heads % self.num_kv_heads != 0 {
+        if !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return fail(format!(
                 "num_heads {} is not a multiple of num_kv_heads {}",
                 self.num_heads, self.num_kv_heads
             ));
         }
-        if self.head_dim() % 2 != 0 {
-            return fail(format!("head_dim {} must be even for RoPE", self.head_dim()));
+        if !self.head_dim().is_multiple_of(2) {
+            return fail(format!(
+                "head_dim {} must be even for RoPE",
+                self.head_dim()
+            ));
         }
         Ok(())
     }
@@ -171,16 +175,19 @@ impl MulaConfig {
                 raw.audio_num_codebooks
             ));
         }
+        if raw.text_vocab_size == 0 || raw.muq_dim == 0 {
+            return Err(format!(
+                "text_vocab_size ({}) and muq_dim ({}) must be > 0",
+                raw.text_vocab_size, raw.muq_dim
+            ));
+        }
         if raw.audio_vocab_size < 6 {
             return Err(format!(
                 "audio_vocab_size {} leaves no room for the 5 special ids",
                 raw.audio_vocab_size
             ));
         }
-        let dtype = raw
-            .dtype
-            .or(raw.torch_dtype)
-            .unwrap_or_else(|| "float32".to_string());
+        let dtype = raw.dtype.or(raw.torch_dtype).unwrap_or_else(|| "float32".to_string());
         Ok(Self {
             backbone_flavor: raw.backbone_flavor,
             decoder_flavor: raw.decoder_flavor,
@@ -217,6 +224,31 @@ impl GenConfig {
     /// Reads `gen_config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         read_json(path)
+    }
+
+    /// Checks that every id indexes the model's tables: text ids below
+    /// `text_vocab_size`, the audio EOS below `audio_vocab_size`.
+    pub fn check_against(&self, cfg: &MulaConfig) -> std::result::Result<(), String> {
+        let text = [
+            ("text_bos_id", self.text_bos_id),
+            ("text_eos_id", self.text_eos_id),
+            ("empty_id", self.empty_id),
+        ];
+        for (field, id) in text {
+            if !(0..cfg.text_vocab_size as i64).contains(&id) {
+                return Err(format!(
+                    "{field} {id} is outside the text vocabulary 0..{} of config.json",
+                    cfg.text_vocab_size
+                ));
+            }
+        }
+        if !(0..cfg.audio_vocab_size as i64).contains(&self.audio_eos_id) {
+            return Err(format!(
+                "audio_eos_id {} is outside the audio vocabulary 0..{} of config.json",
+                self.audio_eos_id, cfg.audio_vocab_size
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -290,18 +322,61 @@ impl CodecConfig {
                 2 * self.out_channels + self.dim
             ));
         }
-        if self.upsample_factors.len() != self.upsample_kernel_sizes.len() || self.upsample_factors.is_empty() {
-            return Err("upsample_factors and upsample_kernel_sizes must be non-empty and of equal length".into());
+        if self.upsample_factors.len() != self.upsample_kernel_sizes.len()
+            || self.upsample_factors.is_empty()
+        {
+            return Err(
+                "upsample_factors and upsample_kernel_sizes must be non-empty and of equal length"
+                    .into(),
+            );
         }
-        if self.num_quantizers == 0 || self.num_attention_heads == 0 || self.attention_head_dim % 2 != 0 {
-            return Err("num_quantizers, num_attention_heads must be > 0 and attention_head_dim even".into());
+        if self.init_channel == 0 || self.num_layers == 0 || self.num_layers_2 == 0 {
+            return Err("init_channel, num_layers and num_layers_2 must be > 0".into());
+        }
+        if self.num_quantizers == 0
+            || self.num_attention_heads == 0
+            || !self.attention_head_dim.is_multiple_of(2)
+        {
+            return Err(
+                "num_quantizers, num_attention_heads must be > 0 and attention_head_dim even"
+                    .into(),
+            );
         }
         Ok(())
     }
 
+    /// Dilations of the five residual units in every scalar-decoder block
+    /// (hard-coded upstream, not in `config.json`).
+    pub const RES_DILATIONS: [usize; 5] = [1, 3, 5, 7, 9];
+
+    /// Width of the sinusoidal timestep features fed to `adaln_single*`
+    /// (256 cosines + 256 sines, hard-coded upstream).
+    pub const TIMESTEP_FEATURES: usize = 512;
+
     /// Stage-1 estimator width (`heads * head_dim`).
     pub fn inner_dim(&self) -> usize {
         self.num_attention_heads * self.attention_head_dim
+    }
+
+    /// Stage-2 estimator width (twice the stage-1 width, same head count).
+    pub fn inner_dim_2(&self) -> usize {
+        2 * self.inner_dim()
+    }
+
+    /// Channel widths along the scalar decoder: entry 0 is the output of
+    /// `decoder.0` (`init_channel * 2^n_up`), entry `j` the output of upsampling
+    /// block `j`; each block halves the width down to `init_channel`.
+    pub fn scalar_channels(&self) -> Vec<usize> {
+        let n_up = self.upsample_factors.len();
+        (0..=n_up)
+            .map(|j| self.init_channel << (n_up - j))
+            .collect()
+    }
+
+    /// Whether the scalar decoder has the sample-repeating post-processor
+    /// (upstream adds it only when `num_samples > 1`).
+    pub fn has_post_processor(&self) -> bool {
+        self.num_samples > 1
     }
 
     /// Audio samples per latent frame (`prod(upsample_factors) * num_samples`).
@@ -323,8 +398,23 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     })?;
     serde_json::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
-        message: e.to_string(),
+        message: describe_json_error(&e, &text),
     })
+}
+
+/// serde_json's type errors give a line but not the key; quoting the offending
+/// `"key": value` line names the field for the (one key per line) configs users have.
+fn describe_json_error(e: &serde_json::Error, text: &str) -> String {
+    let near = e
+        .line()
+        .checked_sub(1)
+        .and_then(|i| text.lines().nth(i))
+        .map(str::trim)
+        .filter(|l| l.contains(':'));
+    match near {
+        Some(line) => format!("{e} (near `{line}`)"),
+        None => e.to_string(),
+    }
 }
 
 #[cfg(test)]

@@ -49,6 +49,15 @@ pub enum Error {
         /// What is wrong, naming expected and found.
         message: String,
     },
+    /// A golden-fixture folder (`cases/cases.json` and its tensor files) is
+    /// incomplete or inconsistent.
+    #[error("{}: {message}", path.display())]
+    Fixture {
+        /// The fixture file at fault (`cases.json` or a case's safetensors file).
+        path: PathBuf,
+        /// What is wrong, naming the case and tensor.
+        message: String,
+    },
     /// The tokenizer could not be loaded or failed to encode.
     #[error("{}: tokenizer: {message}", path.display())]
     Tokenizer {

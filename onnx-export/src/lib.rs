@@ -4,13 +4,21 @@
 //!   streamed to one external data file per graph).
 //! - [`ops`]: named operator helpers on the builder.
 //! - [`external`]: the external data writer and [`WrittenFile`].
+//! - [`codec`]: the HeartCodec graphs, tables and config ([`codec::export_codec`]).
+//! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
+//! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
+//!   ([`lm::export_lm`]).
+//! - [`tables`]: streaming f32 safetensors writer.
 //! - [`error`]: the crate error, [`ExportError`].
 
+pub mod blocks;
 pub mod codec;
 pub mod error;
 pub mod external;
 pub mod graph;
+pub mod lm;
 pub mod ops;
+pub mod tables;
 
 pub use error::{ExportError, Result};
 pub use external::WrittenFile;

@@ -1,6 +1,15 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
+//!
+//! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
+//! - [`conform`]: the conformance harness behind `heart-conform`.
+//! - [`mem`]: peak / current resident memory.
+//! - [`ort_env`]: finding and loading the ONNX Runtime library.
+//! - [`settings`]: generation settings, presets and upstream defaults.
+//! - [`wav`]: atomic WAV output.
 
 pub mod codec;
-pub mod ort_env;
-pub mod wav;
 pub mod conform;
+pub mod mem;
+pub mod ort_env;
+pub mod settings;
+pub mod wav;

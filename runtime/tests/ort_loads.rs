@@ -3,7 +3,10 @@
 #[test]
 fn onnx_runtime_library_loads() {
     let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
-    assert!(rt.library.ends_with(heart_runtime::ort_env::library_file_name()) || std::env::var_os("ORT_DYLIB_PATH").is_some());
+    assert!(
+        rt.library.ends_with(heart_runtime::ort_env::library_file_name())
+            || std::env::var_os("ORT_DYLIB_PATH").is_some()
+    );
 }
 
 #[test]

@@ -1,0 +1,336 @@
+//! Building blocks of the torchtune Llama-3.2 decoder stack (spec §2.3–2.4):
+//! RMSNorm, linear layers, SwiGLU MLP, grouped-query attention with
+//! interleaved-pair Llama-3-scaled RoPE and an externally held KV cache.
+//!
+//! # Numerics
+//! The residual stream, RMSNorm statistics, RoPE and the softmax run in f32 at
+//! every precision. [`Numerics::compute`] is the dtype of matmul inputs, of the
+//! attention probabilities fed to `P·V` and of the KV cache; [`Numerics::weights`]
+//! the dtype weights are stored in (f32 or f16 today).
+//!
+//! # Attention and the KV cache
+//! ONNX Runtime's `com.microsoft.GroupQueryAttention` was the first choice (it
+//! updates a shared past/present buffer in place), but ORT 1.31's CPU kernel
+//! rejects head sizes that are not a multiple of 8 (16 with rotary: the fixture
+//! decoder has head_dim 12) and refuses more than one new position with a past
+//! unless batch = 1 (CFG runs batch 2, and speculative decoding needs K+1 new
+//! positions). So attention is built from standard ops, with the cache kept
+//! outside the graph:
+//! - `past_key_i` is `[B, KV, hd, C]` (keys stored transposed, so `q·Kᵀ` is a
+//!   plain MatMul with no per-step transpose of the cache) and `past_value_i`
+//!   `[B, KV, C, hd]`. `C` is the cache *capacity*: the runtime binds its
+//!   preallocated buffers by pointer, nothing is copied.
+//! - The graph returns only the new positions, `new_key_i` `[B, KV, hd, S]` and
+//!   `new_value_i` `[B, KV, S, hd]` (already rotated); the runtime writes them into
+//!   its buffers at the current length (S·hd values per head).
+//! - Scores are `[q·Kpastᵀ | q·Knewᵀ]` (`[B, KV, G·S, C+S]`, the G = H/KV query
+//!   heads of a kv head stacked as rows), scaled, plus `attn_bias` `[S, C+S]`
+//!   (0 = may attend, −inf = masked: unused capacity, future positions), softmax,
+//!   then `P_past·Vpast + P_new·Vnew`. Cost is proportional to the capacity, so
+//!   the runtime grows the cache in steps instead of allocating the maximum.
+
+use heart::checkpoint::{Checkpoint, TensorRef};
+use heart::config::FlavorParams;
+
+use crate::error::{ExportError, Result};
+use crate::graph::{Attr, DType, GraphBuilder, Layout, Value};
+
+/// Storage and compute dtypes of one graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Numerics {
+    /// Dtype weights are stored in.
+    pub weights: DType,
+    /// Dtype of matmul activations and of the KV cache.
+    pub compute: DType,
+}
+
+/// What every layer of one decoder stack needs: the checkpoint, the stack's
+/// hyper-parameters and the graph's numerics.
+#[derive(Clone, Copy)]
+pub struct Stack<'a> {
+    /// The checkpoint weights are streamed from.
+    pub ckpt: &'a Checkpoint,
+    /// Hyper-parameters of this stack (backbone or decoder flavor).
+    pub params: &'a FlavorParams,
+    /// Storage and compute dtypes.
+    pub nm: Numerics,
+}
+
+/// Per-call values every attention layer of a stack shares.
+#[derive(Debug, Clone)]
+pub struct AttnContext {
+    /// RoPE cosines of the call's positions, `[S, 1, hd/2, 1]` f32.
+    pub cos: Value,
+    /// RoPE sines of the call's positions, `[S, 1, hd/2, 1]` f32.
+    pub sin: Value,
+    /// Additive mask tiled over the query group, `[G·S, C+S]` f32.
+    pub bias: Value,
+    /// The cache capacity `C` as a 1-element int64 tensor.
+    pub capacity: Value,
+}
+
+/// Outputs of one attention layer.
+#[derive(Debug, Clone)]
+pub struct LayerOut {
+    /// The layer's output (residual stream), f32.
+    pub x: Value,
+    /// Rotated keys of the new positions, `[B, KV, hd, S]`.
+    pub new_key: Value,
+    /// Values of the new positions, `[B, KV, S, hd]`.
+    pub new_value: Value,
+}
+
+/// Llama-3 scaled RoPE frequencies (torchtune 0.4.0 `Llama3ScaledRoPE`), in f32
+/// arithmetic like the reference.
+pub fn rope_freqs(p: &FlavorParams) -> Vec<f32> {
+    const OLD_CONTEXT: f32 = 8192.0;
+    const LOW_FREQ_FACTOR: f32 = 1.0;
+    const HIGH_FREQ_FACTOR: f32 = 4.0;
+    let hd = p.head_dim();
+    let base = p.rope_base as f32;
+    let scale = p.scale_factor as f32;
+    let low_freq_wavelen = OLD_CONTEXT / LOW_FREQ_FACTOR;
+    let high_freq_wavelen = OLD_CONTEXT / HIGH_FREQ_FACTOR;
+    (0..hd / 2)
+        .map(|j| {
+            let freq = 1.0f32 / base.powf((2 * j) as f32 / hd as f32);
+            let wavelen = 2.0 * std::f32::consts::PI / freq;
+            if wavelen < high_freq_wavelen {
+                freq
+            } else if wavelen > low_freq_wavelen {
+                freq / scale
+            } else {
+                let smooth = (OLD_CONTEXT / wavelen - LOW_FREQ_FACTOR)
+                    / (HIGH_FREQ_FACTOR - LOW_FREQ_FACTOR);
+                (1.0 - smooth) * freq / scale + smooth * freq
+            }
+        })
+        .collect()
+}
+
+/// RoPE tables `cos[pos, j]`, `sin[pos, j]` for `pos < max_seq_len`, each
+/// `[max_seq_len, hd/2]` row-major f32.
+pub fn rope_tables(p: &FlavorParams) -> (Vec<f32>, Vec<f32>) {
+    let freqs = rope_freqs(p);
+    let n = p.max_seq_len * freqs.len();
+    let (mut cos, mut sin) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for pos in 0..p.max_seq_len {
+        for &f in &freqs {
+            let angle = pos as f32 * f;
+            cos.push(angle.cos());
+            sin.push(angle.sin());
+        }
+    }
+    (cos, sin)
+}
+
+/// Checks a checkpoint tensor's shape.
+pub fn expect_shape<'a>(
+    ckpt: &'a Checkpoint,
+    name: &str,
+    shape: &[usize],
+) -> Result<TensorRef<'a>> {
+    let t = ckpt.tensor(name)?;
+    if t.shape != shape {
+        return Err(ExportError::Shape {
+            tensor: name.to_string(),
+            expected: format!("shape {shape:?}"),
+            got: format!("shape {:?}", t.shape),
+        });
+    }
+    Ok(t)
+}
+
+/// Casts `x` to `to` unless it already is (`from`).
+pub fn cast_if(g: &mut GraphBuilder, x: &Value, from: DType, to: DType) -> Value {
+    if from == to { x.clone() } else { g.cast(x, to) }
+}
+
+/// torchtune RMSNorm on f32 input: `x / sqrt(mean(x²) + eps) · scale`, f32 out.
+pub fn rms_norm(g: &mut GraphBuilder, x: &Value, scale: &TensorRef<'_>, eps: f64) -> Result<Value> {
+    let w = g.weight(scale, DType::F32, Layout::AsIs)?;
+    Ok(g.with_scope(scale.name.trim_end_matches(".scale"), |g| {
+        let sq = g.mul(x, x);
+        let mean = g.reduce_mean(&sq, &[-1], true);
+        let e = g.scalar_f(eps as f32, DType::F32);
+        let var = g.add(&mean, &e);
+        let rms = g.sqrt(&var);
+        let normed = g.div(x, &rms);
+        g.mul(&normed, &w)
+    }))
+}
+
+/// `x · Wᵀ` for a PyTorch Linear weight `[out, in]` (stored transposed).
+pub fn linear(g: &mut GraphBuilder, x: &Value, w: &TensorRef<'_>, nm: Numerics) -> Result<Value> {
+    let wt = g.weight(w, nm.weights, Layout::Transposed)?;
+    Ok(g.with_scope(w.name.trim_end_matches(".weight"), |g| g.matmul(x, &wt)))
+}
+
+/// SwiGLU MLP `w2(silu(w1 x) ⊙ w3 x)` on compute-dtype input.
+pub fn swiglu(g: &mut GraphBuilder, st: Stack<'_>, prefix: &str, x: &Value) -> Result<Value> {
+    let (ckpt, nm) = (st.ckpt, st.nm);
+    let (d, f) = (st.params.embed_dim, st.params.intermediate_dim);
+    let w1 = expect_shape(ckpt, &format!("{prefix}.w1.weight"), &[f, d])?;
+    let w3 = expect_shape(ckpt, &format!("{prefix}.w3.weight"), &[f, d])?;
+    let w2 = expect_shape(ckpt, &format!("{prefix}.w2.weight"), &[d, f])?;
+    let gate = linear(g, x, &w1, nm)?;
+    let up = linear(g, x, &w3, nm)?;
+    let h = g.with_scope(prefix, |g| {
+        let a = g.silu(&gate);
+        g.mul(&a, &up)
+    });
+    linear(g, &h, &w2, nm)
+}
+
+/// Interleaved-pair rotation of `x` `[B, S, N, hd]` (f32):
+/// `(x0, x1) → (x0·cos − x1·sin, x1·cos + x0·sin)` for pairs `(x[2j], x[2j+1])`.
+pub fn rope(g: &mut GraphBuilder, x: &Value, ctx: &AttnContext, hd: usize) -> Value {
+    let pairs = g.reshape(x, &[0, 0, 0, (hd / 2) as i64, 2]);
+    let x0 = g.slice(&pairs, &[0], &[1], &[4]);
+    let x1 = g.slice(&pairs, &[1], &[2], &[4]);
+    let a = g.mul(&x0, &ctx.cos);
+    let b = g.mul(&x1, &ctx.sin);
+    let y0 = g.sub(&a, &b);
+    let c = g.mul(&x1, &ctx.cos);
+    let d = g.mul(&x0, &ctx.sin);
+    let y1 = g.add(&c, &d);
+    let y = g.concat(&[&y0, &y1], 4);
+    g.reshape(&y, &[0, 0, 0, hd as i64])
+}
+
+/// Builds the shared per-call attention inputs from graph inputs `positions`
+/// (int64 `[S]`), `attn_bias` (f32 `[S, C+S]`) and the first layer's
+/// `past_value` (for the capacity), with the RoPE tables stored in the graph.
+pub fn attn_context(
+    g: &mut GraphBuilder,
+    p: &FlavorParams,
+    positions: &Value,
+    attn_bias: &Value,
+    past_value: &Value,
+) -> Result<AttnContext> {
+    let half = p.head_dim() / 2;
+    let (cos, sin) = rope_tables(p);
+    let cos_t = g.init_f32("rope.cos", DType::F32, &[p.max_seq_len, half], &cos)?;
+    let sin_t = g.init_f32("rope.sin", DType::F32, &[p.max_seq_len, half], &sin)?;
+    let groups = (p.num_heads / p.num_kv_heads) as i64;
+    Ok(g.with_scope("attn_context", |g| {
+        let cos_g = g.gather(&cos_t, positions, 0);
+        let sin_g = g.gather(&sin_t, positions, 0);
+        let cos = g.reshape(&cos_g, &[-1, 1, half as i64, 1]);
+        let sin = g.reshape(&sin_g, &[-1, 1, half as i64, 1]);
+        let reps = g.const_i64(&[groups, 1]);
+        let bias = g.node("Tile", &[attn_bias, &reps], vec![]);
+        let capacity = g.node(
+            "Shape",
+            &[past_value],
+            vec![Attr::int("start", 2), Attr::int("end", 3)],
+        );
+        AttnContext {
+            cos,
+            sin,
+            bias,
+            capacity,
+        }
+    }))
+}
+
+/// One pre-norm transformer layer `{prefix}` (e.g. `backbone.layers.3`) on the
+/// f32 residual stream `x` `[B, S, D]`, reading the cache `past_key`/`past_value`.
+pub fn transformer_layer(
+    g: &mut GraphBuilder,
+    st: Stack<'_>,
+    prefix: &str,
+    x: &Value,
+    ctx: &AttnContext,
+    past: (&Value, &Value),
+) -> Result<LayerOut> {
+    let (ckpt, p, nm) = (st.ckpt, st.params, st.nm);
+    let d = p.embed_dim;
+    let sa = expect_shape(ckpt, &format!("{prefix}.sa_norm.scale"), &[d])?;
+    let n = rms_norm(g, x, &sa, p.norm_eps)?;
+    let n = cast_if(g, &n, DType::F32, nm.compute);
+    let attn = attention(g, st, &format!("{prefix}.attn"), &n, ctx, past)?;
+    let attn_out = cast_if(g, &attn.x, nm.compute, DType::F32);
+    let h = g.with_scope(prefix, |g| g.add(x, &attn_out));
+    let mn = expect_shape(ckpt, &format!("{prefix}.mlp_norm.scale"), &[d])?;
+    let n2 = rms_norm(g, &h, &mn, p.norm_eps)?;
+    let n2 = cast_if(g, &n2, DType::F32, nm.compute);
+    let mlp = swiglu(g, st, &format!("{prefix}.mlp"), &n2)?;
+    let mlp = cast_if(g, &mlp, nm.compute, DType::F32);
+    let out = g.with_scope(prefix, |g| g.add(&h, &mlp));
+    Ok(LayerOut {
+        x: out,
+        new_key: attn.new_key,
+        new_value: attn.new_value,
+    })
+}
+
+/// Grouped-query attention `{prefix}` (e.g. `backbone.layers.3.attn`) on the
+/// normed compute-dtype input; see the module doc for the cache layout.
+pub fn attention(
+    g: &mut GraphBuilder,
+    st: Stack<'_>,
+    prefix: &str,
+    x: &Value,
+    ctx: &AttnContext,
+    (past_key, past_value): (&Value, &Value),
+) -> Result<LayerOut> {
+    let (ckpt, p, nm) = (st.ckpt, st.params, st.nm);
+    let (d, h, kv, hd) = (p.embed_dim, p.num_heads, p.num_kv_heads, p.head_dim());
+    let groups = (h / kv) as i64;
+    let wq = expect_shape(ckpt, &format!("{prefix}.q_proj.weight"), &[h * hd, d])?;
+    let wk = expect_shape(ckpt, &format!("{prefix}.k_proj.weight"), &[kv * hd, d])?;
+    let wv = expect_shape(ckpt, &format!("{prefix}.v_proj.weight"), &[kv * hd, d])?;
+    let wo = expect_shape(ckpt, &format!("{prefix}.output_proj.weight"), &[d, h * hd])?;
+    let q = linear(g, x, &wq, nm)?;
+    let k = linear(g, x, &wk, nm)?;
+    let v = linear(g, x, &wv, nm)?;
+    let (hd_i, kv_i) = (hd as i64, kv as i64);
+    let out = g.with_scope(prefix, |g| {
+        // Rotate in f32 (the reference upcasts for RoPE), then back to compute.
+        let q4 = g.reshape(&q, &[0, 0, h as i64, hd_i]);
+        let q4 = cast_if(g, &q4, nm.compute, DType::F32);
+        let q4 = rope(g, &q4, ctx, hd);
+        let q4 = cast_if(g, &q4, DType::F32, nm.compute);
+        let k4 = g.reshape(&k, &[0, 0, kv_i, hd_i]);
+        let k4 = cast_if(g, &k4, nm.compute, DType::F32);
+        let k4 = rope(g, &k4, ctx, hd);
+        let k4 = cast_if(g, &k4, DType::F32, nm.compute);
+        // q: [B,S,KV,G,hd] -> [B,KV,G,S,hd] -> [B,KV,G*S,hd]
+        let q5 = g.reshape(&q4, &[0, 0, kv_i, groups, hd_i]);
+        let q5 = g.transpose(&q5, &[0, 2, 3, 1, 4]);
+        let qg = g.reshape(&q5, &[0, 0, -1, hd_i]);
+        let new_key = g.transpose(&k4, &[0, 2, 3, 1]);
+        let v4 = g.reshape(&v, &[0, 0, kv_i, hd_i]);
+        let new_value = g.transpose(&v4, &[0, 2, 1, 3]);
+
+        let s_past = g.matmul(&qg, past_key);
+        let s_new = g.matmul(&qg, &new_key);
+        let scores = g.concat(&[&s_past, &s_new], -1);
+        let scores = cast_if(g, &scores, nm.compute, DType::F32);
+        let scale = g.scalar_f(1.0 / (hd as f32).sqrt(), DType::F32);
+        let scores = g.mul(&scores, &scale);
+        let scores = g.add(&scores, &ctx.bias);
+        let probs = g.softmax(&scores, -1);
+        let probs = cast_if(g, &probs, DType::F32, nm.compute);
+        let zero = g.const_i64(&[0]);
+        let end = g.const_i64(&[i64::MAX]);
+        let last = g.const_i64(&[-1]);
+        let p_past = g.node("Slice", &[&probs, &zero, &ctx.capacity, &last], vec![]);
+        let p_new = g.node("Slice", &[&probs, &ctx.capacity, &end, &last], vec![]);
+        let o_past = g.matmul(&p_past, past_value);
+        let o_new = g.matmul(&p_new, &new_value);
+        let o = g.add(&o_past, &o_new);
+        // [B,KV,G*S,hd] -> [B,KV,G,S,hd] -> [B,S,KV,G,hd] -> [B,S,H*hd]
+        let o5 = g.reshape(&o, &[0, 0, groups, -1, hd_i]);
+        let o5 = g.transpose(&o5, &[0, 3, 1, 2, 4]);
+        let o3 = g.reshape(&o5, &[0, 0, -1]);
+        (o3, new_key, new_value)
+    });
+    let x = linear(g, &out.0, &wo, nm)?;
+    Ok(LayerOut {
+        x,
+        new_key: out.1,
+        new_value: out.2,
+    })
+}

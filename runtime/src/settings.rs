@@ -1,0 +1,247 @@
+//! Generation settings and run presets.
+//!
+//! A preset is a TOML file whose keys are the `heart-run` flag names
+//! (`configs/speed.toml`, `configs/quality.toml`); `--preset NAME` looks for
+//! `configs/NAME.toml`, `--preset FILE` reads a path. Precedence: command-line flag,
+//! then preset, then the upstream default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Upstream defaults (heartlib's pipeline and example CLI).
+pub mod defaults {
+    /// Classifier-free guidance scale of the LM.
+    pub const CFG_SCALE: f32 = 1.5;
+    /// Sampling temperature.
+    pub const TEMPERATURE: f32 = 1.0;
+    /// Top-k candidates.
+    pub const TOPK: usize = 50;
+    /// Euler steps of the codec's flow matching.
+    pub const FLOW_STEPS: usize = 10;
+    /// Codec classifier-free guidance.
+    pub const CODEC_GUIDANCE: f32 = 1.25;
+    /// Song length in seconds (upstream example: 240 000 ms).
+    pub const DURATION_S: f32 = 240.0;
+}
+
+/// Settings that may come from a flag or a preset; `None` = not given there.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsArgs {
+    /// Maximum song length in seconds [default: 240].
+    #[arg(long, value_name = "SECS")]
+    pub duration: Option<f32>,
+    /// Classifier-free guidance scale of the LM; 1.0 disables guidance [default: 1.5].
+    #[arg(long, value_name = "X")]
+    pub cfg_scale: Option<f32>,
+    /// Sampling temperature [default: 1.0].
+    #[arg(long, value_name = "X")]
+    pub temperature: Option<f32>,
+    /// Sample among the K most likely codes (ties at the threshold kept) [default: 50].
+    #[arg(long, value_name = "K")]
+    pub topk: Option<usize>,
+    /// Euler steps of the codec's flow matching; 4-8 trade quality for speed [default: 10].
+    #[arg(long, value_name = "N")]
+    pub flow_steps: Option<usize>,
+    /// Classifier-free guidance of the codec; 1.0 halves its work [default: 1.25].
+    #[arg(long, value_name = "X")]
+    pub codec_guidance: Option<f32>,
+}
+
+/// Fully resolved settings.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Settings {
+    /// Maximum song length in seconds.
+    pub duration: f32,
+    /// LM guidance scale.
+    pub cfg_scale: f32,
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Top-k.
+    pub topk: usize,
+    /// Codec Euler steps.
+    pub flow_steps: usize,
+    /// Codec guidance.
+    pub codec_guidance: f32,
+}
+
+/// Errors of preset loading and validation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// The preset file could not be read.
+    #[error("preset {}: {source}", path.display())]
+    Io {
+        /// The preset path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The preset is not valid TOML or has unknown keys.
+    #[error("preset {}: {message}", path.display())]
+    Parse {
+        /// The preset path.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("--{flag} {value}: {expected}")]
+    Range {
+        /// The flag / preset key.
+        flag: &'static str,
+        /// The given value.
+        value: String,
+        /// What is allowed.
+        expected: &'static str,
+    },
+}
+
+impl SettingsArgs {
+    /// Reads a preset: an existing file path, else `<configs_dir>/<name>.toml`.
+    pub fn load_preset(name_or_path: &str, configs_dir: &Path) -> Result<Self, SettingsError> {
+        let direct = PathBuf::from(name_or_path);
+        let path = if direct.is_file() {
+            direct
+        } else {
+            configs_dir.join(format!("{name_or_path}.toml"))
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| SettingsError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| SettingsError::Parse {
+            path,
+            message: e.to_string(),
+        })
+    }
+
+    /// `self` (flags) over `preset` over the upstream defaults, validated.
+    pub fn resolve(&self, preset: &SettingsArgs) -> Result<Settings, SettingsError> {
+        let s = Settings {
+            duration: self.duration.or(preset.duration).unwrap_or(defaults::DURATION_S),
+            cfg_scale: self.cfg_scale.or(preset.cfg_scale).unwrap_or(defaults::CFG_SCALE),
+            temperature: self.temperature.or(preset.temperature).unwrap_or(defaults::TEMPERATURE),
+            topk: self.topk.or(preset.topk).unwrap_or(defaults::TOPK),
+            flow_steps: self.flow_steps.or(preset.flow_steps).unwrap_or(defaults::FLOW_STEPS),
+            codec_guidance: self
+                .codec_guidance
+                .or(preset.codec_guidance)
+                .unwrap_or(defaults::CODEC_GUIDANCE),
+        };
+        s.validate()?;
+        Ok(s)
+    }
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), SettingsError> {
+        let range = |flag, value: String, expected| Err(SettingsError::Range { flag, value, expected });
+        if !(self.duration > 0.0 && self.duration.is_finite()) {
+            return range(
+                "duration",
+                self.duration.to_string(),
+                "expected a positive number of seconds",
+            );
+        }
+        if !(self.cfg_scale > 0.0 && self.cfg_scale.is_finite()) {
+            return range("cfg-scale", self.cfg_scale.to_string(), "expected a positive number");
+        }
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return range(
+                "temperature",
+                self.temperature.to_string(),
+                "expected a positive number",
+            );
+        }
+        if self.topk == 0 {
+            return range("topk", "0".into(), "expected at least 1");
+        }
+        if self.flow_steps == 0 {
+            return range("flow-steps", "0".into(), "expected at least 1");
+        }
+        if !(self.codec_guidance >= 1.0 && self.codec_guidance.is_finite()) {
+            return range(
+                "codec-guidance",
+                self.codec_guidance.to_string(),
+                "expected a number >= 1.0",
+            );
+        }
+        Ok(())
+    }
+
+    /// Maximum number of frames fed back after the first (upstream:
+    /// `max_audio_length_ms // 80`).
+    pub fn max_audio_frames(&self) -> usize {
+        ((self.duration * 1000.0).round() as usize) / 80
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
+    }
+
+    #[test]
+    fn flags_override_presets_override_defaults() {
+        let preset = SettingsArgs::load_preset("speed", &configs()).unwrap();
+        assert_eq!(preset.flow_steps, Some(4));
+        let flags = SettingsArgs {
+            topk: Some(10),
+            ..Default::default()
+        };
+        let s = flags.resolve(&preset).unwrap();
+        assert_eq!((s.topk, s.flow_steps, s.cfg_scale), (10, 4, defaults::CFG_SCALE));
+        let flags = SettingsArgs {
+            flow_steps: Some(8),
+            ..Default::default()
+        };
+        assert_eq!(flags.resolve(&preset).unwrap().flow_steps, 8);
+    }
+
+    #[test]
+    fn shipped_presets_parse() {
+        for name in ["speed", "quality"] {
+            let p = SettingsArgs::load_preset(name, &configs()).unwrap();
+            SettingsArgs::default().resolve(&p).unwrap();
+        }
+        let q = SettingsArgs::load_preset("quality", &configs()).unwrap();
+        let s = SettingsArgs::default().resolve(&q).unwrap();
+        let d = SettingsArgs::default().resolve(&SettingsArgs::default()).unwrap();
+        assert_eq!(s, d, "quality preset spells out the upstream defaults");
+    }
+
+    #[test]
+    fn bad_presets_and_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "flow_stepz = 3\n").unwrap();
+        let err = SettingsArgs::load_preset(bad.to_str().unwrap(), &configs())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bad.toml") && err.contains("flow_stepz"), "{err}");
+        let err = SettingsArgs::load_preset("nope", &configs()).unwrap_err().to_string();
+        assert!(err.contains("nope.toml"), "{err}");
+        let flags = SettingsArgs {
+            temperature: Some(0.0),
+            ..Default::default()
+        };
+        let err = flags.resolve(&SettingsArgs::default()).unwrap_err().to_string();
+        assert_eq!(err, "--temperature 0: expected a positive number");
+    }
+
+    #[test]
+    fn frame_budget_follows_upstream() {
+        let s = SettingsArgs {
+            duration: Some(0.96),
+            ..Default::default()
+        }
+        .resolve(&SettingsArgs::default())
+        .unwrap();
+        assert_eq!(s.max_audio_frames(), 12);
+    }
+}

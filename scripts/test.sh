@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh clone: fetches ONNX Runtime into .ort/ if
+# needed (scripts/setup-ort.sh), then builds and runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
+bash scripts/setup-ort.sh
+cargo test --workspace --all-targets

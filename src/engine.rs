@@ -1,0 +1,68 @@
+//! Names inside an engine folder that the exporter (`onnx-export`) and the
+//! runtime must agree on: file names, and the input/output names of the LM graphs.
+
+/// The backbone graph (one frame step of the 3B transformer plus `codebook0_head`).
+pub const BACKBONE_GRAPH: &str = "backbone.onnx";
+/// The depth decoder graph (projection, decoder stack, `audio_head[k-1]`).
+pub const DECODER_GRAPH: &str = "decoder.onnx";
+/// Embedding tables the runtime sums per frame (f32 safetensors).
+pub const LM_TABLES: &str = "lm_tables.safetensors";
+
+/// Tensor names inside [`LM_TABLES`].
+pub mod tables {
+    /// `[text_vocab_size, D]`.
+    pub const TEXT_EMBEDDINGS: &str = "text_embeddings";
+    /// `[audio_vocab_size * n_codebooks, D]`, row = code + k * audio_vocab_size.
+    pub const AUDIO_EMBEDDINGS: &str = "audio_embeddings";
+    /// `[1, D]`: replaces every text embedding in the unconditional CFG row.
+    pub const UNCONDITIONAL_TEXT_EMBEDDING: &str = "unconditional_text_embedding";
+    /// `[D]`: `muq_linear(zeros)`, the conditional row's MuQ slot.
+    pub const MUQ_BIAS: &str = "muq_linear.bias";
+}
+
+/// Input/output names of [`BACKBONE_GRAPH`] and [`DECODER_GRAPH`].
+///
+/// Shapes (`B` batch, `S` new positions, `C` cache capacity, `KV` kv heads,
+/// `hd` head dim): `embeds` f32 `[B, S, D_backbone]`; `positions` int64 `[S]`;
+/// `attn_bias` f32 `[S, C + S]` (0 = attend, -inf = masked); `past_key_{i}`
+/// `[B, KV, hd, C]` and `past_value_{i}` `[B, KV, C, hd]` (cache dtype);
+/// outputs `new_key_{i}` `[B, KV, hd, S]`, `new_value_{i}` `[B, KV, S, hd]`.
+/// Backbone outputs `hidden` f32 `[B, D]` and `c0_logits` f32 `[B, V]`; the
+/// decoder takes `codebook` int64 scalar `k` (1..n_codebooks-1) and outputs
+/// `logits` f32 `[B, V]`.
+pub mod io {
+    /// Summed frame embeddings.
+    pub const EMBEDS: &str = "embeds";
+    /// Absolute positions of the new rows.
+    pub const POSITIONS: &str = "positions";
+    /// Additive attention mask over `[cache capacity | new rows]`.
+    pub const ATTN_BIAS: &str = "attn_bias";
+    /// Decoder: which audio head to apply.
+    pub const CODEBOOK: &str = "codebook";
+    /// Backbone: final-norm output at the last position.
+    pub const HIDDEN: &str = "hidden";
+    /// Backbone: `codebook0_head(hidden)`.
+    pub const C0_LOGITS: &str = "c0_logits";
+    /// Decoder: `norm(h_last) @ audio_head[codebook - 1]`.
+    pub const LOGITS: &str = "logits";
+
+    /// Cached keys of layer `i`.
+    pub fn past_key(i: usize) -> String {
+        format!("past_key_{i}")
+    }
+
+    /// Cached values of layer `i`.
+    pub fn past_value(i: usize) -> String {
+        format!("past_value_{i}")
+    }
+
+    /// Keys of the new positions of layer `i`.
+    pub fn new_key(i: usize) -> String {
+        format!("new_key_{i}")
+    }
+
+    /// Values of the new positions of layer `i`.
+    pub fn new_value(i: usize) -> String {
+        format!("new_value_{i}")
+    }
+}

@@ -1,0 +1,351 @@
+//! The engine folder's `manifest.toml`: what every file is, its precision and
+//! hash, the configs the graphs were built from, and the exact build inputs.
+//!
+//! `heart-build` writes it last (inside a temp dir that is then renamed), and
+//! `heart-run` loads engines only through it: a manifest of another format
+//! version, a missing file, or a file whose size or SHA-256 differs is refused
+//! with a message naming the file.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{CodecConfig, GenConfig, MulaConfig};
+use crate::error::{Error, Result};
+use crate::precision::Precision;
+
+/// Manifest file name inside an engine folder.
+pub const MANIFEST_FILE: &str = "manifest.toml";
+
+/// Version of the engine-folder format this build reads and writes. Bumped on
+/// any change of graph inputs/outputs or file roles.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What an engine file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EngineKind {
+    /// Backbone step/prefill graph.
+    Backbone,
+    /// Depth decoder step graph.
+    Decoder,
+    /// Embedding tables used by the runtime's frame embedder.
+    LmTables,
+    /// Flow-matching estimator graph.
+    FlowEstimator,
+    /// Scalar-model CNN decoder graph.
+    ScalarDecoder,
+    /// RVQ codebooks and conditioning weights.
+    CodecTables,
+    /// External weight data of an ONNX graph.
+    GraphData,
+    /// The text tokenizer.
+    Tokenizer,
+    /// Calibration statistics.
+    Calibration,
+}
+
+impl EngineKind {
+    /// The precision recorded for a file of this kind, given the LM and codec
+    /// build precisions (`None` for files without weights).
+    pub fn precision(self, lm: Precision, codec: Precision) -> Option<Precision> {
+        match self {
+            Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
+            Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
+            Self::GraphData | Self::Tokenizer | Self::Calibration => None,
+        }
+    }
+}
+
+/// One file of the engine folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileEntry {
+    /// Path relative to the engine folder.
+    pub path: String,
+    /// What the file is.
+    pub kind: EngineKind,
+    /// Weight precision, for graphs and tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the contents.
+    pub sha256: String,
+}
+
+/// A build input and its hash.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputEntry {
+    /// Role of the input (`mula_config`, `mula_weights`, `tokenizer`, ...).
+    pub role: String,
+    /// Where it was read from, as given to `heart-build`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Lower-case hex SHA-256.
+    pub sha256: String,
+}
+
+/// Where the engines run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// Portable ONNX graphs for ONNX Runtime (CPU, or any provider).
+    Onnx,
+}
+
+/// The whole manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Engine-folder format version ([`FORMAT_VERSION`]).
+    pub format_version: u32,
+    /// Version of heart that built the folder.
+    pub heart_version: String,
+    /// Execution target.
+    pub target: Target,
+    /// LM weight precision.
+    pub precision: Precision,
+    /// Codec weight precision, when a codec was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec_precision: Option<Precision>,
+    /// HeartMuLa configuration the LM graphs were built from.
+    pub model: MulaConfig,
+    /// Generation ids.
+    pub gen_config: GenConfig,
+    /// HeartCodec configuration, when a codec was built.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codec: Option<CodecConfig>,
+    /// Build inputs with their hashes.
+    #[serde(default, rename = "input")]
+    pub inputs: Vec<InputEntry>,
+    /// Every file of the folder (except the manifest itself).
+    #[serde(default, rename = "file")]
+    pub files: Vec<FileEntry>,
+}
+
+/// How thoroughly [`Manifest::load`] checks the files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verify {
+    /// Existence and size of every file, SHA-256 of files up to
+    /// [`Verify::SMALL_FILE`] bytes (graphs, tokenizer, tables of small models).
+    Quick,
+    /// SHA-256 of every file (reads the whole folder once).
+    Full,
+}
+
+impl Verify {
+    /// Files up to this size are always hashed.
+    pub const SMALL_FILE: u64 = 64 << 20;
+}
+
+impl Manifest {
+    /// Reads `<dir>/manifest.toml` and checks it against the folder.
+    pub fn load(dir: &Path, verify: Verify) -> Result<Self> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let manifest: Manifest = toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        if manifest.format_version != FORMAT_VERSION {
+            return Err(Error::Config {
+                path,
+                message: format!(
+                    "engine format version {} is not supported by this heart ({}, format {FORMAT_VERSION}); \
+                     rebuild the engines with this version of heart-build",
+                    manifest.format_version,
+                    env!("CARGO_PKG_VERSION")
+                ),
+            });
+        }
+        manifest.check_files(dir, verify)?;
+        Ok(manifest)
+    }
+
+    /// Writes the manifest into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(MANIFEST_FILE);
+        let text = toml::to_string_pretty(self).map_err(|e| Error::Config {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        std::fs::write(&path, text).map_err(|source| Error::Io { path, source })
+    }
+
+    /// The entry of a file of the given kind (the first, if several).
+    pub fn file(&self, kind: EngineKind) -> Option<&FileEntry> {
+        self.files.iter().find(|f| f.kind == kind)
+    }
+
+    /// Absolute path of the file of the given kind, or an error naming the manifest.
+    pub fn path_of(&self, dir: &Path, kind: EngineKind) -> Result<PathBuf> {
+        self.file(kind).map(|f| dir.join(&f.path)).ok_or_else(|| Error::Config {
+            path: dir.join(MANIFEST_FILE),
+            message: format!("no file of kind `{kind:?}` in this engine folder"),
+        })
+    }
+
+    fn check_files(&self, dir: &Path, verify: Verify) -> Result<()> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        for entry in &self.files {
+            let path = dir.join(&entry.path);
+            let size = std::fs::metadata(&path)
+                .map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?
+                .len();
+            if size != entry.size {
+                return Err(Error::Config {
+                    path: manifest_path,
+                    message: format!(
+                        "file `{}` has {size} bytes but the manifest records {}; the engine folder was modified \
+                         or is incomplete — rebuild it",
+                        entry.path, entry.size
+                    ),
+                });
+            }
+            if verify == Verify::Full || size <= Verify::SMALL_FILE {
+                let digest = sha256_file(&path)?;
+                if digest != entry.sha256 {
+                    return Err(Error::Config {
+                        path: manifest_path,
+                        message: format!(
+                            "file `{}` has SHA-256 {digest} but the manifest records {}; the engine folder was \
+                             modified — rebuild it",
+                            entry.path, entry.sha256
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Describes a file for the manifest (size + SHA-256).
+pub fn describe_file(dir: &Path, relative: &str, kind: EngineKind, precision: Option<Precision>) -> Result<FileEntry> {
+    let path = dir.join(relative);
+    let size = std::fs::metadata(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?
+        .len();
+    Ok(FileEntry {
+        path: relative.to_string(),
+        kind,
+        precision,
+        size,
+        sha256: sha256_file(&path)?,
+    })
+}
+
+/// Lower-case hex SHA-256 of a file, streamed in 1 MiB chunks.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let io = |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex(&hasher.finalize()))
+}
+
+/// Lower-case hex SHA-256 of bytes.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FlavorParams, RawMulaConfig};
+
+    fn sample(dir: &Path) -> Manifest {
+        std::fs::write(dir.join("backbone.onnx"), b"graph bytes").unwrap();
+        let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
+            "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
+            "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512, "torch_dtype": "float32"
+        }))
+        .unwrap();
+        let model = MulaConfig::resolve(raw).unwrap();
+        assert_eq!(model.backbone, FlavorParams::builtin("llama-3B").unwrap());
+        Manifest {
+            format_version: FORMAT_VERSION,
+            heart_version: "test".into(),
+            target: Target::Onnx,
+            precision: Precision::Fp32,
+            codec_precision: None,
+            model,
+            gen_config: GenConfig {
+                text_bos_id: 128000,
+                text_eos_id: 128001,
+                audio_eos_id: 8193,
+                empty_id: 0,
+            },
+            codec: None,
+            inputs: vec![],
+            files: vec![describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp32)).unwrap()],
+        }
+    }
+
+    #[test]
+    fn round_trips_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = sample(dir.path());
+        m.write(dir.path()).unwrap();
+        let back = Manifest::load(dir.path(), Verify::Full).unwrap();
+        assert_eq!(back, m);
+        assert_eq!(
+            back.files[0].sha256,
+            sha256_bytes(b"graph bytes"),
+            "manifest records the real SHA-256"
+        );
+    }
+
+    #[test]
+    fn refuses_modified_files_and_other_versions() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample(dir.path());
+        m.write(dir.path()).unwrap();
+
+        std::fs::write(dir.path().join("backbone.onnx"), b"graph bytez").unwrap();
+        let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
+        assert!(err.contains("`backbone.onnx` has SHA-256"), "{err}");
+
+        std::fs::write(dir.path().join("backbone.onnx"), b"short").unwrap();
+        let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
+        assert!(
+            err.contains("`backbone.onnx` has 5 bytes but the manifest records 11"),
+            "{err}"
+        );
+
+        std::fs::remove_file(dir.path().join("backbone.onnx")).unwrap();
+        let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
+        assert!(err.contains("backbone.onnx"), "{err}");
+
+        m.format_version = FORMAT_VERSION + 1;
+        m.files.clear();
+        m.write(dir.path()).unwrap();
+        let err = Manifest::load(dir.path(), Verify::Quick).unwrap_err().to_string();
+        assert!(err.contains("engine format version 2 is not supported"), "{err}");
+    }
+}
