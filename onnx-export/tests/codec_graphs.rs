@@ -125,12 +125,14 @@ fn fp32_export_writes_graphs_tables_and_config() {
     assert_eq!(cfg_back, cfg);
     let tables = std::fs::read(dir.path().join(codec::TABLES_FILE)).unwrap();
     let st = safetensors::SafeTensors::deserialize(&tables).unwrap();
-    assert_eq!(st.tensor(codec::TABLE_CODEBOOKS).unwrap().shape(), &[8, 64, 8]);
+    for q in 0..8 {
+        assert_eq!(st.tensor(&codec::table_codebook(q)).unwrap().shape(), &[64, 8]);
+    }
     assert_eq!(st.tensor(codec::TABLE_PROJECT_OUT_WEIGHT).unwrap().shape(), &[32, 8]);
     assert_eq!(st.tensor(codec::TABLE_COND_WEIGHT).unwrap().shape(), &[32, 32]);
     // Codebook 3, entry 5 is the checkpoint's.
     let cb = ckpt.f32("flow_matching.vq_embed.layers.3._codebook.embed").unwrap();
-    let stored: Vec<f32> = st.tensor(codec::TABLE_CODEBOOKS).unwrap().data()[(3 * 64 + 5) * 32..(3 * 64 + 6) * 32]
+    let stored: Vec<f32> = st.tensor(&codec::table_codebook(3)).unwrap().data()[5 * 32..6 * 32]
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
         .collect();

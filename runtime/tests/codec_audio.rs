@@ -3,30 +3,31 @@
 
 use std::path::Path;
 
-use heart::checkpoint::Checkpoint;
-use heart::config::CodecConfig;
+use heart::fixture::Fixture;
+use heart::layout::CodecCheckpoint;
 use heart::precision::Precision;
 use heart_runtime::codec::{Codec, DetokenizeParams, SeededNoise, TailPolicy};
-use heart_runtime::conform::codec::{self as conform, CaseTensors};
+use heart_runtime::conform::codec as conform;
 use heart_runtime::wav::{WavFormat, write_wav};
 use ndarray::Array2;
 
-const FIXTURE: &str = "/work/shared/fixtures/tiny-a";
+fn fixture() -> Fixture {
+    Fixture::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")).unwrap()
+}
 
 fn open(precision: Precision) -> (Codec, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let src = Path::new(FIXTURE).join("heartcodec");
-    let ckpt = Checkpoint::open(&src).unwrap();
-    let cfg = CodecConfig::from_file(&src.join("config.json")).unwrap();
-    onnx_export::codec::export_codec(&ckpt, &cfg, precision, dir.path()).unwrap();
+    let codec = CodecCheckpoint::discover_and_open(&fixture().codec_dir()).unwrap();
+    onnx_export::codec::export_codec(&codec.checkpoint, &codec.config, precision, dir.path()).unwrap();
     let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
     (Codec::open(&rt, dir.path()).unwrap(), dir)
 }
 
 /// Codes `[8, frames]` looped from the fixture's 400-frame case.
 fn codes(frames: usize) -> Array2<i64> {
-    let case = CaseTensors::load(&Path::new(FIXTURE).join("cases/codec_detok_T400_steps10_2seg.safetensors")).unwrap();
-    let (shape, data) = case.i64("codes").unwrap();
+    let f = fixture();
+    let case = f.load(f.case("codec_detok_T400_steps10_2seg").unwrap()).unwrap();
+    let (data, shape) = case.i64("codes").unwrap();
     Array2::from_shape_fn((8, frames), |(q, t)| data[q * shape[1] + t % shape[1]])
 }
 
@@ -122,12 +123,13 @@ fn out_of_range_codes_are_clamped_and_bad_matrices_rejected() {
 #[test]
 fn fp16_engine_stays_close_to_the_reference() {
     let (mut codec, _dir) = open(Precision::Fp16);
-    let est = CaseTensors::load(&Path::new(FIXTURE).join("cases/codec_estimator.safetensors")).unwrap();
-    let dec = CaseTensors::load(&Path::new(FIXTURE).join("cases/codec_scalar_decode.safetensors")).unwrap();
-    for check in conform::check_estimator(&mut codec, &est)
+    let f = fixture();
+    let est = f.case("codec_estimator").unwrap();
+    let dec = f.case("codec_scalar_decode").unwrap();
+    for check in conform::check_estimator(&mut codec, &f, est)
         .unwrap()
         .into_iter()
-        .chain(conform::check_scalar_decode(&mut codec, &dec).unwrap())
+        .chain(conform::check_scalar_decode(&mut codec, &f, dec).unwrap())
     {
         println!("fp16 {}: max_abs_err {:.3e}", check.name, check.max_abs_err);
         assert!(check.max_abs_err < 5e-3, "{check:?}");

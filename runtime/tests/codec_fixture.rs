@@ -4,51 +4,39 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use heart::checkpoint::Checkpoint;
-use heart::config::CodecConfig;
+use heart::fixture::Fixture;
+use heart::layout::CodecCheckpoint;
 use heart::precision::Precision;
 use heart_runtime::codec::Codec;
-use heart_runtime::conform::codec::{self as conform, CaseTensors, Check};
+use heart_runtime::conform::Verdict;
+use heart_runtime::conform::codec::{self as conform, Check};
 
-const FIXTURE: &str = "/work/shared/fixtures/tiny-a";
+fn fixture() -> Fixture {
+    Fixture::open(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")).unwrap()
+}
 
-/// One exported engine folder per test binary (and precision).
-fn engine(precision: Precision) -> PathBuf {
-    static FP32: OnceLock<tempfile::TempDir> = OnceLock::new();
-    static FP16: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let cell = if precision == Precision::Fp16 { &FP16 } else { &FP32 };
-    cell.get_or_init(|| {
+/// One engine folder per test binary, exported from the validated fixture checkpoint.
+fn engine() -> PathBuf {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let src = Path::new(FIXTURE).join("heartcodec");
-        let ckpt = Checkpoint::open(&src).unwrap();
-        let cfg = CodecConfig::from_file(&src.join("config.json")).unwrap();
-        onnx_export::codec::export_codec(&ckpt, &cfg, precision, dir.path()).unwrap();
+        let codec = CodecCheckpoint::discover_and_open(&fixture().codec_dir()).unwrap();
+        onnx_export::codec::export_codec(&codec.checkpoint, &codec.config, Precision::Fp32, dir.path()).unwrap();
         dir
     })
     .path()
     .to_path_buf()
 }
 
-fn open(precision: Precision) -> Codec {
+fn open() -> Codec {
     let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
-    Codec::open(&rt, &engine(precision)).unwrap()
-}
-
-fn case(name: &str) -> CaseTensors {
-    CaseTensors::load(&Path::new(FIXTURE).join("cases").join(format!("{name}.safetensors"))).unwrap()
-}
-
-fn info(name: &str) -> serde_json::Value {
-    let text = std::fs::read_to_string(Path::new(FIXTURE).join("cases/cases.json")).unwrap();
-    let all: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let cases = all["cases"].as_array().unwrap();
-    cases.iter().find(|c| c["name"] == name).unwrap()["info"].clone()
+    Codec::open(&rt, &engine()).unwrap()
 }
 
 fn assert_all_pass(checks: &[Check]) {
     for c in checks {
         println!(
-            "{:<55} max_abs_err {:.3e}  (atol {:.0e}, rtol {:.0e})  {}",
+            "{:<58} max_abs_err {:.3e}  (atol {:.0e}, rtol {:.0e})  {}",
             c.name,
             c.max_abs_err,
             c.atol,
@@ -62,27 +50,27 @@ fn assert_all_pass(checks: &[Check]) {
 
 #[test]
 fn rvq_conditioning_matches() {
-    let checks = conform::check_rvq(&open(Precision::Fp32), &case("codec_rvq")).unwrap();
+    let f = fixture();
+    let checks = conform::check_rvq(&open(), &f, f.case("codec_rvq").unwrap()).unwrap();
     assert_eq!(checks.len(), 3);
     assert_all_pass(&checks);
 }
 
 #[test]
 fn estimator_matches() {
-    let checks = conform::check_estimator(&mut open(Precision::Fp32), &case("codec_estimator")).unwrap();
-    assert_all_pass(&checks);
+    let f = fixture();
+    assert_all_pass(&conform::check_estimator(&mut open(), &f, f.case("codec_estimator").unwrap()).unwrap());
 }
 
 #[test]
 fn scalar_decoder_matches() {
-    let checks = conform::check_scalar_decode(&mut open(Precision::Fp32), &case("codec_scalar_decode")).unwrap();
-    assert_all_pass(&checks);
+    let f = fixture();
+    assert_all_pass(&conform::check_scalar_decode(&mut open(), &f, f.case("codec_scalar_decode").unwrap()).unwrap());
 }
 
 fn detokenize_case(name: &str) {
-    let c = case(name);
-    let params = conform::detokenize_params_from_info(&info(name), Path::new(name)).unwrap();
-    let checks = conform::check_detokenize(&mut open(Precision::Fp32), &c, params).unwrap();
+    let f = fixture();
+    let checks = conform::check_detokenize(&mut open(), &f, f.case(name).unwrap()).unwrap();
     assert_eq!(checks.len(), 10);
     assert_all_pass(&checks);
 }
@@ -110,4 +98,19 @@ fn detokenize_t25_repeat_padded() {
 #[test]
 fn detokenize_t400_two_windows() {
     detokenize_case("codec_detok_T400_steps10_2seg");
+}
+
+#[test]
+fn every_codec_case_passes_through_the_harness_entry() {
+    let f = fixture();
+    let mut codec = open();
+    let codec_cases: Vec<_> = f.cases().iter().filter(|c| c.kind.starts_with("codec_")).collect();
+    assert_eq!(codec_cases.len(), 8);
+    for case in codec_cases {
+        let o = conform::run(&mut codec, &f, case).unwrap();
+        assert_eq!(o.verdict, Verdict::Pass, "{}: {}", case.name, o.detail);
+    }
+    let text_case = f.cases().iter().find(|c| c.kind == "prompt").unwrap();
+    let err = conform::run(&mut codec, &f, text_case).unwrap_err();
+    assert!(err.to_string().contains("is not a codec kind"), "{err}");
 }

@@ -22,11 +22,11 @@ use std::path::Path;
 use heart::checkpoint::Checkpoint;
 use heart::config::CodecConfig;
 use heart::precision::Precision;
-use safetensors::{Dtype, tensor::TensorView};
 
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::DType;
+use crate::tables::{Table, write_f32_tables};
 use ops::Params;
 
 /// Flow estimator graph file.
@@ -37,8 +37,10 @@ pub const SCALAR_DECODER_FILE: &str = "scalar_decoder.onnx";
 pub const TABLES_FILE: &str = "codec_tables.safetensors";
 /// The codec config (JSON, upstream field names).
 pub const CODEC_CONFIG_FILE: &str = "codec_config.json";
-/// Table: stacked codebooks `[num_quantizers, codebook_size, codebook_dim]`.
-pub const TABLE_CODEBOOKS: &str = "vq_embed.codebooks";
+/// Table name of quantizer `q`'s codebook `[codebook_size, codebook_dim]`.
+pub fn table_codebook(q: usize) -> String {
+    format!("vq_embed.codebook.{q}")
+}
 /// Table: `project_out` weight `[dim, codebook_dim]`.
 pub const TABLE_PROJECT_OUT_WEIGHT: &str = "vq_embed.project_out.weight";
 /// Table: `project_out` bias `[dim]`.
@@ -75,57 +77,42 @@ pub fn export_codec(
 }
 
 fn write_tables(p: &Params<'_>, cfg: &CodecConfig, path: &Path) -> Result<WrittenFile> {
-    let (q, k, d, dim) = (cfg.num_quantizers, cfg.codebook_size, cfg.codebook_dim, cfg.dim);
-    let mut codebooks = Vec::with_capacity(q * k * d);
-    for i in 0..q {
-        codebooks.extend(p.f32(
-            &format!("flow_matching.vq_embed.layers.{i}._codebook.embed"),
+    let (k, d, dim) = (cfg.codebook_size, cfg.codebook_dim, cfg.dim);
+    let names: Vec<String> = (0..cfg.num_quantizers).map(table_codebook).collect();
+    let mut tables = Vec::with_capacity(names.len() + 4);
+    for (q, name) in names.iter().enumerate() {
+        let source = p.tensor(
+            &format!("flow_matching.vq_embed.layers.{q}._codebook.embed"),
             &[1, k, d],
-        )?);
+        )?;
+        tables.push(Table {
+            name,
+            source,
+            shape: vec![k, d],
+        });
     }
-    let tables = [
-        (TABLE_CODEBOOKS, vec![q, k, d], codebooks),
+    for (name, source, shape) in [
         (
             TABLE_PROJECT_OUT_WEIGHT,
+            "flow_matching.vq_embed.project_out.weight",
             vec![dim, d],
-            p.f32("flow_matching.vq_embed.project_out.weight", &[dim, d])?,
         ),
         (
             TABLE_PROJECT_OUT_BIAS,
+            "flow_matching.vq_embed.project_out.bias",
             vec![dim],
-            p.f32("flow_matching.vq_embed.project_out.bias", &[dim])?,
         ),
         (
             TABLE_COND_WEIGHT,
+            "flow_matching.cond_feature_emb.weight",
             vec![dim, dim],
-            p.f32("flow_matching.cond_feature_emb.weight", &[dim, dim])?,
         ),
-        (
-            TABLE_COND_BIAS,
-            vec![dim],
-            p.f32("flow_matching.cond_feature_emb.bias", &[dim])?,
-        ),
-    ];
-    let bytes: Vec<Vec<u8>> = tables
-        .iter()
-        .map(|(_, _, data)| bytemuck::cast_slice(data).to_vec())
-        .collect();
-    let views = tables
-        .iter()
-        .zip(&bytes)
-        .map(|((name, shape, _), b)| {
-            let view = TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| ExportError::Shape {
-                tensor: (*name).to_string(),
-                expected: format!("{shape:?} f32"),
-                got: e.to_string(),
-            })?;
-            Ok((*name, view))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, None).map_err(|e| ExportError::Unsupported {
-        what: format!("{}: serialising tables: {e}", path.display()),
-    })?;
-    write_file(path, &data)
+        (TABLE_COND_BIAS, "flow_matching.cond_feature_emb.bias", vec![dim]),
+    ] {
+        let source = p.tensor(source, &shape)?;
+        tables.push(Table { name, source, shape });
+    }
+    write_f32_tables(path, &tables)
 }
 
 fn write_config(cfg: &CodecConfig, path: &Path) -> Result<WrittenFile> {

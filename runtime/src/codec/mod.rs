@@ -77,16 +77,14 @@ impl Codec {
 
     /// Opens the codec files of `dir` with an already-read config.
     pub fn open_with_config(rt: &crate::ort_env::OrtRuntime, dir: &Path, cfg: CodecConfig) -> Result<Self> {
-        let tables = CodecTables::load(&dir.join(TABLES_FILE))?;
-        if tables.num_quantizers() != cfg.num_quantizers || tables.dim() != cfg.dim {
+        let tables = CodecTables::load(&dir.join(TABLES_FILE), cfg.num_quantizers)?;
+        if tables.dim() != cfg.dim {
             return Err(CodecError::Table {
                 path: dir.join(TABLES_FILE),
-                name: tables::CODEBOOKS.into(),
+                name: tables::COND_BIAS.into(),
                 message: format!(
-                    "{} quantizers / dim {} do not match the config's {} / {}",
-                    tables.num_quantizers(),
+                    "conditioning width {} does not match the config's dim {}",
                     tables.dim(),
-                    cfg.num_quantizers,
                     cfg.dim
                 ),
             });

@@ -21,8 +21,10 @@ use super::error::{CodecError, Result};
 
 /// File name of the RVQ / conditioning tables inside an engine folder.
 pub const TABLES_FILE: &str = "codec_tables.safetensors";
-/// Stacked codebooks `[num_quantizers, codebook_size, codebook_dim]`.
-pub const CODEBOOKS: &str = "vq_embed.codebooks";
+/// Table name of quantizer `q`'s codebook `[codebook_size, codebook_dim]`.
+pub fn codebook_name(q: usize) -> String {
+    format!("vq_embed.codebook.{q}")
+}
 /// `project_out` weight `[dim, codebook_dim]`.
 pub const PROJECT_OUT_WEIGHT: &str = "vq_embed.project_out.weight";
 /// `project_out` bias `[dim]`.
@@ -59,15 +61,32 @@ pub struct Conditioning {
 }
 
 impl CodecTables {
-    /// Loads the tables file and checks every shape against the others.
-    pub fn load(path: &Path) -> Result<Self> {
+    /// Loads the tables of a codec with `num_quantizers` quantizers and checks every
+    /// shape against the others.
+    pub fn load(path: &Path, num_quantizers: usize) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| CodecError::Io {
             path: path.to_path_buf(),
             source,
         })?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| table_err(path, "(header)", e.to_string()))?;
-        let (cb_shape, cb) = read(&st, path, CODEBOOKS, 3)?;
-        let (q, k, d) = (cb_shape[0], cb_shape[1], cb_shape[2]);
+        let mut codebooks = Vec::new();
+        let mut entry_shape: Option<Vec<usize>> = None;
+        for q in 0..num_quantizers {
+            let name = codebook_name(q);
+            let (shape, data) = read(&st, path, &name, 2)?;
+            match &entry_shape {
+                Some(first) => expect_shape(path, &name, &shape, first)?,
+                None => entry_shape = Some(shape),
+            }
+            codebooks.extend(data);
+        }
+        let Some(&[k, d]) = entry_shape.as_deref() else {
+            return Err(table_err(
+                path,
+                &codebook_name(0),
+                "the codec config has no quantizers".into(),
+            ));
+        };
         let (po_shape, po) = read(&st, path, PROJECT_OUT_WEIGHT, 2)?;
         let dim = po_shape[0];
         expect_shape(path, PROJECT_OUT_WEIGHT, &po_shape, &[dim, d])?;
@@ -79,8 +98,8 @@ impl CodecTables {
         expect_shape(path, COND_BIAS, &cbias_shape, &[dim])?;
         let matrix = |v: Vec<f32>, r: usize, c: usize| Array2::from_shape_vec((r, c), v).expect("length checked");
         Ok(Self {
-            codebooks: matrix(cb, q * k, d),
-            num_quantizers: q,
+            codebooks: matrix(codebooks, num_quantizers * k, d),
+            num_quantizers,
             codebook_size: k,
             project_out_t: matrix(po, dim, d).reversed_axes(),
             project_out_b: pb,

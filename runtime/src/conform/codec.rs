@@ -1,328 +1,175 @@
-//! Conformance of the codec runtime against fixture cases (kinds `codec_rvq`,
-//! `codec_estimator`, `codec_scalar_decode`, `codec_detokenize`).
+//! Conformance kinds `codec_rvq`, `codec_estimator`, `codec_scalar_decode` and
+//! `codec_detokenize`, run on an opened codec engine (built from the fixture's
+//! `heartcodec/` checkpoint).
 //!
-//! Each `check_*` function takes an opened [`Codec`] (engine built from the
-//! fixture's `heartcodec/` checkpoint) and one case's tensors, runs the matching
-//! stage and returns one [`Check`] per compared tensor at the fixture README's
-//! tolerances. Nothing here depends on a particular fixture size.
+//! Each `check_*` function returns one [`Check`] per compared tensor at the
+//! tolerances of the fixture's `recommended_tolerances`; [`run`] dispatches on the
+//! case kind and folds the checks into the harness's [`CaseOutcome`]. Nothing here
+//! depends on a particular fixture size.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
+use heart::fixture::{Case, CaseTensors, Fixture, Tolerance, allclose};
 use ndarray::ArrayView2;
-use safetensors::{Dtype, SafeTensors};
 
+use super::{CaseOutcome, CaseResult, Verdict};
 use crate::codec::geometry::{OVERLAP_LATENTS, WINDOW_LATENTS, euler_steps};
-use crate::codec::{Assembler, Codec, CodecError, DetokenizeParams, FlowParams, RecordedNoise, TailPolicy};
+use crate::codec::{Assembler, Codec, DetokenizeParams, FlowParams, RecordedNoise, TailPolicy};
 
-/// `codec_rvq_cond_mu` tolerance (atol, rtol).
-pub const TOL_RVQ: (f64, f64) = (1e-4, 1e-5);
-/// `codec_estimator_unit` tolerance.
-pub const TOL_ESTIMATOR: (f64, f64) = (1e-4, 1e-4);
-/// `codec_flow_latents_given_recorded_noise` tolerance.
-pub const TOL_LATENTS: (f64, f64) = (1e-3, 1e-3);
-/// `codec_decode_from_recorded_latents` tolerance.
-pub const TOL_DECODE: (f64, f64) = (1e-4, 1e-4);
-/// `codec_waveform_end_to_end` tolerance.
-pub const TOL_END_TO_END: (f64, f64) = (5e-2, 0.0);
-/// Exact comparison (integer tensors, f32-exact schedules).
-pub const EXACT: (f64, f64) = (0.0, 0.0);
+/// `recommended_tolerances` key for RVQ output, conditioning and `mu`.
+pub const TOL_RVQ: &str = "codec_rvq_cond_mu";
+/// Key for the estimator unit case.
+pub const TOL_ESTIMATOR: &str = "codec_estimator_unit";
+/// Key for flow latents given the recorded noise.
+pub const TOL_LATENTS: &str = "codec_flow_latents_given_recorded_noise";
+/// Key for decoding (and assembling) the recorded latents.
+pub const TOL_DECODE: &str = "codec_decode_from_recorded_latents";
+/// Key for the end-to-end waveform.
+pub const TOL_END_TO_END: &str = "codec_waveform_end_to_end";
+
+/// Errors of a codec case (fixture, shape or engine problems).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One compared tensor: passes iff every `|actual − expected| ≤ atol + rtol·|expected|`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
     /// Case-qualified tensor name, e.g. `codec_detok_T40_steps10/latents`.
     pub name: String,
-    /// Largest absolute difference.
+    /// Largest absolute difference (infinite on length mismatch or NaN).
     pub max_abs_err: f64,
     /// Absolute tolerance.
     pub atol: f64,
     /// Relative tolerance.
     pub rtol: f64,
-    /// Elements outside the tolerance (a length mismatch counts every element).
+    /// Elements outside the tolerance.
     pub violations: usize,
-    /// Whether the tensor is within tolerance everywhere (and has the right length).
+    /// Whether everything is within tolerance and the lengths agree.
     pub passed: bool,
 }
 
 impl Check {
-    /// Compares `actual` with `expected` element-wise.
-    pub fn compare(name: impl Into<String>, actual: &[f32], expected: &[f32], (atol, rtol): (f64, f64)) -> Self {
-        let mut max_abs_err: f64 = 0.0;
-        let mut violations = 0;
-        for (&a, &e) in actual.iter().zip(expected) {
-            let (a, e) = (f64::from(a), f64::from(e));
-            let err = (a - e).abs();
-            let ok = err <= atol + rtol * e.abs();
-            if !ok || err.is_nan() {
-                violations += 1;
-            }
-            max_abs_err = max_abs_err.max(if err.is_nan() { f64::INFINITY } else { err });
-        }
-        if actual.len() != expected.len() {
-            violations = actual.len().max(expected.len());
-            max_abs_err = f64::INFINITY;
-        }
+    /// Compares `actual` with `expected` element-wise at `tol`.
+    pub fn compare(name: impl Into<String>, actual: &[f32], expected: &[f32], tol: Tolerance) -> Self {
+        let c = allclose(actual, expected, tol.atol, tol.rtol);
         Self {
             name: name.into(),
-            max_abs_err,
-            atol,
-            rtol,
-            violations,
-            passed: violations == 0,
+            max_abs_err: c.max_abs_err,
+            atol: tol.atol,
+            rtol: tol.rtol,
+            violations: c.n_bad,
+            passed: c.ok,
         }
     }
 }
 
-/// Errors while reading a case or running the codec on it.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CaseError {
-    /// The case file could not be read.
-    #[error("{}: {source}", path.display())]
-    Io {
-        /// The case file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The case file is malformed or lacks a tensor / info field.
-    #[error("{}: {message}", path.display())]
-    Format {
-        /// The case file.
-        path: PathBuf,
-        /// What is wrong.
-        message: String,
-    },
-    /// The codec failed on the case's inputs.
-    #[error(transparent)]
-    Codec(#[from] CodecError),
-}
-
-/// The tensors of one case file (`cases/<case>.safetensors`), as f32 or i64.
-#[derive(Debug, Clone)]
-pub struct CaseTensors {
-    path: PathBuf,
-    f32s: HashMap<String, (Vec<usize>, Vec<f32>)>,
-    i64s: HashMap<String, (Vec<usize>, Vec<i64>)>,
-}
-
-impl CaseTensors {
-    /// Reads every F32 and I64 tensor of `path`.
-    pub fn load(path: &Path) -> Result<Self, CaseError> {
-        let bytes = std::fs::read(path).map_err(|source| CaseError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| format_err(path, e.to_string()))?;
-        let mut out = Self {
-            path: path.to_path_buf(),
-            f32s: HashMap::new(),
-            i64s: HashMap::new(),
-        };
-        for (name, view) in st.tensors() {
-            let shape = view.shape().to_vec();
-            match view.dtype() {
-                Dtype::F32 => {
-                    let v = view
-                        .data()
-                        .chunks_exact(4)
-                        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-                    out.f32s.insert(name, (shape, v.collect()));
-                }
-                Dtype::I64 => {
-                    let v = view
-                        .data()
-                        .chunks_exact(8)
-                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")));
-                    out.i64s.insert(name, (shape, v.collect()));
-                }
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    /// Case name (file stem).
-    pub fn case_name(&self) -> String {
-        self.path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    }
-
-    /// An f32 tensor's shape and data.
-    pub fn f32(&self, name: &str) -> Result<(&[usize], &[f32]), CaseError> {
-        let (s, d) = self.f32s.get(name).ok_or_else(|| self.missing(name, "F32"))?;
-        Ok((s, d))
-    }
-
-    /// An i64 tensor's shape and data.
-    pub fn i64(&self, name: &str) -> Result<(&[usize], &[i64]), CaseError> {
-        let (s, d) = self.i64s.get(name).ok_or_else(|| self.missing(name, "I64"))?;
-        Ok((s, d))
-    }
-
-    fn missing(&self, name: &str, dtype: &str) -> CaseError {
-        format_err(&self.path, format!("no {dtype} tensor `{name}`"))
-    }
-
-    fn shape_err(&self, name: &str, shape: &[usize], expected: &str) -> CaseError {
-        format_err(
-            &self.path,
-            format!("tensor `{name}` has shape {shape:?}, expected {expected}"),
-        )
+/// Folds checks into a harness outcome: PASS iff there are checks and all pass;
+/// the reported tolerance is the loosest used, the detail names failing tensors.
+pub fn outcome(checks: &[Check]) -> CaseOutcome {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(|c| {
+            format!(
+                "{}: {} elements off, max_abs_err {:e}",
+                c.name, c.violations, c.max_abs_err
+            )
+        })
+        .collect();
+    let loosest = checks
+        .iter()
+        .map(|c| Tolerance {
+            atol: c.atol,
+            rtol: c.rtol,
+        })
+        .fold(Tolerance::EXACT, |a, b| Tolerance {
+            atol: a.atol.max(b.atol),
+            rtol: a.rtol.max(b.rtol),
+        });
+    CaseOutcome {
+        verdict: if failed.is_empty() && !checks.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        },
+        max_abs_err: checks.iter().map(|c| c.max_abs_err).reduce(f64::max),
+        tol: Some(loosest),
+        detail: if checks.is_empty() {
+            "nothing was compared".into()
+        } else {
+            failed.join("; ")
+        },
     }
 }
 
-fn format_err(path: &Path, message: String) -> CaseError {
-    CaseError::Format {
-        path: path.to_path_buf(),
-        message,
-    }
+/// Runs a codec case of any of the four kinds on `codec`.
+pub fn run(codec: &mut Codec, fixture: &Fixture, case: &Case) -> CaseResult {
+    let checks = match case.kind.as_str() {
+        "codec_rvq" => check_rvq(codec, fixture, case)?,
+        "codec_estimator" => check_estimator(codec, fixture, case)?,
+        "codec_scalar_decode" => check_scalar_decode(codec, fixture, case)?,
+        "codec_detokenize" => check_detokenize(codec, fixture, case)?,
+        other => return Err(format!("case `{}`: `{other}` is not a codec kind", case.name).into()),
+    };
+    Ok(outcome(&checks))
 }
 
-/// Detokenize settings from a case's `info` object (`num_steps`, `guidance_scale`).
-/// The tail policy is upstream's, so any length the fixture chose is reproduced.
-pub fn detokenize_params_from_info(info: &serde_json::Value, path: &Path) -> Result<DetokenizeParams, CaseError> {
-    let num_steps = info["num_steps"]
-        .as_u64()
-        .ok_or_else(|| format_err(path, "info.num_steps missing or not an integer".into()))?;
-    let guidance = info["guidance_scale"]
-        .as_f64()
-        .ok_or_else(|| format_err(path, "info.guidance_scale missing or not a number".into()))?;
+/// Detokenize settings of a case (`info.num_steps`, `info.guidance_scale`), with
+/// upstream's tail policy so every length the fixture chose is reproduced.
+pub fn detokenize_params(case: &Case) -> heart::Result<DetokenizeParams> {
     Ok(DetokenizeParams {
         flow: FlowParams {
-            num_steps: num_steps as usize,
-            guidance: guidance as f32,
+            num_steps: case.info_usize("num_steps")?,
+            guidance: case.info_f64("guidance_scale")? as f32,
         },
         tail: TailPolicy::UpstreamQuirk,
     })
 }
 
 /// `codec_rvq`: `vq_out`, `cond`, `mu` from `codes` `[Q, T]` (no padding).
-pub fn check_rvq(codec: &Codec, case: &CaseTensors) -> Result<Vec<Check>, CaseError> {
-    let (shape, codes) = case.i64("codes")?;
-    let codes =
-        ArrayView2::from_shape((shape[0], shape[1]), codes).map_err(|_| case.shape_err("codes", shape, "[Q, T]"))?;
+pub fn check_rvq(codec: &Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+    let t = fixture.load(case)?;
+    let (codes, shape) = t.i64("codes")?;
+    let codes = ArrayView2::from_shape((shape[0], shape[1]), &codes)?;
     let c = codec.tables().condition(codes)?;
-    let n = case.case_name();
+    let tol = fixture.tolerance(TOL_RVQ)?;
+    let n = &case.name;
     Ok(vec![
-        Check::compare(format!("{n}/vq_out"), flat(&c.vq_out), case.f32("vq_out")?.1, TOL_RVQ),
-        Check::compare(format!("{n}/cond"), flat(&c.cond), case.f32("cond")?.1, TOL_RVQ),
-        Check::compare(format!("{n}/mu"), flat(&c.mu), case.f32("mu")?.1, TOL_RVQ),
+        Check::compare(format!("{n}/vq_out"), flat(&c.vq_out), &t.f32("vq_out")?.0, tol),
+        Check::compare(format!("{n}/cond"), flat(&c.cond), &t.f32("cond")?.0, tol),
+        Check::compare(format!("{n}/mu"), flat(&c.mu), &t.f32("mu")?.0, tol),
     ])
 }
 
 /// `codec_estimator`: the estimator graph on `input` `[B, S, C]` and `timestep` `[B]`.
-pub fn check_estimator(codec: &mut Codec, case: &CaseTensors) -> Result<Vec<Check>, CaseError> {
-    let (shape, input) = case.f32("input")?;
-    let (_, t) = case.f32("timestep")?;
-    if shape.len() != 3 || shape[0] != t.len() {
-        return Err(case.shape_err("input", shape, "[B, S, in_channels] with B = len(timestep)"));
-    }
-    let v = codec.estimator().velocity(input, shape[1], t)?;
-    let n = case.case_name();
+pub fn check_estimator(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+    let t = fixture.load(case)?;
+    let (input, shape) = t.f32("input")?;
+    let (timestep, _) = t.f32("timestep")?;
+    let v = codec.estimator().velocity(&input, shape[1], &timestep)?;
+    let tol = fixture.tolerance(TOL_ESTIMATOR)?;
     Ok(vec![Check::compare(
-        format!("{n}/output"),
+        format!("{}/output", case.name),
         &v,
-        case.f32("output")?.1,
-        TOL_ESTIMATOR,
+        &t.f32("output")?.0,
+        tol,
     )])
 }
 
 /// `codec_scalar_decode`: the scalar decoder on `input` `[N, 128, T]`.
-pub fn check_scalar_decode(codec: &mut Codec, case: &CaseTensors) -> Result<Vec<Check>, CaseError> {
-    let (shape, input) = case.f32("input")?;
-    if shape.len() != 3 {
-        return Err(case.shape_err("input", shape, "[N, latent_hidden_dim, T]"));
-    }
-    let out = codec.decoder().decode(input, shape[0], shape[2])?;
-    let n = case.case_name();
+pub fn check_scalar_decode(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+    let t = fixture.load(case)?;
+    let (input, shape) = t.f32("input")?;
+    let out = codec.decoder().decode(&input, shape[0], shape[2])?;
+    let tol = fixture.tolerance(TOL_DECODE)?;
     Ok(vec![Check::compare(
-        format!("{n}/output"),
+        format!("{}/output", case.name),
         &out,
-        case.f32("output")?.1,
-        TOL_DECODE,
+        &t.f32("output")?.0,
+        tol,
     )])
 }
 
-/// `codec_detokenize`: full detokenize with the recorded noise, checking every
-/// intermediate per window, the decode (and assembly) of the *recorded* latents
-/// tightly, and the end-to-end waveform at the end-to-end tolerance.
-pub fn check_detokenize(
-    codec: &mut Codec,
-    case: &CaseTensors,
-    params: DetokenizeParams,
-) -> Result<Vec<Check>, CaseError> {
-    let n = case.case_name();
-    let (shape, codes) = case.i64("codes")?;
-    let codes =
-        ArrayView2::from_shape((shape[0], shape[1]), codes).map_err(|_| case.shape_err("codes", shape, "[Q, T]"))?;
-    let mut noise = RecordedNoise::new(case.f32("noise")?.1.to_vec());
-    let mut traces: Vec<WindowRecord> = Vec::new();
-    let audio = codec.detokenize_observed(codes, params, &mut noise, &mut |w| {
-        traces.push(WindowRecord {
-            codes: w.codes.iter().map(|&c| c as f32).collect(),
-            vq_out: flat(&w.conditioning.vq_out).to_vec(),
-            cond: flat(&w.conditioning.cond).to_vec(),
-            mu: flat(&w.conditioning.mu).to_vec(),
-            latents: w.latents.to_vec(),
-            audio: w.audio.to_vec(),
-        })
-    })?;
-
-    let mut checks = vec![];
-    let seg_codes: Vec<f32> = case.i64("segment_codes")?.1.iter().map(|&c| c as f32).collect();
-    let joined =
-        |f: fn(&WindowRecord) -> &[f32]| traces.iter().flat_map(|w| f(w).iter().copied()).collect::<Vec<f32>>();
-    checks.push(Check::compare(
-        format!("{n}/segment_codes"),
-        &joined(|w| &w.codes),
-        &seg_codes,
-        EXACT,
-    ));
-    for (name, get) in [
-        ("vq_out", (|w| &w.vq_out) as fn(&WindowRecord) -> &[f32]),
-        ("cond", |w| &w.cond),
-        ("mu", |w| &w.mu),
-    ] {
-        checks.push(Check::compare(
-            format!("{n}/{name}"),
-            &joined(get),
-            case.f32(name)?.1,
-            TOL_RVQ,
-        ));
-    }
-    let (ts_shape, ts) = case.f32("estimator_timesteps")?;
-    let ours: Vec<f32> = (0..ts_shape[0])
-        .flat_map(|_| euler_steps(params.flow.num_steps).into_iter().map(|s| s.0))
-        .collect();
-    checks.push(Check::compare(format!("{n}/estimator_timesteps"), &ours, ts, EXACT));
-    checks.push(Check::compare(
-        format!("{n}/latents"),
-        &joined(|w| &w.latents),
-        case.f32("latents")?.1,
-        TOL_LATENTS,
-    ));
-    checks.push(Check::compare(
-        format!("{n}/decode_out(own latents)"),
-        &joined(|w| &w.audio),
-        case.f32("decode_out")?.1,
-        TOL_END_TO_END,
-    ));
-    checks.extend(check_recorded_latent_decode(codec, case, &n)?);
-    checks.push(Check::compare(
-        format!("{n}/waveform(end-to-end)"),
-        &audio.samples,
-        case.f32("waveform")?.1,
-        TOL_END_TO_END,
-    ));
-    Ok(checks)
-}
-
-/// What one window produced, copied out of the observer.
-struct WindowRecord {
+/// What one window produced, copied out of the detokenize observer.
+#[derive(Default)]
+struct Windows {
     codes: Vec<f32>,
     vq_out: Vec<f32>,
     cond: Vec<f32>,
@@ -331,37 +178,104 @@ struct WindowRecord {
     audio: Vec<f32>,
 }
 
-/// Decodes the recorded `latents` `[S, 744, 256]` and cross-fades them: `decode_out`
-/// and `waveform` at the tight decode tolerance.
-fn check_recorded_latent_decode(codec: &mut Codec, case: &CaseTensors, n: &str) -> Result<Vec<Check>, CaseError> {
-    let (shape, latents) = case.f32("latents")?;
-    if shape.len() != 3 || shape[1] != WINDOW_LATENTS || shape[2] != codec.config().out_channels {
-        return Err(case.shape_err("latents", shape, "[S, 744, out_channels]"));
+/// `codec_detokenize`: detokenize with the recorded noise, checking per-window
+/// codes, conditioning, Euler times and latents; the decode and cross-fade of the
+/// *recorded* latents at the tight decode tolerance; and this run's own audio at
+/// the end-to-end tolerance (`round(9x)/9` flips make it loose by design).
+pub fn check_detokenize(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+    let t = fixture.load(case)?;
+    let params = detokenize_params(case)?;
+    let (codes, shape) = t.i64("codes")?;
+    let codes = ArrayView2::from_shape((shape[0], shape[1]), &codes)?;
+    let mut noise = RecordedNoise::new(t.f32("noise")?.0);
+    let mut w = Windows::default();
+    let audio = codec.detokenize_observed(codes, params, &mut noise, &mut |win| {
+        w.codes.extend(win.codes.iter().map(|&c| c as f32));
+        w.vq_out.extend_from_slice(flat(&win.conditioning.vq_out));
+        w.cond.extend_from_slice(flat(&win.conditioning.cond));
+        w.mu.extend_from_slice(flat(&win.conditioning.mu));
+        w.latents.extend_from_slice(win.latents);
+        w.audio.extend_from_slice(win.audio);
+    })?;
+
+    let n = &case.name;
+    let rvq = fixture.tolerance(TOL_RVQ)?;
+    let e2e = fixture.tolerance(TOL_END_TO_END)?;
+    let expected_codes: Vec<f32> = t.i64("segment_codes")?.0.iter().map(|&c| c as f32).collect();
+    let (expected_times, times_shape) = t.f32("estimator_timesteps")?;
+    let steps = euler_steps(params.flow.num_steps);
+    let times: Vec<f32> = (0..times_shape[0]).flat_map(|_| steps.iter().map(|s| s.0)).collect();
+    let mut checks = vec![
+        Check::compare(
+            format!("{n}/segment_codes"),
+            &w.codes,
+            &expected_codes,
+            Tolerance::EXACT,
+        ),
+        Check::compare(format!("{n}/vq_out"), &w.vq_out, &t.f32("vq_out")?.0, rvq),
+        Check::compare(format!("{n}/cond"), &w.cond, &t.f32("cond")?.0, rvq),
+        Check::compare(format!("{n}/mu"), &w.mu, &t.f32("mu")?.0, rvq),
+        Check::compare(
+            format!("{n}/estimator_timesteps"),
+            &times,
+            &expected_times,
+            Tolerance::EXACT,
+        ),
+        Check::compare(
+            format!("{n}/latents"),
+            &w.latents,
+            &t.f32("latents")?.0,
+            fixture.tolerance(TOL_LATENTS)?,
+        ),
+        Check::compare(
+            format!("{n}/decode_out(own latents)"),
+            &w.audio,
+            &t.f32("decode_out")?.0,
+            e2e,
+        ),
+    ];
+    checks.extend(decode_recorded_latents(codec, fixture, &t, n)?);
+    checks.push(Check::compare(
+        format!("{n}/waveform(end-to-end)"),
+        &audio.samples,
+        &t.f32("waveform")?.0,
+        e2e,
+    ));
+    Ok(checks)
+}
+
+/// Decodes the recorded `latents` `[S, 744, out_channels]` window by window and
+/// cross-fades them: `decode_out` and `waveform` at the decode tolerance.
+fn decode_recorded_latents(
+    codec: &mut Codec,
+    fixture: &Fixture,
+    t: &CaseTensors,
+    n: &str,
+) -> Result<Vec<Check>, BoxError> {
+    let (latents, shape) = t.f32("latents")?;
+    let latent = codec.config().out_channels;
+    if shape.len() != 3 || shape[1] != WINDOW_LATENTS || shape[2] != latent {
+        return Err(format!("{n}: latents have shape {shape:?}, expected [S, {WINDOW_LATENTS}, {latent}]").into());
     }
+    let (waveform, wave_shape) = t.f32("waveform")?;
     let spl = codec.config().samples_per_latent();
-    let (_, waveform) = case.f32("waveform")?;
     let mut decoded = Vec::new();
     let mut assembler = Assembler::new(2, OVERLAP_LATENTS * spl);
-    for window in latents.chunks_exact(shape[1] * shape[2]) {
+    for window in latents.chunks_exact(WINDOW_LATENTS * latent) {
         let audio = codec.decode_latents(window)?;
         assembler.push(&audio);
         decoded.extend(audio);
     }
-    let target = waveform.len() / 2;
-    let wave = assembler.finish(target, codec.config().sample_rate);
+    let wave = assembler.finish(wave_shape[1], codec.config().sample_rate);
+    let tol = fixture.tolerance(TOL_DECODE)?;
     Ok(vec![
         Check::compare(
             format!("{n}/decode_out(recorded latents)"),
             &decoded,
-            case.f32("decode_out")?.1,
-            TOL_DECODE,
+            &t.f32("decode_out")?.0,
+            tol,
         ),
-        Check::compare(
-            format!("{n}/waveform(recorded latents)"),
-            &wave.samples,
-            waveform,
-            TOL_DECODE,
-        ),
+        Check::compare(format!("{n}/waveform(recorded latents)"), &wave.samples, &waveform, tol),
     ])
 }
 
@@ -373,15 +287,27 @@ fn flat(a: &ndarray::Array2<f32>) -> &[f32] {
 mod tests {
     use super::*;
 
+    const TOL: Tolerance = Tolerance { atol: 1e-4, rtol: 1e-3 };
+
     #[test]
     fn compare_applies_atol_plus_rtol() {
-        let c = Check::compare("x", &[1.0, 2.0], &[1.0005, 2.0], (1e-4, 1e-3));
+        let c = Check::compare("x", &[1.0, 2.0], &[1.0005, 2.0], TOL);
         assert!(c.passed && (c.max_abs_err - 5e-4).abs() < 1e-6, "{c:?}");
-        let c = Check::compare("x", &[1.0, 2.1], &[1.0, 2.0], (1e-4, 1e-3));
+        let c = Check::compare("x", &[1.0, 2.1], &[1.0, 2.0], TOL);
         assert_eq!((c.passed, c.violations), (false, 1));
-        let c = Check::compare("x", &[1.0], &[1.0, 2.0], (1.0, 1.0));
-        assert!(!c.passed && c.max_abs_err.is_infinite());
-        let c = Check::compare("x", &[f32::NAN], &[1.0], (1.0, 1.0));
-        assert!(!c.passed);
+        assert!(!Check::compare("x", &[1.0], &[1.0, 2.0], TOL).passed);
+        assert!(!Check::compare("x", &[f32::NAN], &[1.0], TOL).passed);
+    }
+
+    #[test]
+    fn outcome_fails_on_any_failed_or_no_check() {
+        let ok = Check::compare("a", &[1.0], &[1.0], TOL);
+        let bad = Check::compare("b", &[1.0], &[2.0], Tolerance::EXACT);
+        let o = outcome(std::slice::from_ref(&ok));
+        assert_eq!((o.verdict, o.max_abs_err), (Verdict::Pass, Some(0.0)));
+        let o = outcome(&[ok, bad]);
+        assert_eq!((o.verdict, o.tol), (Verdict::Fail, Some(TOL)));
+        assert!(o.detail.starts_with("b: 1 elements off"), "{}", o.detail);
+        assert_eq!(outcome(&[]).verdict, Verdict::Fail);
     }
 }
