@@ -214,6 +214,10 @@ mod tests {
                     assert_eq!(p.output_len(1920), p.target_len, "n={n}");
                 }
             }
+            // The policies differ only where upstream skips the pad.
+            let m = n.max(WINDOW_CODES);
+            let same = WindowPlan::new(n, SR, TailPolicy::Full) == WindowPlan::new(n, SR, TailPolicy::UpstreamQuirk);
+            assert_eq!(same, (m - OVERLAP_LATENTS) % HOP_CODES != 0, "n={n}");
         }
     }
 
