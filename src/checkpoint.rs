@@ -66,26 +66,17 @@ impl TensorRef<'_> {
         }
         match self.dtype {
             Dtype::F32 => {
-                for (o, c) in out
-                    .iter_mut()
-                    .zip(self.data[start * 4..end * 4].chunks_exact(4))
-                {
+                for (o, c) in out.iter_mut().zip(self.data[start * 4..end * 4].chunks_exact(4)) {
                     *o = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                 }
             }
             Dtype::F16 => {
-                for (o, c) in out
-                    .iter_mut()
-                    .zip(self.data[start * 2..end * 2].chunks_exact(2))
-                {
+                for (o, c) in out.iter_mut().zip(self.data[start * 2..end * 2].chunks_exact(2)) {
                     *o = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
             Dtype::BF16 => {
-                for (o, c) in out
-                    .iter_mut()
-                    .zip(self.data[start * 2..end * 2].chunks_exact(2))
-                {
+                for (o, c) in out.iter_mut().zip(self.data[start * 2..end * 2].chunks_exact(2)) {
                     *o = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
                 }
             }
@@ -126,10 +117,7 @@ impl std::fmt::Debug for Checkpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Checkpoint")
             .field("dir", &self.dir)
-            .field(
-                "shards",
-                &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>(),
-            )
+            .field("shards", &self.shards.iter().map(|s| &s.path).collect::<Vec<_>>())
             .field("tensors", &self.locations.len())
             .finish()
     }
@@ -149,9 +137,7 @@ impl Checkpoint {
             })?;
             let index: Index = serde_json::from_str(&text).map_err(|e| Error::Config {
                 path: index_path.clone(),
-                message: format!(
-                    "not a safetensors index (expected {{\"weight_map\": {{name: file}}}}): {e}"
-                ),
+                message: format!("not a safetensors index (expected {{\"weight_map\": {{name: file}}}}): {e}"),
             })?;
             let mut shard_ids: BTreeMap<String, usize> = BTreeMap::new();
             let mut shards = Vec::new();
@@ -190,9 +176,7 @@ impl Checkpoint {
                         return Err(Error::Tensor {
                             path: shard.path.clone(),
                             name: name.clone(),
-                            message: format!(
-                                "present in the shard but not mapped to it by {INDEX_FILE}"
-                            ),
+                            message: format!("present in the shard but not mapped to it by {INDEX_FILE}"),
                         });
                     }
                 }
@@ -255,10 +239,7 @@ impl Checkpoint {
             message: "missing from the checkpoint".into(),
         })?;
         let shard = &self.shards[id];
-        let (key, info) = shard
-            .tensors
-            .get_key_value(name)
-            .expect("location table is consistent");
+        let (key, info) = shard.tensors.get_key_value(name).expect("location table is consistent");
         let (a, b) = info.data_offsets;
         Ok(TensorRef {
             name: key,
@@ -287,11 +268,10 @@ impl Shard {
             path: path.to_path_buf(),
             source,
         })?;
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
-                path: path.to_path_buf(),
-                message: describe_safetensors_error(&e, map.len()),
-            })?;
+        let (header_len, metadata) = SafeTensors::read_metadata(&map).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: describe_safetensors_error(&e, map.len()),
+        })?;
         let tensors = metadata
             .tensors()
             .into_iter()

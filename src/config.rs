@@ -44,18 +44,17 @@ impl FlavorParams {
 
     /// Built-in flavors of upstream `heartmula/modeling_heartmula.py`.
     pub fn builtin(name: &str) -> Option<Self> {
-        let base =
-            |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len, intermediate_dim| Self {
-                num_layers,
-                num_heads,
-                num_kv_heads,
-                embed_dim,
-                max_seq_len,
-                intermediate_dim,
-                norm_eps: 1e-5,
-                rope_base: 500_000.0,
-                scale_factor: 32.0,
-            };
+        let base = |num_layers, num_heads, num_kv_heads, embed_dim, max_seq_len, intermediate_dim| Self {
+            num_layers,
+            num_heads,
+            num_kv_heads,
+            embed_dim,
+            max_seq_len,
+            intermediate_dim,
+            norm_eps: 1e-5,
+            rope_base: 500_000.0,
+            scale_factor: 32.0,
+        };
         match name {
             "llama-3B" => Some(base(28, 24, 8, 3072, 8192, 8192)),
             "llama-300M" => Some(base(3, 8, 4, 3072, 2048, 8192)),
@@ -83,10 +82,7 @@ impl FlavorParams {
             ));
         }
         if !self.head_dim().is_multiple_of(2) {
-            return fail(format!(
-                "head_dim {} must be even for RoPE",
-                self.head_dim()
-            ));
+            return fail(format!("head_dim {} must be even for RoPE", self.head_dim()));
         }
         Ok(())
     }
@@ -322,25 +318,14 @@ impl CodecConfig {
                 2 * self.out_channels + self.dim
             ));
         }
-        if self.upsample_factors.len() != self.upsample_kernel_sizes.len()
-            || self.upsample_factors.is_empty()
-        {
-            return Err(
-                "upsample_factors and upsample_kernel_sizes must be non-empty and of equal length"
-                    .into(),
-            );
+        if self.upsample_factors.len() != self.upsample_kernel_sizes.len() || self.upsample_factors.is_empty() {
+            return Err("upsample_factors and upsample_kernel_sizes must be non-empty and of equal length".into());
         }
         if self.init_channel == 0 || self.num_layers == 0 || self.num_layers_2 == 0 {
             return Err("init_channel, num_layers and num_layers_2 must be > 0".into());
         }
-        if self.num_quantizers == 0
-            || self.num_attention_heads == 0
-            || !self.attention_head_dim.is_multiple_of(2)
-        {
-            return Err(
-                "num_quantizers, num_attention_heads must be > 0 and attention_head_dim even"
-                    .into(),
-            );
+        if self.num_quantizers == 0 || self.num_attention_heads == 0 || !self.attention_head_dim.is_multiple_of(2) {
+            return Err("num_quantizers, num_attention_heads must be > 0 and attention_head_dim even".into());
         }
         Ok(())
     }
@@ -368,9 +353,7 @@ impl CodecConfig {
     /// block `j`; each block halves the width down to `init_channel`.
     pub fn scalar_channels(&self) -> Vec<usize> {
         let n_up = self.upsample_factors.len();
-        (0..=n_up)
-            .map(|j| self.init_channel << (n_up - j))
-            .collect()
+        (0..=n_up).map(|j| self.init_channel << (n_up - j)).collect()
     }
 
     /// Whether the scalar decoder has the sample-repeating post-processor

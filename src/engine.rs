@@ -1,5 +1,36 @@
-//! Names inside an engine folder that the exporter (`onnx-export`) and the
-//! runtime must agree on: file names, and the input/output names of the LM graphs.
+//! Names inside an engine folder that the exporter (`onnx-export`), the builder
+//! and the runtime must agree on: file names, their [`EngineKind`]s, and the
+//! input/output names of the LM graphs.
+
+use crate::manifest::EngineKind;
+
+/// The text tokenizer, copied from the checkpoint.
+pub const TOKENIZER: &str = "tokenizer.json";
+/// The flow-matching estimator graph of the codec.
+pub const FLOW_ESTIMATOR_GRAPH: &str = "flow_estimator.onnx";
+/// The scalar-model CNN decoder graph of the codec.
+pub const SCALAR_DECODER_GRAPH: &str = "scalar_decoder.onnx";
+/// RVQ codebooks and conditioning weights used by the runtime.
+pub const CODEC_TABLES: &str = "codec_tables.safetensors";
+/// Suffix of a graph's external weight file (`<graph>.onnx.data`).
+pub const GRAPH_DATA_SUFFIX: &str = ".onnx.data";
+
+/// The kind of an engine file, from its name; `None` for names heart does not write.
+pub fn kind_of_file(name: &str) -> Option<EngineKind> {
+    if name.ends_with(GRAPH_DATA_SUFFIX) {
+        return Some(EngineKind::GraphData);
+    }
+    Some(match name {
+        BACKBONE_GRAPH => EngineKind::Backbone,
+        DECODER_GRAPH => EngineKind::Decoder,
+        LM_TABLES => EngineKind::LmTables,
+        FLOW_ESTIMATOR_GRAPH => EngineKind::FlowEstimator,
+        SCALAR_DECODER_GRAPH => EngineKind::ScalarDecoder,
+        CODEC_TABLES => EngineKind::CodecTables,
+        TOKENIZER => EngineKind::Tokenizer,
+        _ => return None,
+    })
+}
 
 /// The backbone graph (one frame step of the 3B transformer plus `codebook0_head`).
 pub const BACKBONE_GRAPH: &str = "backbone.onnx";
@@ -64,5 +95,27 @@ pub mod io {
     /// Values of the new positions of layer `i`.
     pub fn new_value(i: usize) -> String {
         format!("new_value_{i}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_engine_file_has_a_kind() {
+        for (name, kind) in [
+            (BACKBONE_GRAPH, EngineKind::Backbone),
+            (DECODER_GRAPH, EngineKind::Decoder),
+            (LM_TABLES, EngineKind::LmTables),
+            (FLOW_ESTIMATOR_GRAPH, EngineKind::FlowEstimator),
+            (SCALAR_DECODER_GRAPH, EngineKind::ScalarDecoder),
+            (CODEC_TABLES, EngineKind::CodecTables),
+            (TOKENIZER, EngineKind::Tokenizer),
+            ("backbone.onnx.data", EngineKind::GraphData),
+        ] {
+            assert_eq!(kind_of_file(name), Some(kind), "{name}");
+        }
+        assert_eq!(kind_of_file("notes.txt"), None);
     }
 }

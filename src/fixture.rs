@@ -183,14 +183,10 @@ impl Fixture {
             return Ok(Tolerance::EXACT);
         }
         let atol = value.get("atol").and_then(serde_json::Value::as_f64);
-        let rtol = value
-            .get("rtol")
-            .map_or(Some(0.0), serde_json::Value::as_f64);
+        let rtol = value.get("rtol").map_or(Some(0.0), serde_json::Value::as_f64);
         match (atol, rtol) {
             (Some(atol), Some(rtol)) => Ok(Tolerance { atol, rtol }),
-            _ => Err(fail(
-                "expected \"exact\" or {\"atol\": number, \"rtol\": number}",
-            )),
+            _ => Err(fail("expected \"exact\" or {\"atol\": number, \"rtol\": number}")),
         }
     }
 
@@ -260,16 +256,11 @@ impl CaseTensors {
             path: path.to_path_buf(),
             source,
         })?;
-        let (header_len, metadata) =
-            SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
-                path: path.to_path_buf(),
-                message: e.to_string(),
-            })?;
-        let infos = metadata
-            .tensors()
-            .into_iter()
-            .map(|(n, i)| (n, i.clone()))
-            .collect();
+        let (header_len, metadata) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let infos = metadata.tensors().into_iter().map(|(n, i)| (n, i.clone())).collect();
         Ok(Self {
             path: path.to_path_buf(),
             bytes,
@@ -353,10 +344,7 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// Exact equality.
-    pub const EXACT: Self = Self {
-        atol: 0.0,
-        rtol: 0.0,
-    };
+    pub const EXACT: Self = Self { atol: 0.0, rtol: 0.0 };
 
     /// Compares with this tolerance (see [`allclose`]).
     pub fn check(&self, actual: &[f32], expected: &[f32]) -> Comparison {
@@ -403,16 +391,10 @@ pub fn allclose(actual: &[f32], expected: &[f32], atol: f64, rtol: f64) -> Compa
 
 /// Exact comparison of integer tensors (ids, codes, masks).
 pub fn compare_exact(actual: &[i64], expected: &[i64]) -> Comparison {
-    compare(actual, expected, |a, e| {
-        ((a as f64 - e as f64).abs(), a == e)
-    })
+    compare(actual, expected, |a, e| ((a as f64 - e as f64).abs(), a == e))
 }
 
-fn compare<T: Copy>(
-    actual: &[T],
-    expected: &[T],
-    elem: impl Fn(T, T) -> (f64, bool),
-) -> Comparison {
+fn compare<T: Copy>(actual: &[T], expected: &[T], elem: impl Fn(T, T) -> (f64, bool)) -> Comparison {
     let mut out = Comparison {
         max_abs_err: 0.0,
         worst_index: None,
@@ -489,13 +471,6 @@ mod tests {
     #[test]
     fn tolerance_display() {
         assert_eq!(Tolerance::EXACT.to_string(), "exact");
-        assert_eq!(
-            Tolerance {
-                atol: 1e-4,
-                rtol: 0.0
-            }
-            .to_string(),
-            "atol=1e-4,rtol=0e0"
-        );
+        assert_eq!(Tolerance { atol: 1e-4, rtol: 0.0 }.to_string(), "atol=1e-4,rtol=0e0");
     }
 }

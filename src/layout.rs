@@ -55,9 +55,7 @@ impl Weights {
         } else {
             Err(Error::Layout {
                 path: dir.to_path_buf(),
-                message: format!(
-                    "no {model} weights: expected `{SINGLE_FILE}` or `{INDEX_FILE}` + shards"
-                ),
+                message: format!("no {model} weights: expected `{SINGLE_FILE}` or `{INDEX_FILE}` + shards"),
             })
         }
     }
@@ -81,11 +79,7 @@ pub struct MulaPaths {
 impl MulaPaths {
     /// Discovers the files of the HeartMuLa folder `mula_dir`; `tokenizer` and
     /// `gen_config`, when given, must exist and are used as they are.
-    pub fn discover(
-        mula_dir: &Path,
-        tokenizer: Option<&Path>,
-        gen_config: Option<&Path>,
-    ) -> Result<Self> {
+    pub fn discover(mula_dir: &Path, tokenizer: Option<&Path>, gen_config: Option<&Path>) -> Result<Self> {
         require_dir(mula_dir, "HeartMuLa")?;
         Ok(Self {
             dir: mula_dir.to_path_buf(),
@@ -138,9 +132,7 @@ fn require_config(dir: &Path, model: &str) -> Result<PathBuf> {
     } else {
         Err(Error::Layout {
             path: dir.to_path_buf(),
-            message: format!(
-                "no `{CONFIG_FILE}` (expected the {model} config next to the weights)"
-            ),
+            message: format!("no `{CONFIG_FILE}` (expected the {model} config next to the weights)"),
         })
     }
 }
@@ -196,12 +188,10 @@ impl MulaCheckpoint {
     pub fn open(paths: MulaPaths) -> Result<Self> {
         let config = MulaConfig::from_file(&paths.config)?;
         let gen_config = GenConfig::from_file(&paths.gen_config)?;
-        gen_config
-            .check_against(&config)
-            .map_err(|message| Error::Config {
-                path: paths.gen_config.clone(),
-                message,
-            })?;
+        gen_config.check_against(&config).map_err(|message| Error::Config {
+            path: paths.gen_config.clone(),
+            message,
+        })?;
         let checkpoint = Checkpoint::open(&paths.dir)?;
         tensors::validate_mula(&checkpoint, &config)?;
         let tokenizer = TextTokenizer::from_file(&paths.tokenizer)?;
@@ -226,21 +216,13 @@ impl MulaCheckpoint {
     }
 
     /// Discovers and opens in one step (see [`MulaPaths::discover`]).
-    pub fn discover_and_open(
-        mula_dir: &Path,
-        tokenizer: Option<&Path>,
-        gen_config: Option<&Path>,
-    ) -> Result<Self> {
+    pub fn discover_and_open(mula_dir: &Path, tokenizer: Option<&Path>, gen_config: Option<&Path>) -> Result<Self> {
         Self::open(MulaPaths::discover(mula_dir, tokenizer, gen_config)?)
     }
 
     /// A prompt builder using this checkpoint's tokenizer, ids and codebook count.
     pub fn prompt_builder(&self) -> PromptBuilder<'_> {
-        PromptBuilder::new(
-            &self.tokenizer,
-            self.gen_config,
-            self.config.audio_num_codebooks,
-        )
+        PromptBuilder::new(&self.tokenizer, self.gen_config, self.config.audio_num_codebooks)
     }
 }
 

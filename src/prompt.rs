@@ -63,13 +63,10 @@ impl TextTokenizer {
     /// `tokenizer.encode(text).ids` with the post-processor's special tokens
     /// (Python's default `add_special_tokens=True`).
     pub fn encode(&self, text: &str) -> Result<Vec<i64>> {
-        let encoding = self
-            .inner
-            .encode(text, true)
-            .map_err(|e| Error::Tokenizer {
-                path: self.path.clone(),
-                message: format!("cannot encode {text:?}: {e}"),
-            })?;
+        let encoding = self.inner.encode(text, true).map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            message: format!("cannot encode {text:?}: {e}"),
+        })?;
         Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 }

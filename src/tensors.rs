@@ -182,24 +182,13 @@ fn estimator_specs(cfg: &CodecConfig, specs: &mut Vec<TensorSpec>) {
     for i in 0..cfg.num_layers {
         block_specs(&format!("{e}.transformer_blocks.{i}"), c1, specs);
     }
-    specs.push(TensorSpec::float(
-        format!("{e}.scale_shift_table"),
-        &[2, c1],
-    ));
-    project_layer_specs(
-        &format!("{e}.connection_proj"),
-        cfg.in_channels + c1,
-        c2,
-        specs,
-    );
+    specs.push(TensorSpec::float(format!("{e}.scale_shift_table"), &[2, c1]));
+    project_layer_specs(&format!("{e}.connection_proj"), cfg.in_channels + c1, c2, specs);
     adaln_specs(&format!("{e}.adaln_single_2"), c2, specs);
     for i in 0..cfg.num_layers_2 {
         block_specs(&format!("{e}.transformer_blocks_2.{i}"), c2, specs);
     }
-    specs.push(TensorSpec::float(
-        format!("{e}.scale_shift_table_2"),
-        &[2, c2],
-    ));
+    specs.push(TensorSpec::float(format!("{e}.scale_shift_table_2"), &[2, c2]));
     project_layer_specs(&format!("{e}.proj_out"), c2, cfg.out_channels, specs);
 }
 
@@ -217,10 +206,7 @@ fn project_layer_specs(prefix: &str, cin: usize, cout: usize, specs: &mut Vec<Te
 fn adaln_specs(prefix: &str, c: usize, specs: &mut Vec<TensorSpec>) {
     let t = format!("{prefix}.emb.timestep_embedder");
     specs.extend([
-        TensorSpec::float(
-            format!("{t}.linear_1.weight"),
-            &[c, CodecConfig::TIMESTEP_FEATURES],
-        ),
+        TensorSpec::float(format!("{t}.linear_1.weight"), &[c, CodecConfig::TIMESTEP_FEATURES]),
         TensorSpec::float(format!("{t}.linear_1.bias"), &[c]),
         TensorSpec::float(format!("{t}.linear_2.weight"), &[c, c]),
         TensorSpec::float(format!("{t}.linear_2.bias"), &[c]),
@@ -266,20 +252,10 @@ fn scalar_decoder_specs(cfg: &CodecConfig, specs: &mut Vec<TensorSpec>) {
         let (cin, cout) = (widths[j], widths[j + 1]);
         let b = format!("{p}.{}", j + 1);
         // ConvTranspose1d stores [in, out, k]; weight norm is over dim 0 = in.
-        weight_norm_specs(
-            &format!("{b}.up_conv.layer"),
-            &[cin, cout, kernel],
-            cout,
-            specs,
-        );
+        weight_norm_specs(&format!("{b}.up_conv.layer"), &[cin, cout, kernel], cout, specs);
         for u in 0..CodecConfig::RES_DILATIONS.len() {
             let r = format!("{b}.convs.{u}");
-            weight_norm_specs(
-                &format!("{r}.conv1"),
-                &[cout, cout, cfg.res_kernel_size],
-                cout,
-                specs,
-            );
+            weight_norm_specs(&format!("{r}.conv1"), &[cout, cout, cfg.res_kernel_size], cout, specs);
             weight_norm_specs(&format!("{r}.conv2"), &[cout, cout, 1], cout, specs);
             specs.push(TensorSpec::float(format!("{r}.activation1.weight"), &[1]));
             specs.push(TensorSpec::float(format!("{r}.activation2.weight"), &[1]));
@@ -290,10 +266,7 @@ fn scalar_decoder_specs(cfg: &CodecConfig, specs: &mut Vec<TensorSpec>) {
     if cfg.has_post_processor() {
         let pp = format!("{p}.{next}");
         specs.extend([
-            TensorSpec::float(
-                format!("{pp}.conv.weight"),
-                &[c, c, cfg.default_kernel_size],
-            ),
+            TensorSpec::float(format!("{pp}.conv.weight"), &[c, c, cfg.default_kernel_size]),
             TensorSpec::float(format!("{pp}.conv.bias"), &[c]),
             TensorSpec::float(format!("{pp}.activation.weight"), &[1]),
         ]);
@@ -326,10 +299,7 @@ pub fn validate_mula(ckpt: &Checkpoint, cfg: &MulaConfig) -> Result<()> {
 /// Checks a HeartCodec checkpoint: every tensor of [`codec_tensor_specs`]; the
 /// encoder and [`codec_optional_specs`] names are tolerated, anything else is an error.
 pub fn validate_codec(ckpt: &Checkpoint, cfg: &CodecConfig) -> Result<()> {
-    let optional: BTreeSet<String> = codec_optional_specs(cfg)
-        .into_iter()
-        .map(|s| s.name)
-        .collect();
+    let optional: BTreeSet<String> = codec_optional_specs(cfg).into_iter().map(|s| s.name).collect();
     validate(ckpt, &codec_tensor_specs(cfg), "HeartCodec", |name| {
         name.starts_with(CODEC_ENCODER_PREFIX) || optional.contains(name)
     })
@@ -369,11 +339,7 @@ pub fn validate(
     match problems.into_iter().next() {
         None => Ok(()),
         Some(first) if more == 0 => Err(first),
-        Some(Error::Tensor {
-            path,
-            name,
-            message,
-        }) => Err(Error::Tensor {
+        Some(Error::Tensor { path, name, message }) => Err(Error::Tensor {
             path,
             name,
             message: format!("{message} ({more} more tensor problem(s) not shown)"),
@@ -465,10 +431,7 @@ mod tests {
     fn released_codec_counts_match_spec() {
         let cfg = real_codec();
         let decode = codec_tensor_specs(&cfg);
-        let stored_weight_norm = decode
-            .iter()
-            .filter(|s| s.name.ends_with(".original0"))
-            .count();
+        let stored_weight_norm = decode.iter().filter(|s| s.name.ends_with(".original0")).count();
         // 506 after folding each (g, v) pair into one weight.
         assert_eq!(decode.len() - stored_weight_norm, 506);
         assert_eq!(params(&decode), 1_573_082_229);
@@ -492,28 +455,19 @@ mod tests {
             [2048, 128, 5]
         );
         assert_eq!(
-            shape(&format!(
-                "{p}.1.up_conv.layer.parametrizations.weight.original1"
-            )),
+            shape(&format!("{p}.1.up_conv.layer.parametrizations.weight.original1")),
             [2048, 1024, 10]
         );
         assert_eq!(
-            shape(&format!(
-                "{p}.1.up_conv.layer.parametrizations.weight.original0"
-            )),
+            shape(&format!("{p}.1.up_conv.layer.parametrizations.weight.original0")),
             [2048, 1, 1]
         );
         assert_eq!(
-            shape(&format!(
-                "{p}.5.convs.4.conv1.parametrizations.weight.original1"
-            )),
+            shape(&format!("{p}.5.convs.4.conv1.parametrizations.weight.original1")),
             [64, 64, 7]
         );
         assert_eq!(shape(&format!("{p}.6.conv.weight")), [64, 64, 7]);
-        assert_eq!(
-            shape(&format!("{p}.7.parametrizations.weight.original1")),
-            [1, 64, 7]
-        );
+        assert_eq!(shape(&format!("{p}.7.parametrizations.weight.original1")), [1, 64, 7]);
     }
 
     #[test]

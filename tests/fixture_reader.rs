@@ -19,30 +19,20 @@ fn reads_index_cases_and_tolerances() {
         ("tokenizer", None)
     );
     assert_eq!(
-        f.tolerance("token_ids_prompts_and_generated_codes")
-            .unwrap(),
+        f.tolerance("token_ids_prompts_and_generated_codes").unwrap(),
         Tolerance::EXACT
     );
     assert_eq!(
         f.tolerance("mula_logits").unwrap(),
-        Tolerance {
-            atol: 5e-4,
-            rtol: 1e-4
-        }
+        Tolerance { atol: 5e-4, rtol: 1e-4 }
     );
     // `rtol` absent: 0.
     assert_eq!(
         f.tolerance("codec_waveform_end_to_end").unwrap(),
-        Tolerance {
-            atol: 5e-2,
-            rtol: 0.0
-        }
+        Tolerance { atol: 5e-2, rtol: 0.0 }
     );
     let err = f.tolerance("nope").unwrap_err().to_string();
-    assert!(
-        err.contains("cases.json") && err.contains("`nope`: missing"),
-        "{err}"
-    );
+    assert!(err.contains("cases.json") && err.contains("`nope`: missing"), "{err}");
     f.verify_files().unwrap();
 }
 
@@ -64,14 +54,8 @@ fn loads_case_tensors_with_shapes() {
         err.contains("codec_rvq.safetensors") && err.contains("`codes`: dtype I64, expected F32"),
         "{err}"
     );
-    let err = f
-        .load(f.case("tokenizer_probes").unwrap())
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("case `tokenizer_probes`: has no tensor file"),
-        "{err}"
-    );
+    let err = f.load(f.case("tokenizer_probes").unwrap()).unwrap_err().to_string();
+    assert!(err.contains("case `tokenizer_probes`: has no tensor file"), "{err}");
 }
 
 #[test]
@@ -83,10 +67,7 @@ fn declared_shape_mismatch_and_hash_mismatch_are_reported() {
     tensors.insert("mu".into(), Stored::zeros_f32(&[79, 32]));
     write_tensors(&file, &tensors);
     let f = Fixture::open(dir.path()).unwrap();
-    let err = f
-        .load(f.case("codec_rvq").unwrap())
-        .unwrap_err()
-        .to_string();
+    let err = f.load(f.case("codec_rvq").unwrap()).unwrap_err().to_string();
     assert!(
         err.contains("`mu`: stored as F32 [79, 32], but cases.json declares float32 [80, 32]"),
         "{err}"

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use common::{Scratch, copy_dir, fixture, read_tensors, write_tensors};
 use heart::checkpoint::Checkpoint;
 use heart::layout::{CodecCheckpoint, CodecPaths, MulaCheckpoint, MulaPaths, Weights};
-use heart::tensors::{
-    CODEC_ENCODER_PREFIX, codec_optional_specs, codec_tensor_specs, mula_tensor_specs,
-};
+use heart::tensors::{CODEC_ENCODER_PREFIX, codec_optional_specs, codec_tensor_specs, mula_tensor_specs};
 
 #[test]
 fn fixture_checkpoints_validate_and_every_stored_name_is_covered() {
@@ -20,10 +18,7 @@ fn fixture_checkpoints_validate_and_every_stored_name_is_covered() {
         mula.paths.weights,
         Weights::Single(fixture().join("heartmula/model.safetensors"))
     );
-    assert_eq!(
-        mula.paths.tokenizer,
-        fixture().join("heartmula/tokenizer.json")
-    );
+    assert_eq!(mula.paths.tokenizer, fixture().join("heartmula/tokenizer.json"));
     let expected = mula_tensor_specs(&mula.config);
     assert_eq!(expected.len(), mula.checkpoint.names().count());
     assert_eq!(expected.len(), 55);
@@ -64,11 +59,7 @@ fn release_layout_finds_tokenizer_and_gen_config_one_level_up() {
     CodecCheckpoint::open(CodecPaths::discover(&ckpt.join("HeartCodec-oss")).unwrap()).unwrap();
 
     // A copy inside the model folder wins over the shared one.
-    std::fs::copy(
-        ckpt.join("gen_config.json"),
-        mula_dir.join("gen_config.json"),
-    )
-    .unwrap();
+    std::fs::copy(ckpt.join("gen_config.json"), mula_dir.join("gen_config.json")).unwrap();
     let paths = MulaPaths::discover(&mula_dir, None, None).unwrap();
     assert_eq!(paths.gen_config, mula_dir.join("gen_config.json"));
     assert_eq!(paths.tokenizer, ckpt.join("tokenizer.json"));
@@ -120,14 +111,7 @@ fn sharded_checkpoint_loads_identically() {
     let names: Vec<&str> = single.names().collect();
     assert_eq!(names, sharded.checkpoint.names().collect::<Vec<_>>());
     for name in names {
-        let (a, b) = (
-            single.tensor(name).unwrap(),
-            sharded.checkpoint.tensor(name).unwrap(),
-        );
-        assert_eq!(
-            (a.dtype, a.shape, a.data),
-            (b.dtype, b.shape, b.data),
-            "{name}"
-        );
+        let (a, b) = (single.tensor(name).unwrap(), sharded.checkpoint.tensor(name).unwrap());
+        assert_eq!((a.dtype, a.shape, a.data), (b.dtype, b.shape, b.data), "{name}");
     }
 }

@@ -42,11 +42,7 @@ fn missing_weights() {
     std::fs::remove_file(s.codec().join("model.safetensors")).unwrap();
     assert_err(
         CodecCheckpoint::discover_and_open(&s.codec()),
-        &[
-            "heartcodec",
-            "no HeartCodec weights",
-            "model.safetensors.index.json",
-        ],
+        &["heartcodec", "no HeartCodec weights", "model.safetensors.index.json"],
     );
 }
 
@@ -86,11 +82,7 @@ fn unknown_flavor() {
     s.edit_json(&cfg, |v| v["decoder_flavor"] = "llama-1B".into());
     assert_err(
         open_mula(&s.mula()),
-        &[
-            "config.json",
-            "decoder_flavor `llama-1B` is unknown",
-            "tiny_flavors",
-        ],
+        &["config.json", "decoder_flavor `llama-1B` is unknown", "tiny_flavors"],
     );
 }
 
@@ -126,10 +118,7 @@ fn missing_tensor() {
 fn unexpected_tensor() {
     let s = Scratch::new();
     s.edit_weights(&s.mula(), |t| {
-        t.insert(
-            "backbone.layers.3.sa_norm.scale".into(),
-            Stored::zeros_f32(&[64]),
-        );
+        t.insert("backbone.layers.3.sa_norm.scale".into(), Stored::zeros_f32(&[64]));
     });
     assert_err(
         open_mula(&s.mula()),
@@ -146,10 +135,7 @@ fn unexpected_tensor() {
 fn wrong_shape_counts_further_problems() {
     let s = Scratch::new();
     s.edit_weights(&s.mula(), |t| {
-        t.insert(
-            "text_embeddings.weight".into(),
-            Stored::zeros_f32(&[351, 64]),
-        );
+        t.insert("text_embeddings.weight".into(), Stored::zeros_f32(&[351, 64]));
         t.insert("projection.weight".into(), Stored::zeros_f32(&[64, 64]));
     });
     assert_err(
@@ -192,15 +178,10 @@ fn half_precision_weights_are_accepted() {
         }
     });
     let ckpt = open_mula(&s.mula()).unwrap();
-    let original =
-        heart::checkpoint::Checkpoint::open(&common::fixture().join("heartmula")).unwrap();
+    let original = heart::checkpoint::Checkpoint::open(&common::fixture().join("heartmula")).unwrap();
     let a = ckpt.checkpoint.f32("muq_linear.bias").unwrap();
     let b = original.f32("muq_linear.bias").unwrap();
-    assert!(
-        a.iter()
-            .zip(&b)
-            .all(|(x, y)| (x - y).abs() <= y.abs() / 128.0)
-    );
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= y.abs() / 128.0));
 }
 
 fn bytemuck_f32(bytes: &[u8]) -> Vec<f32> {
@@ -219,11 +200,7 @@ fn truncated_safetensors() {
     file.set_len(len - 100).unwrap();
     let err = assert_err(
         open_mula(&s.mula()),
-        &[
-            "model.safetensors",
-            "not a valid safetensors file",
-            "truncated",
-        ],
+        &["model.safetensors", "not a valid safetensors file", "truncated"],
     );
     assert!(matches!(err, Error::Safetensors { .. }));
 }
@@ -251,10 +228,7 @@ fn index_pointing_at_missing_shard() {
     let mut map = serde_json::Map::new();
     for (i, name) in names.keys().enumerate() {
         let shard = if i == 0 { 2 } else { 1 };
-        map.insert(
-            name.clone(),
-            format!("model-0000{shard}-of-00002.safetensors").into(),
-        );
+        map.insert(name.clone(), format!("model-0000{shard}-of-00002.safetensors").into());
     }
     let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": map});
     std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
@@ -274,10 +248,7 @@ fn missing_tokenizer() {
     std::fs::remove_file(s.mula().join("tokenizer.json")).unwrap();
     let err = assert_err(
         open_mula(&s.mula()),
-        &[
-            "heartmula",
-            "no `tokenizer.json` in this folder or its parent",
-        ],
+        &["heartmula", "no `tokenizer.json` in this folder or its parent"],
     );
     assert!(matches!(err, Error::Layout { .. }));
 }
@@ -288,10 +259,7 @@ fn missing_gen_config() {
     std::fs::remove_file(s.mula().join("gen_config.json")).unwrap();
     assert_err(
         open_mula(&s.mula()),
-        &[
-            "heartmula",
-            "no `gen_config.json` in this folder or its parent",
-        ],
+        &["heartmula", "no `gen_config.json` in this folder or its parent"],
     );
 }
 
@@ -301,10 +269,7 @@ fn explicit_tokenizer_path_that_does_not_exist() {
     let wrong = s.root.join("elsewhere/tokenizer.json");
     assert_err(
         MulaPaths::discover(&s.mula(), Some(&wrong), None),
-        &[
-            "elsewhere/tokenizer.json",
-            "the given `tokenizer.json` does not exist",
-        ],
+        &["elsewhere/tokenizer.json", "the given `tokenizer.json` does not exist"],
     );
 }
 
@@ -312,10 +277,7 @@ fn explicit_tokenizer_path_that_does_not_exist() {
 fn malformed_tokenizer() {
     let s = Scratch::new();
     std::fs::write(s.mula().join("tokenizer.json"), "{\"model\": 3}").unwrap();
-    let err = assert_err(
-        open_mula(&s.mula()),
-        &["tokenizer.json", "tokenizer: cannot load"],
-    );
+    let err = assert_err(open_mula(&s.mula()), &["tokenizer.json", "tokenizer: cannot load"]);
     assert!(matches!(err, Error::Tokenizer { .. }));
 }
 
@@ -325,10 +287,7 @@ fn tokenizer_larger_than_text_vocab() {
     let cfg = s.mula().join("config.json");
     s.edit_json(&cfg, |v| v["text_vocab_size"] = 330.into());
     s.edit_weights(&s.mula(), |t| {
-        t.insert(
-            "text_embeddings.weight".into(),
-            Stored::zeros_f32(&[330, 64]),
-        );
+        t.insert("text_embeddings.weight".into(), Stored::zeros_f32(&[330, 64]));
     });
     assert_err(
         open_mula(&s.mula()),
@@ -355,17 +314,11 @@ fn codec_rejects_unknown_tensor_but_tolerates_encoder_and_ema_state() {
     let s = Scratch::new();
     s.edit_weights(&s.codec(), |t| {
         t.retain(|n, _| !n.contains("_codebook.embed_avg") && !n.contains("project_in"));
-        t.insert(
-            "scalar_model.encoder.99.weight".into(),
-            Stored::zeros_f32(&[3]),
-        );
+        t.insert("scalar_model.encoder.99.weight".into(), Stored::zeros_f32(&[3]));
     });
     CodecCheckpoint::discover_and_open(&s.codec()).expect("extras are optional and tolerated");
     s.edit_weights(&s.codec(), |t| {
-        t.insert(
-            "flow_matching.estimator.extra.weight".into(),
-            Stored::zeros_f32(&[3]),
-        );
+        t.insert("flow_matching.estimator.extra.weight".into(), Stored::zeros_f32(&[3]));
     });
     assert_err(
         CodecCheckpoint::discover_and_open(&s.codec()),

@@ -41,11 +41,7 @@ fn prompt_cases_match_exactly() {
         let name = &case.name;
         let tags = case.info_str("tags").unwrap();
         let lyrics = case.info_str("lyrics").unwrap();
-        assert_eq!(
-            process_tags(tags),
-            case.info_str("tags_processed").unwrap(),
-            "{name}"
-        );
+        assert_eq!(process_tags(tags), case.info_str("tags_processed").unwrap(), "{name}");
         assert_eq!(
             process_lyrics(lyrics),
             case.info_str("lyrics_processed").unwrap(),
@@ -55,16 +51,8 @@ fn prompt_cases_match_exactly() {
         let prompt = builder
             .build(tags, lyrics, case.info_f64("cfg_scale").unwrap() as f32)
             .unwrap();
-        assert_eq!(
-            prompt.prompt_len(),
-            case.info_usize("prompt_len").unwrap(),
-            "{name}"
-        );
-        assert_eq!(
-            prompt.muq_idx(),
-            case.info_usize("muq_idx").unwrap(),
-            "{name}"
-        );
+        assert_eq!(prompt.prompt_len(), case.info_usize("prompt_len").unwrap(), "{name}");
+        assert_eq!(prompt.muq_idx(), case.info_usize("muq_idx").unwrap(), "{name}");
         assert_eq!(prompt.batch, case.info_usize("batch").unwrap(), "{name}");
 
         let t = fixture.load(case).unwrap();
@@ -72,16 +60,8 @@ fn prompt_cases_match_exactly() {
         let expect = |tensor: &str, actual: Vec<i64>, shape: Vec<usize>| {
             assert_eq!(t.i64(tensor).unwrap(), (actual, shape), "{name}: {tensor}");
         };
-        expect(
-            "tags_ids",
-            prompt.tags_ids.clone(),
-            vec![prompt.tags_ids.len()],
-        );
-        expect(
-            "lyrics_ids",
-            prompt.lyrics_ids.clone(),
-            vec![prompt.lyrics_ids.len()],
-        );
+        expect("tags_ids", prompt.tags_ids.clone(), vec![prompt.tags_ids.len()]);
+        expect("lyrics_ids", prompt.lyrics_ids.clone(), vec![prompt.lyrics_ids.len()]);
         expect("prompt_tokens", prompt.tokens(), vec![b, p, c]);
         expect("prompt_tokens_mask", prompt.tokens_mask(), vec![b, p, c]);
         expect("prompt_pos", prompt.positions(), vec![b, p]);

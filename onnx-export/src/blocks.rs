@@ -100,8 +100,7 @@ pub fn rope_freqs(p: &FlavorParams) -> Vec<f32> {
             } else if wavelen > low_freq_wavelen {
                 freq / scale
             } else {
-                let smooth = (OLD_CONTEXT / wavelen - LOW_FREQ_FACTOR)
-                    / (HIGH_FREQ_FACTOR - LOW_FREQ_FACTOR);
+                let smooth = (OLD_CONTEXT / wavelen - LOW_FREQ_FACTOR) / (HIGH_FREQ_FACTOR - LOW_FREQ_FACTOR);
                 (1.0 - smooth) * freq / scale + smooth * freq
             }
         })
@@ -125,11 +124,7 @@ pub fn rope_tables(p: &FlavorParams) -> (Vec<f32>, Vec<f32>) {
 }
 
 /// Checks a checkpoint tensor's shape.
-pub fn expect_shape<'a>(
-    ckpt: &'a Checkpoint,
-    name: &str,
-    shape: &[usize],
-) -> Result<TensorRef<'a>> {
+pub fn expect_shape<'a>(ckpt: &'a Checkpoint, name: &str, shape: &[usize]) -> Result<TensorRef<'a>> {
     let t = ckpt.tensor(name)?;
     if t.shape != shape {
         return Err(ExportError::Shape {
@@ -220,11 +215,7 @@ pub fn attn_context(
         let sin = g.reshape(&sin_g, &[-1, 1, half as i64, 1]);
         let reps = g.const_i64(&[groups, 1]);
         let bias = g.node("Tile", &[attn_bias, &reps], vec![]);
-        let capacity = g.node(
-            "Shape",
-            &[past_value],
-            vec![Attr::int("start", 2), Attr::int("end", 3)],
-        );
+        let capacity = g.node("Shape", &[past_value], vec![Attr::int("start", 2), Attr::int("end", 3)]);
         AttnContext {
             cos,
             sin,

@@ -127,12 +127,8 @@ impl ExternalData {
 
     /// Flushes and closes the file. An empty file is deleted and `None` returned.
     pub fn finish(self) -> Result<Option<WrittenFile>> {
-        let Self {
-            path, file, pos, ..
-        } = self;
-        let file = file
-            .into_inner()
-            .map_err(|e| io_err(&path, e.into_error()))?;
+        let Self { path, file, pos, .. } = self;
+        let file = file.into_inner().map_err(|e| io_err(&path, e.into_error()))?;
         file.sync_all().map_err(|source| io_err(&path, source))?;
         drop(file);
         if pos == 0 {
@@ -176,13 +172,7 @@ mod tests {
         d.begin(5).unwrap();
         d.write(&[9; 5]).unwrap();
         let c = d.end();
-        assert_eq!(
-            a,
-            Extent {
-                offset: 0,
-                length: 3
-            }
-        );
+        assert_eq!(a, Extent { offset: 0, length: 3 });
         assert_eq!(b.offset, PAGE_ALIGN);
         assert_eq!(c.offset % ALIGN, 0);
         assert_eq!(c.offset, PAGE_ALIGN + PAGE_ALIGN_THRESHOLD);
@@ -192,13 +182,7 @@ mod tests {
         assert_eq!(&bytes[c.offset as usize..], &[9; 5]);
 
         let empty = dir.path().join("e.onnx.data");
-        assert!(
-            ExternalData::create(&empty)
-                .unwrap()
-                .finish()
-                .unwrap()
-                .is_none()
-        );
+        assert!(ExternalData::create(&empty).unwrap().finish().unwrap().is_none());
         assert!(!empty.exists());
     }
 }

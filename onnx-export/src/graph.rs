@@ -27,11 +27,10 @@ use prost::Message;
 use crate::error::{ExportError, Result};
 use crate::external::{ExternalData, WrittenFile};
 use crate::proto::{
-    AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataLocation, tensor_shape_proto::Dimension, tensor_shape_proto::dimension,
-    type_proto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_proto::DataLocation, tensor_shape_proto::Dimension, tensor_shape_proto::dimension, type_proto,
 };
+pub use crate::types::{Attr, DType, Dim, Layout, Value};
 
 /// Domain of ONNX Runtime's contrib operators.
 pub const MS_DOMAIN: &str = "com.microsoft";
@@ -41,156 +40,6 @@ pub const DEFAULT_OPSET: i64 = 21;
 pub const DEFAULT_INLINE_LIMIT: u64 = 1024;
 /// Elements converted per chunk when streaming checkpoint tensors.
 const CHUNK: usize = 1 << 18;
-
-/// Element types of graph tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DType {
-    /// IEEE float32.
-    F32,
-    /// IEEE float16.
-    F16,
-    /// bfloat16.
-    BF16,
-    /// IEEE float64.
-    F64,
-    /// Signed 64-bit integer.
-    I64,
-    /// Signed 32-bit integer.
-    I32,
-    /// Signed 8-bit integer.
-    I8,
-    /// Unsigned 8-bit integer.
-    U8,
-    /// Boolean (one byte).
-    Bool,
-    /// FP8 E4M3FN.
-    F8E4M3FN,
-}
-
-impl DType {
-    /// The `TensorProto.DataType` code.
-    pub fn onnx(self) -> i32 {
-        use crate::proto::tensor_proto::DataType as D;
-        (match self {
-            Self::F32 => D::Float,
-            Self::F16 => D::Float16,
-            Self::BF16 => D::Bfloat16,
-            Self::F64 => D::Double,
-            Self::I64 => D::Int64,
-            Self::I32 => D::Int32,
-            Self::I8 => D::Int8,
-            Self::U8 => D::Uint8,
-            Self::Bool => D::Bool,
-            Self::F8E4M3FN => D::Float8e4m3fn,
-        }) as i32
-    }
-
-    /// Bytes per element.
-    pub fn size(self) -> usize {
-        match self {
-            Self::F64 | Self::I64 => 8,
-            Self::F32 | Self::I32 => 4,
-            Self::F16 | Self::BF16 => 2,
-            Self::I8 | Self::U8 | Self::Bool | Self::F8E4M3FN => 1,
-        }
-    }
-}
-
-/// One dimension of a graph input or output: fixed, or a named symbol.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Dim {
-    /// A fixed size.
-    Fixed(usize),
-    /// A symbolic size shared by every dimension with the same name.
-    Sym(String),
-}
-
-impl From<usize> for Dim {
-    fn from(n: usize) -> Self {
-        Self::Fixed(n)
-    }
-}
-
-impl From<&str> for Dim {
-    fn from(s: &str) -> Self {
-        Self::Sym(s.to_string())
-    }
-}
-
-/// A tensor inside a graph, identified by its ONNX name.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Value(String);
-
-impl Value {
-    /// The ONNX name.
-    pub fn name(&self) -> &str {
-        &self.0
-    }
-}
-
-/// A node attribute.
-#[derive(Debug, Clone)]
-pub struct Attr(AttributeProto);
-
-impl Attr {
-    fn proto(name: &str, ty: AttributeType) -> AttributeProto {
-        AttributeProto {
-            name: Some(name.to_string()),
-            r#type: Some(ty as i32),
-            ..Default::default()
-        }
-    }
-
-    /// An integer attribute.
-    pub fn int(name: &str, v: i64) -> Self {
-        Self(AttributeProto {
-            i: Some(v),
-            ..Self::proto(name, AttributeType::Int)
-        })
-    }
-
-    /// An integer-list attribute.
-    pub fn ints(name: &str, v: &[i64]) -> Self {
-        Self(AttributeProto {
-            ints: v.to_vec(),
-            ..Self::proto(name, AttributeType::Ints)
-        })
-    }
-
-    /// A float attribute.
-    pub fn float(name: &str, v: f32) -> Self {
-        Self(AttributeProto {
-            f: Some(v),
-            ..Self::proto(name, AttributeType::Float)
-        })
-    }
-
-    /// A float-list attribute.
-    pub fn floats(name: &str, v: &[f32]) -> Self {
-        Self(AttributeProto {
-            floats: v.to_vec(),
-            ..Self::proto(name, AttributeType::Floats)
-        })
-    }
-
-    /// A string attribute.
-    pub fn string(name: &str, v: &str) -> Self {
-        Self(AttributeProto {
-            s: Some(v.as_bytes().to_vec()),
-            ..Self::proto(name, AttributeType::String)
-        })
-    }
-}
-
-/// How a 2-D checkpoint tensor is laid out in the graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Layout {
-    /// Stored as in the checkpoint.
-    AsIs,
-    /// A 2-D `[r, c]` tensor stored as `[c, r]` (PyTorch Linear `[out, in]` →
-    /// MatMul's `[in, out]`).
-    Transposed,
-}
 
 /// Builds one ONNX graph and writes it with its external data file.
 pub struct GraphBuilder {
@@ -255,21 +104,15 @@ impl GraphBuilder {
     pub fn input(&mut self, name: &str, dtype: DType, dims: &[Dim]) -> Value {
         self.names.insert(name.to_string());
         self.graph.input.push(value_info(name, dtype, dims));
-        Value(name.to_string())
+        Value::new(name)
     }
 
     /// Declares `value` a graph output called `name` (renamed through an
     /// `Identity` if its name differs).
     pub fn output(&mut self, value: &Value, name: &str, dtype: DType, dims: &[Dim]) {
-        if value.0 != name {
+        if value.name() != name {
             self.names.insert(name.to_string());
-            self.push_node(
-                "",
-                "Identity",
-                &[Some(value)],
-                vec![name.to_string()],
-                Vec::new(),
-            );
+            self.push_node("", "Identity", &[Some(value)], vec![name.to_string()], Vec::new());
         }
         self.graph.output.push(value_info(name, dtype, dims));
     }
@@ -295,17 +138,44 @@ impl GraphBuilder {
         }
         let outputs: Vec<String> = (0..n_outputs).map(|_| self.fresh(op)).collect();
         self.push_node(domain, op, inputs, outputs.clone(), attrs);
-        outputs.into_iter().map(Value).collect()
+        outputs.iter().map(|n| Value::new(n)).collect()
+    }
+
+    /// Builds a subgraph (for `If`/`Loop` attributes): nodes `f` adds go to it,
+    /// initializers and constants to the main graph (visible from inside).
+    /// `f` returns the subgraph's outputs with their element types.
+    pub fn subgraph(
+        &mut self,
+        name: &str,
+        f: impl FnOnce(&mut Self) -> Result<Vec<(Value, DType)>>,
+    ) -> Result<GraphProto> {
+        let outer = std::mem::take(&mut self.graph.node);
+        let outputs = f(self);
+        let node = std::mem::replace(&mut self.graph.node, outer);
+        let output = outputs?
+            .iter()
+            .map(|(v, dtype)| ValueInfoProto {
+                name: Some(v.name().to_string()),
+                r#type: Some(TypeProto {
+                    value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                        elem_type: Some(dtype.onnx()),
+                        shape: None,
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Ok(GraphProto {
+            name: Some(name.to_string()),
+            node,
+            output,
+            ..Default::default()
+        })
     }
 
     /// Stores an f32 initializer as `dtype` (F32, F16, BF16 or F64).
-    pub fn init_f32(
-        &mut self,
-        name: &str,
-        dtype: DType,
-        dims: &[usize],
-        data: &[f32],
-    ) -> Result<Value> {
+    pub fn init_f32(&mut self, name: &str, dtype: DType, dims: &[usize], data: &[f32]) -> Result<Value> {
         self.init_stream(name, dtype, dims, |sink| sink.push_f32(data))
     }
 
@@ -366,7 +236,7 @@ impl GraphBuilder {
             tensor.external_data = self.data.entries(extent);
         }
         self.graph.initializer.push(tensor);
-        Ok(Value(name.to_string()))
+        Ok(Value::new(name))
     }
 
     /// Streams checkpoint tensor `t` into an initializer named after it, converted
@@ -376,25 +246,27 @@ impl GraphBuilder {
     }
 
     /// Like [`Self::weight`] but with an explicit initializer name.
-    pub fn weight_named(
-        &mut self,
-        name: &str,
-        t: &TensorRef<'_>,
-        dtype: DType,
-        layout: Layout,
-    ) -> Result<Value> {
+    pub fn weight_named(&mut self, name: &str, t: &TensorRef<'_>, dtype: DType, layout: Layout) -> Result<Value> {
         match layout {
-            Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| {
-                let mut chunk = vec![0f32; CHUNK.min(t.numel())];
-                let mut start = 0;
-                while start < t.numel() {
-                    let n = chunk.len().min(t.numel() - start);
-                    t.read_f32_into(start, &mut chunk[..n])?;
-                    sink.push_f32(&chunk[..n])?;
-                    start += n;
+            Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| stream_range(t, 0, t.numel(), sink)),
+            Layout::Index(i) => {
+                let (Some(&outer), Some(inner)) = (t.shape.first(), t.shape.get(1..).filter(|s| !s.is_empty())) else {
+                    return Err(ExportError::Shape {
+                        tensor: t.name.to_string(),
+                        expected: "at least 2 dimensions to index axis 0".into(),
+                        got: format!("shape {:?}", t.shape),
+                    });
+                };
+                if i >= outer {
+                    return Err(ExportError::Shape {
+                        tensor: t.name.to_string(),
+                        expected: format!("index {i} on axis 0"),
+                        got: format!("shape {:?}", t.shape),
+                    });
                 }
-                Ok(())
-            }),
+                let n: usize = inner.iter().product();
+                self.init_stream(name, dtype, inner, |sink| stream_range(t, i * n, n, sink))
+            }
             Layout::Transposed => {
                 let &[rows, cols] = t.shape else {
                     return Err(ExportError::Shape {
@@ -493,25 +365,18 @@ impl GraphBuilder {
         }
     }
 
-    fn push_node(
-        &mut self,
-        domain: &str,
-        op: &str,
-        inputs: &[Option<&Value>],
-        outputs: Vec<String>,
-        attrs: Vec<Attr>,
-    ) {
+    fn push_node(&mut self, domain: &str, op: &str, inputs: &[Option<&Value>], outputs: Vec<String>, attrs: Vec<Attr>) {
         let name = format!("{}_node", outputs.first().map(String::as_str).unwrap_or(op));
         self.graph.node.push(NodeProto {
             input: inputs
                 .iter()
-                .map(|v| v.map(|v| v.0.clone()).unwrap_or_default())
+                .map(|v| v.map(|v| v.name().to_string()).unwrap_or_default())
                 .collect(),
             output: outputs,
             name: Some(name),
             op_type: Some(op.to_string()),
             domain: Some(domain.to_string()),
-            attribute: attrs.into_iter().map(|a| a.0).collect(),
+            attribute: attrs.into_iter().map(Attr::into_proto).collect(),
             ..Default::default()
         });
     }
@@ -524,7 +389,7 @@ impl GraphBuilder {
             raw_data: Some(raw),
             ..Default::default()
         });
-        Value(name.to_string())
+        Value::new(name)
     }
 }
 
@@ -599,23 +464,28 @@ pub fn float_bytes(values: &[f32], dtype: DType) -> Option<Vec<u8>> {
             .iter()
             .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
             .collect(),
-        DType::F64 => values
-            .iter()
-            .flat_map(|&v| f64::from(v).to_le_bytes())
-            .collect(),
+        DType::F64 => values.iter().flat_map(|&v| f64::from(v).to_le_bytes()).collect(),
         _ => return None,
     })
+}
+
+/// Streams elements `start..start + n` of `t` in chunks.
+fn stream_range(t: &TensorRef<'_>, start: usize, n: usize, sink: &mut TensorSink<'_>) -> Result<()> {
+    let mut chunk = vec![0f32; CHUNK.min(n)];
+    let mut done = 0;
+    while done < n {
+        let len = chunk.len().min(n - done);
+        t.read_f32_into(start + done, &mut chunk[..len])?;
+        sink.push_f32(&chunk[..len])?;
+        done += len;
+    }
+    Ok(())
 }
 
 /// Streams `t` (`[rows, cols]`) as `[cols, rows]`, a band of output rows at a
 /// time: each band reads a short contiguous run from every input row, so memory
 /// stays at `rows × BAND` floats.
-fn stream_transposed(
-    t: &TensorRef<'_>,
-    rows: usize,
-    cols: usize,
-    sink: &mut TensorSink<'_>,
-) -> Result<()> {
+fn stream_transposed(t: &TensorRef<'_>, rows: usize, cols: usize, sink: &mut TensorSink<'_>) -> Result<()> {
     const BAND: usize = 64;
     let mut run = [0f32; BAND];
     let mut band = vec![0f32; rows * BAND];

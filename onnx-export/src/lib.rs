@@ -9,6 +9,7 @@
 //! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
 //!   ([`lm::export_lm`]).
 //! - [`tables`]: streaming f32 safetensors writer.
+//! - [`types`]: [`DType`], [`Dim`], [`Value`], [`Attr`], [`Layout`].
 //! - [`error`]: the crate error, [`ExportError`].
 
 pub mod blocks;
@@ -19,6 +20,7 @@ pub mod graph;
 pub mod lm;
 pub mod ops;
 pub mod tables;
+pub mod types;
 
 pub use error::{ExportError, Result};
 pub use external::WrittenFile;

@@ -4,6 +4,7 @@
 //! one `g.node("OpType", &[..], vec![Attr::..])` call away.
 
 use crate::graph::{Attr, DType, GraphBuilder, MS_DOMAIN, Value};
+use crate::proto::GraphProto;
 
 impl GraphBuilder {
     /// `a + b` (broadcasting).
@@ -126,11 +127,7 @@ impl GraphBuilder {
     /// Mean over `axes`.
     pub fn reduce_mean(&mut self, x: &Value, axes: &[i64], keepdims: bool) -> Value {
         let a = self.const_i64(axes);
-        self.node(
-            "ReduceMean",
-            &[x, &a],
-            vec![Attr::int("keepdims", keepdims as i64)],
-        )
+        self.node("ReduceMean", &[x, &a], vec![Attr::int("keepdims", keepdims as i64)])
     }
 
     /// Softmax along `axis`.
@@ -153,19 +150,20 @@ impl GraphBuilder {
         self.node("Where", &[cond, a, b], vec![])
     }
 
+    /// `cond ? then : otherwise` over subgraphs (see [`GraphBuilder::subgraph`]),
+    /// with `n_outputs` outputs.
+    pub fn if_(&mut self, cond: &Value, then: GraphProto, otherwise: GraphProto, n_outputs: usize) -> Vec<Value> {
+        let attrs = vec![Attr::graph("then_branch", then), Attr::graph("else_branch", otherwise)];
+        self.node_ext("", "If", &[Some(cond)], n_outputs, attrs)
+    }
+
     /// Renames/copies a value (`Identity`).
     pub fn identity(&mut self, x: &Value) -> Value {
         self.node("Identity", &[x], vec![])
     }
 
     /// A `com.microsoft` contrib operator with optional inputs and several outputs.
-    pub fn ms_op(
-        &mut self,
-        op: &str,
-        inputs: &[Option<&Value>],
-        n_outputs: usize,
-        attrs: Vec<Attr>,
-    ) -> Vec<Value> {
+    pub fn ms_op(&mut self, op: &str, inputs: &[Option<&Value>], n_outputs: usize, attrs: Vec<Attr>) -> Vec<Value> {
         self.node_ext(MS_DOMAIN, op, inputs, n_outputs, attrs)
     }
 }

@@ -47,12 +47,7 @@ pub fn write_f32_tables(path: &Path, tables: &[Table<'_>]) -> Result<WrittenFile
                 got: format!("{} elements (shape {:?})", t.source.numel(), t.source.shape),
             });
         }
-        let shape = t
-            .shape
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        let shape = t.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(",");
         entries.push(format!(
             "\"{}\":{{\"dtype\":\"F32\",\"shape\":[{shape}],\"data_offsets\":[{offset},{}]}}",
             t.name,
@@ -64,8 +59,7 @@ pub fn write_f32_tables(path: &Path, tables: &[Table<'_>]) -> Result<WrittenFile
     header.resize(header.len().div_ceil(8) * 8, b' ');
 
     let mut out = BufWriter::with_capacity(1 << 20, File::create(path).map_err(io)?);
-    out.write_all(&(header.len() as u64).to_le_bytes())
-        .map_err(io)?;
+    out.write_all(&(header.len() as u64).to_le_bytes()).map_err(io)?;
     out.write_all(&header).map_err(io)?;
     let mut chunk = vec![0f32; CHUNK];
     for t in tables {
@@ -74,8 +68,7 @@ pub fn write_f32_tables(path: &Path, tables: &[Table<'_>]) -> Result<WrittenFile
         while start < n {
             let len = CHUNK.min(n - start);
             t.source.read_f32_into(start, &mut chunk[..len])?;
-            out.write_all(bytemuck::cast_slice(&chunk[..len]))
-                .map_err(io)?;
+            out.write_all(bytemuck::cast_slice(&chunk[..len])).map_err(io)?;
             start += len;
         }
     }

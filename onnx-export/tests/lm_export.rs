@@ -10,11 +10,9 @@ use heart::precision::Precision;
 use onnx_export::proto::{ModelProto, ValueInfoProto, tensor_shape_proto::dimension, type_proto};
 use prost::Message;
 
-/// The fixture set the tests export (repointed by the lead when fixtures move).
-const FIXTURE: &str = "/work/shared/fixtures/tiny-a/heartmula";
-
 fn load() -> (Checkpoint, MulaConfig) {
-    let dir = Path::new(FIXTURE);
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a/heartmula");
+    let dir = dir.as_path();
     (
         Checkpoint::open(dir).unwrap(),
         MulaConfig::from_file(&dir.join("config.json")).unwrap(),
@@ -22,8 +20,7 @@ fn load() -> (Checkpoint, MulaConfig) {
 }
 
 fn dims(v: &ValueInfoProto) -> (i32, Vec<String>) {
-    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.clone())
-    else {
+    let Some(type_proto::Value::TensorType(t)) = v.r#type.as_ref().and_then(|t| t.value.clone()) else {
         panic!("not a tensor")
     };
     let d = t
@@ -50,10 +47,7 @@ fn io(path: &Path) -> (Io, Io) {
         let (t, d) = dims(v);
         (v.name.clone().unwrap(), t, d)
     };
-    (
-        g.input.iter().map(f).collect(),
-        g.output.iter().map(f).collect(),
-    )
+    (g.input.iter().map(f).collect(), g.output.iter().map(f).collect())
 }
 
 fn s(v: &[&str]) -> Vec<String> {
@@ -92,55 +86,51 @@ fn exports_graphs_with_documented_io() {
     const I64: i32 = 7;
     let (inputs, outputs) = io(&dir.path().join(engine::BACKBONE_GRAPH));
     assert_eq!(inputs.len(), 3 + 2 * 3);
-    assert_eq!(
-        inputs[0],
-        ("embeds".into(), F32, s(&["batch", "seq", "64"]))
-    );
+    assert_eq!(inputs[0], ("embeds".into(), F32, s(&["batch", "seq", "64"])));
     assert_eq!(inputs[1], ("positions".into(), I64, s(&["seq"])));
     assert_eq!(inputs[2], ("attn_bias".into(), F32, s(&["seq", "total"])));
     assert_eq!(
         inputs[3],
-        (
-            "past_key_0".into(),
-            F32,
-            s(&["batch", "2", "16", "capacity"])
-        )
+        ("past_key_0".into(), F32, s(&["batch", "2", "16", "capacity"]))
     );
     assert_eq!(
         inputs[8],
-        (
-            "past_value_2".into(),
-            F32,
-            s(&["batch", "2", "capacity", "16"])
-        )
+        ("past_value_2".into(), F32, s(&["batch", "2", "capacity", "16"]))
     );
     assert_eq!(outputs[0], ("hidden".into(), F32, s(&["batch", "64"])));
     assert_eq!(outputs[1], ("c0_logits".into(), F32, s(&["batch", "69"])));
-    assert_eq!(
-        outputs[2],
-        ("new_key_0".into(), F32, s(&["batch", "2", "16", "seq"]))
-    );
-    assert_eq!(
-        outputs[7],
-        ("new_value_2".into(), F32, s(&["batch", "2", "seq", "16"]))
-    );
+    assert_eq!(outputs[2], ("new_key_0".into(), F32, s(&["batch", "2", "16", "seq"])));
+    assert_eq!(outputs[7], ("new_value_2".into(), F32, s(&["batch", "2", "seq", "16"])));
 
     let (inputs, outputs) = io(&dir.path().join(engine::DECODER_GRAPH));
     assert_eq!(inputs.len(), 4 + 2 * 2);
-    assert_eq!(
-        inputs[0],
-        ("embeds".into(), F32, s(&["batch", "seq", "64"]))
-    );
+    assert_eq!(inputs[0], ("embeds".into(), F32, s(&["batch", "seq", "64"])));
     assert_eq!(inputs[1], ("codebook".into(), I64, vec![]));
     assert_eq!(
         inputs[4],
-        (
-            "past_key_0".into(),
-            F32,
-            s(&["batch", "2", "12", "capacity"])
-        )
+        ("past_key_0".into(), F32, s(&["batch", "2", "12", "capacity"]))
     );
     assert_eq!(outputs[0], ("logits".into(), F32, s(&["batch", "69"])));
+    let m = ModelProto::decode(
+        std::fs::read(dir.path().join(engine::DECODER_GRAPH))
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let g = m.graph.unwrap();
+    for i in 0..7 {
+        let name = format!("audio_head.{i}");
+        let head = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(name.as_str()))
+            .unwrap();
+        assert_eq!(
+            head.dims,
+            [48, 69],
+            "{name}: one [Dd, V] head per codebook, selected by If"
+        );
+    }
     assert_eq!(outputs.len(), 1 + 2 * 2);
 }
 
@@ -170,11 +160,7 @@ fn tables_hold_the_checkpoint_rows_as_f32() {
     let bytes = std::fs::read(&path).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     for (name, src, shape) in [
-        (
-            engine::tables::TEXT_EMBEDDINGS,
-            "text_embeddings.weight",
-            vec![352, 64],
-        ),
+        (engine::tables::TEXT_EMBEDDINGS, "text_embeddings.weight", vec![352, 64]),
         (
             engine::tables::AUDIO_EMBEDDINGS,
             "audio_embeddings.weight",
@@ -200,10 +186,7 @@ fn missing_tensor_names_the_tensor() {
     cfg.backbone.num_layers += 1;
     let dir = tempfile::tempdir().unwrap();
     let err = onnx_export::lm::export_lm(&ckpt, &cfg, Precision::Fp32, dir.path()).unwrap_err();
-    assert!(
-        err.to_string().contains("backbone.layers.3.sa_norm.scale"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("backbone.layers.3.sa_norm.scale"), "{err}");
 }
 
 #[test]
@@ -217,18 +200,11 @@ fn llama3_rope_scaling_splits_frequencies_as_the_spec_says() {
             .collect();
         let scaled = onnx_export::blocks::rope_freqs(&p);
         let k = base.iter().zip(&scaled).filter(|(b, s)| b == s).count();
-        let d = base
-            .iter()
-            .zip(&scaled)
-            .filter(|(b, s)| **s == **b / 32.0)
-            .count();
+        let d = base.iter().zip(&scaled).filter(|(b, s)| **s == **b / 32.0).count();
         assert_eq!((k, d), (kept, divided), "{name}");
     }
     let p = FlavorParams::builtin("llama-3B").unwrap();
-    let (cos, sin) = onnx_export::blocks::rope_tables(&FlavorParams {
-        max_seq_len: 3,
-        ..p
-    });
+    let (cos, sin) = onnx_export::blocks::rope_tables(&FlavorParams { max_seq_len: 3, ..p });
     assert_eq!(cos.len(), 3 * 64);
     assert_eq!((cos[0], sin[0]), (1.0, 0.0));
     assert!((cos[64] - 1f32.cos()).abs() < 1e-7 && (sin[64] - 1f32.sin()).abs() < 1e-7);

@@ -53,12 +53,7 @@ pub fn read_tensors(path: &Path) -> BTreeMap<String, Stored> {
 pub fn write_tensors(path: &Path, tensors: &BTreeMap<String, Stored>) {
     let views: Vec<(String, TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, t)| {
-            (
-                n.clone(),
-                TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap(),
-            )
-        })
+        .map(|(n, t)| (n.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()))
         .collect();
     safetensors::serialize_to_file(views, None, path).unwrap();
 }
@@ -114,8 +109,7 @@ impl Scratch {
 
     /// Rewrites `<model>/<file>` (JSON) through `edit`.
     pub fn edit_json(&self, path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-        let mut value: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let mut value: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         edit(&mut value);
         std::fs::write(path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
     }

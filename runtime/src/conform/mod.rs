@@ -15,6 +15,7 @@
 //! built lazily by [`ConformContext`] and kept for the following cases.
 
 pub mod codec;
+pub mod mula;
 pub mod text;
 
 use std::fmt::Write as _;

@@ -1,0 +1,112 @@
+//! Output folders that appear complete or not at all: everything is written into
+//! a hidden temporary sibling, which is renamed over the target at the end. A
+//! failed or interrupted build leaves the previous folder (if any) untouched and
+//! removes its temporary folder.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+/// A temporary folder that becomes `target` on [`AtomicDir::commit`] and is
+/// deleted if dropped uncommitted.
+#[derive(Debug)]
+pub struct AtomicDir {
+    target: PathBuf,
+    tmp: PathBuf,
+    committed: bool,
+}
+
+impl AtomicDir {
+    /// Prepares a temporary folder next to `target`. Fails if `target` exists
+    /// and `force` is false.
+    pub fn new(target: &Path, force: bool) -> Result<Self> {
+        if target.exists() && !force {
+            bail!("{} already exists (pass --force to replace it)", target.display());
+        }
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} is not a folder name", target.display()))?
+            .to_string_lossy()
+            .into_owned();
+        let parent = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
+        }
+        std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(Self {
+            target: target.to_path_buf(),
+            tmp,
+            committed: false,
+        })
+    }
+
+    /// Where to write.
+    pub fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Moves the finished folder into place, replacing an older one.
+    pub fn commit(mut self) -> Result<PathBuf> {
+        if self.target.exists() {
+            let old = self.tmp.with_extension("old");
+            std::fs::rename(&self.target, &old).with_context(|| format!("moving aside {}", self.target.display()))?;
+            std::fs::rename(&self.tmp, &self.target)
+                .with_context(|| format!("renaming into {}", self.target.display()))?;
+            std::fs::remove_dir_all(&old).with_context(|| format!("removing {}", old.display()))?;
+        } else {
+            std::fs::rename(&self.tmp, &self.target)
+                .with_context(|| format!("renaming into {}", self.target.display()))?;
+        }
+        self.committed = true;
+        Ok(self.target.clone())
+    }
+}
+
+impl Drop for AtomicDir {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_dir_all(&self.tmp);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_replaces_and_drop_cleans_up() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("engine");
+        let dir = AtomicDir::new(&target, false).unwrap();
+        std::fs::write(dir.path().join("a"), b"1").unwrap();
+        assert!(!target.exists(), "nothing visible before commit");
+        dir.commit().unwrap();
+        assert_eq!(std::fs::read(target.join("a")).unwrap(), b"1");
+
+        let err = AtomicDir::new(&target, false).unwrap_err().to_string();
+        assert!(err.contains("already exists (pass --force"), "{err}");
+
+        let dir = AtomicDir::new(&target, true).unwrap();
+        let tmp = dir.path().to_path_buf();
+        std::fs::write(tmp.join("b"), b"2").unwrap();
+        drop(dir);
+        assert!(!tmp.exists(), "an uncommitted build leaves no temp folder");
+        assert!(target.join("a").exists(), "and keeps the previous folder");
+
+        let dir = AtomicDir::new(&target, true).unwrap();
+        std::fs::write(dir.path().join("b"), b"2").unwrap();
+        dir.commit().unwrap();
+        assert!(!target.join("a").exists() && target.join("b").exists());
+        assert_eq!(
+            std::fs::read_dir(root.path()).unwrap().count(),
+            1,
+            "no leftovers next to the target"
+        );
+    }
+}

@@ -1,0 +1,97 @@
+//! Command-line interface of `heart-build`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use heart::precision::Precision;
+
+use crate::synth::SynthSize;
+
+/// Builds HeartMuLa + HeartCodec engines from checkpoints.
+///
+/// Reads a HeartMuLa checkpoint (Hugging Face layout, safetensors) and optionally a
+/// HeartCodec checkpoint, validates every tensor, exports ONNX graphs at the chosen
+/// precision and writes a self-contained engine folder with a manifest.toml
+/// (files, precisions, SHA-256 of every file and build input). The folder is
+/// written under a temporary name and renamed when complete.
+#[derive(Debug, Parser)]
+#[command(
+    name = "heart-build",
+    version,
+    args_conflicts_with_subcommands = true,
+    arg_required_else_help = true,
+    after_help = "No weights at hand? `heart-build synth --size tiny --out ckpt` writes a random checkpoint \
+                  with the real layout; then `heart-build --mula ckpt/HeartMuLa-oss-3B --codec ckpt/HeartCodec-oss \
+                  --out engines/tiny`."
+)]
+pub struct Cli {
+    /// Engine build (the default command).
+    #[command(flatten)]
+    pub build: Option<BuildArgs>,
+    /// Other commands.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Print nothing but errors.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a checkpoint with the real upstream layout and random weights.
+    Synth(SynthArgs),
+}
+
+/// Arguments of an engine build.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// HeartMuLa checkpoint directory (config.json + model.safetensors or index + shards).
+    #[arg(long, value_name = "DIR")]
+    pub mula: PathBuf,
+    /// HeartCodec checkpoint directory; without it only the LM engines are built.
+    #[arg(long, value_name = "DIR")]
+    pub codec: Option<PathBuf>,
+    /// tokenizer.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// gen_config.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub gen_config: Option<PathBuf>,
+    /// LM weight precision.
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    pub precision: Precision,
+    /// Codec weight precision (upstream warns that below fp32 audio degrades).
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    pub codec_precision: Precision,
+    /// Calibration prompt directory (used by fp8/fp4 builds).
+    #[arg(long, value_name = "DIR")]
+    pub calibration: Option<PathBuf>,
+    /// Output engine folder.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace an existing engine folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `synth`.
+#[derive(Debug, Args)]
+pub struct SynthArgs {
+    /// Model size: tiny (kB, tests), small (~1 GB, quick benchmarks), full (real 3B shapes, ~22 GB).
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub size: SynthSize,
+    /// Output directory (gets HeartMuLa-oss-3B/, HeartCodec-oss/, tokenizer.json, gen_config.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Seed of the random weights (same seed, same bytes).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace an existing output directory.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_precision(s: &str) -> Result<Precision, String> {
+    s.parse()
+}

@@ -1,0 +1,183 @@
+//! The engine build: resolve → validate → export graphs → hash → manifest →
+//! atomic rename, with a readable summary at the end.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use heart::engine::kind_of_file;
+use heart::layout::{CodecCheckpoint, MulaCheckpoint};
+use heart::manifest::{self, FORMAT_VERSION, FileEntry, InputEntry, Manifest, Target};
+use heart::precision::Precision;
+use onnx_export::external::WrittenFile;
+
+use crate::atomic::AtomicDir;
+use crate::bytes_bar;
+use crate::cli::BuildArgs;
+
+/// Runs `heart-build` with `args`.
+pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
+    check_precisions(args)?;
+    let start = Instant::now();
+    let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
+        .context("loading the HeartMuLa checkpoint")?;
+    let codec = args
+        .codec
+        .as_deref()
+        .map(CodecCheckpoint::discover_and_open)
+        .transpose()
+        .context("loading the HeartCodec checkpoint")?;
+    let loaded = start.elapsed();
+
+    let out = AtomicDir::new(&args.out, args.force)?;
+    let dir = out.path();
+    let stage = |what: &str| {
+        if !quiet {
+            eprintln!("{what}");
+        }
+    };
+    stage(&format!("exporting HeartMuLa graphs ({})", args.precision));
+    let mut written = onnx_export::lm::export_lm(&mula.checkpoint, &mula.config, args.precision, dir)
+        .context("exporting the HeartMuLa graphs")?;
+    if let Some(codec) = &codec {
+        stage(&format!("exporting HeartCodec graphs ({})", args.codec_precision));
+        bail!(
+            "--codec {}: codec engines cannot be built yet (the HeartCodec export has not landed)",
+            codec.paths.dir.display()
+        );
+    }
+    let tokenizer_dst = dir.join(heart::engine::TOKENIZER);
+    std::fs::copy(&mula.paths.tokenizer, &tokenizer_dst)
+        .with_context(|| format!("copying {}", mula.paths.tokenizer.display()))?;
+    written.push(WrittenFile {
+        bytes: std::fs::metadata(&tokenizer_dst)?.len(),
+        path: tokenizer_dst,
+    });
+    let exported = start.elapsed() - loaded;
+
+    stage("hashing build inputs and engine files");
+    let mut input_files = vec![
+        ("mula_config", mula.paths.config.clone()),
+        ("tokenizer", mula.paths.tokenizer.clone()),
+        ("gen_config", mula.paths.gen_config.clone()),
+    ];
+    input_files.extend(mula.checkpoint.files().map(|p| ("mula_weights", p.to_path_buf())));
+    if let Some(c) = &codec {
+        input_files.push(("codec_config", c.paths.config.clone()));
+        input_files.extend(c.checkpoint.files().map(|p| ("codec_weights", p.to_path_buf())));
+    }
+    let total: u64 = input_files
+        .iter()
+        .filter_map(|(_, p)| std::fs::metadata(p).ok())
+        .map(|m| m.len())
+        .sum::<u64>()
+        + written.iter().map(|w| w.bytes).sum::<u64>();
+    let bar = bytes_bar(total, quiet, "hash");
+    let inputs = input_files
+        .iter()
+        .map(|(role, path)| {
+            let entry = hash_input(role, path)?;
+            bar.inc(entry.size);
+            Ok(entry)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let files = written
+        .iter()
+        .map(|w| {
+            let entry = describe(dir, w, args.precision, args.codec_precision)?;
+            bar.inc(entry.size);
+            Ok(entry)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bar.finish_and_clear();
+
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        heart_version: env!("CARGO_PKG_VERSION").to_string(),
+        target: Target::Onnx,
+        precision: args.precision,
+        codec_precision: codec.as_ref().map(|_| args.codec_precision),
+        model: mula.config.clone(),
+        gen_config: mula.gen_config,
+        codec: codec.as_ref().map(|c| c.config.clone()),
+        inputs,
+        files,
+    };
+    manifest.write(dir)?;
+    let engine_bytes: u64 = manifest.files.iter().map(|f| f.size).sum();
+    let n_files = manifest.files.len() + 1;
+    let final_dir = out.commit()?;
+    if !quiet {
+        println!(
+            "Built {} ({} LM{}) in {:.1} s: {} files, {:.1} MB",
+            final_dir.display(),
+            args.precision,
+            codec
+                .as_ref()
+                .map(|_| format!(", {} codec", args.codec_precision))
+                .unwrap_or_default(),
+            start.elapsed().as_secs_f64(),
+            n_files,
+            engine_bytes as f64 / 1e6
+        );
+        println!(
+            "  load + validate {:.1} s, export {:.1} s; peak memory {}",
+            loaded.as_secs_f64(),
+            exported.as_secs_f64(),
+            heart_runtime::mem::peak_rss_bytes()
+                .map(|b| format!("{:.0} MB", b as f64 / 1e6))
+                .unwrap_or_else(|| "n/a".into())
+        );
+        if codec.is_none() {
+            println!("  no --codec given: this folder can generate codes but not audio");
+        }
+    }
+    Ok(())
+}
+
+fn check_precisions(args: &BuildArgs) -> Result<()> {
+    if matches!(args.precision, Precision::Fp8 | Precision::Fp4) {
+        bail!(
+            "--precision {}: not supported yet (FP8 and NVFP4 engines need the calibration and quantization \
+             work that has not landed); use fp32 or fp16",
+            args.precision
+        );
+    }
+    if !matches!(args.codec_precision, Precision::Fp32 | Precision::Fp16) {
+        bail!(
+            "--codec-precision {}: the codec is built at fp32 or fp16 only",
+            args.codec_precision
+        );
+    }
+    if args.calibration.is_some() {
+        bail!("--calibration is only used by fp8/fp4 builds, which are not supported yet");
+    }
+    Ok(())
+}
+
+fn hash_input(role: &str, path: &Path) -> Result<InputEntry> {
+    Ok(InputEntry {
+        role: role.to_string(),
+        path: path.display().to_string(),
+        size: std::fs::metadata(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .len(),
+        sha256: manifest::sha256_file(path)?,
+    })
+}
+
+fn describe(dir: &Path, file: &WrittenFile, lm: Precision, codec: Precision) -> Result<FileEntry> {
+    let relative = file
+        .path
+        .strip_prefix(dir)
+        .with_context(|| format!("{} was written outside the engine folder", file.path.display()))?
+        .to_string_lossy()
+        .into_owned();
+    let kind = kind_of_file(&relative).with_context(|| format!("unknown engine file `{relative}`"))?;
+    Ok(manifest::describe_file(
+        dir,
+        &relative,
+        kind,
+        kind.precision(lm, codec),
+    )?)
+}

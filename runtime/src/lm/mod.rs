@@ -1,0 +1,68 @@
+//! HeartMuLa on ONNX Runtime: sessions, KV cache, embeddings, sampler and the
+//! frame loop.
+//!
+//! Entry points: [`HeartMula::open`] on an engine folder (the graphs and tables
+//! `onnx_export::lm::export_lm` writes), then [`generate`] with a [`Prompt`],
+//! [`GenParams`] and a [`CodePicker`] ([`Sampling`] over a [`NoiseSource`]).
+//! Lower-level steps ([`HeartMula::prefill`], [`HeartMula::feed_frame`],
+//! [`HeartMula::decode_frame`]) are public for conformance and for drivers such
+//! as a speculative loop.
+
+pub mod embed;
+pub mod frame_loop;
+pub mod kv_cache;
+pub mod model;
+pub mod sampler;
+pub mod session;
+
+use std::path::PathBuf;
+
+pub use embed::{Embedder, Prompt, Row};
+pub use frame_loop::{CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, generate};
+pub use kv_cache::{CacheDtype, CacheShape, KvCache};
+pub use model::{BackboneOut, HeartMula, LmDims, LmState};
+pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
+pub use session::{Optimization, SessionConfig};
+
+/// Errors of the LM runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LmError {
+    /// ONNX Runtime failed to load or run a graph.
+    #[error("{}: ONNX Runtime: {message}", path.display())]
+    Ort {
+        /// The graph file.
+        path: PathBuf,
+        /// ORT's message.
+        message: String,
+    },
+    /// An engine file is missing or does not have the expected contents.
+    #[error("{}: {message}", path.display())]
+    Engine {
+        /// The file or folder.
+        path: PathBuf,
+        /// What was expected and found.
+        message: String,
+    },
+    /// Data handed to the runtime has the wrong size.
+    #[error("{what}: expected {expected}, got {got}")]
+    Shape {
+        /// What the data is.
+        what: String,
+        /// Expected size.
+        expected: String,
+        /// Actual size.
+        got: String,
+    },
+    /// A prompt, code or parameter is out of range.
+    #[error("invalid input: {0}")]
+    Input(String),
+    /// The backbone context cannot hold the requested positions.
+    #[error("{needed} positions do not fit the cache limit of {max} (prompt plus max_audio_length_ms / 80 frames)")]
+    CacheFull {
+        /// Positions needed.
+        needed: usize,
+        /// The limit.
+        max: usize,
+    },
+}

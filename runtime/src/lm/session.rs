@@ -1,0 +1,277 @@
+//! ONNX Runtime sessions for the two LM graphs and one cached step through
+//! either of them.
+//!
+//! A step binds the caller's embeddings, the positions and `attn_bias` the cache
+//! derives, and every layer's cache buffers as zero-copy tensor views; ORT
+//! allocates only the small outputs (logits, hidden, the new positions' keys and
+//! values), which are then written into the cache.
+//!
+//! Session options: intra-op threads = all cores unless told otherwise; graph
+//! optimisation level `All` by default (the tiny-a conformance cases pass with
+//! it at the fixture tolerances); `Basic` (constant folding and redundant-node
+//! removal only) is there for A/B checks of ORT's fusions.
+
+use std::path::{Path, PathBuf};
+
+use half::f16;
+use heart::engine::io;
+use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
+use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
+
+use super::LmError;
+use super::kv_cache::{Buf, CacheDtype, CacheElem, CacheShape, KvCache};
+use crate::ort_env::OrtRuntime;
+
+/// How sessions are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionConfig {
+    /// Intra-op threads; 0 = one per available core.
+    pub intra_threads: usize,
+    /// Graph optimisation level.
+    pub optimization: Optimization,
+}
+
+/// ORT graph optimisation levels offered to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optimization {
+    /// Constant folding and redundant-node removal only.
+    Basic,
+    /// Every CPU fusion (default).
+    All,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            intra_threads: 0,
+            optimization: Optimization::All,
+        }
+    }
+}
+
+/// Opens one graph file as a session.
+pub fn open_session(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result<Session, LmError> {
+    let err = |e: String| LmError::Ort {
+        path: path.to_path_buf(),
+        message: e,
+    };
+    let threads = match cfg.intra_threads {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        n => n,
+    };
+    let level = match cfg.optimization {
+        Optimization::Basic => GraphOptimizationLevel::Level1,
+        Optimization::All => GraphOptimizationLevel::All,
+    };
+    let builder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
+    let builder = builder.with_intra_threads(threads).map_err(|e| err(e.to_string()))?;
+    let mut builder = builder.with_optimization_level(level).map_err(|e| err(e.to_string()))?;
+    builder.commit_from_file(path).map_err(|e| err(e.to_string()))
+}
+
+/// A backbone or decoder session with the cache geometry read from its inputs.
+pub struct StackGraph {
+    path: PathBuf,
+    session: Session,
+    layers: usize,
+    kv_heads: usize,
+    head_dim: usize,
+    dtype: CacheDtype,
+    embed_dim: usize,
+}
+
+/// Named f32 outputs of one step, in the order asked for.
+pub type StepOutputs = Vec<Vec<f32>>;
+
+impl StackGraph {
+    /// Opens `path` and checks it has the LM graph inputs (`heart::engine::io`).
+    pub fn open(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result<Self, LmError> {
+        let session = open_session(rt, path, cfg)?;
+        let err = |message: String| LmError::Engine {
+            path: path.to_path_buf(),
+            message,
+        };
+        let input = |name: &str| -> Result<(TensorElementType, Vec<i64>), LmError> {
+            let outlet = session
+                .inputs()
+                .iter()
+                .find(|o| o.name() == name)
+                .ok_or_else(|| err(format!("graph has no input `{name}`")))?;
+            match outlet.dtype() {
+                ValueType::Tensor { ty, shape, .. } => Ok((*ty, shape.to_vec())),
+                other => Err(err(format!("input `{name}` is {other:?}, expected a tensor"))),
+            }
+        };
+        let layers = session
+            .inputs()
+            .iter()
+            .filter(|o| o.name().starts_with("past_key_"))
+            .count();
+        if layers == 0 {
+            return Err(err("graph has no `past_key_*` inputs".into()));
+        }
+        let (ty, key) = input(&io::past_key(0))?;
+        let dtype = match ty {
+            TensorElementType::Float32 => CacheDtype::F32,
+            TensorElementType::Float16 => CacheDtype::F16,
+            other => return Err(err(format!("cache inputs are {other:?}; expected f32 or f16"))),
+        };
+        let (_, embeds) = input(io::EMBEDS)?;
+        let dim = |v: &[i64], i: usize, what: &str| {
+            v.get(i)
+                .copied()
+                .filter(|&d| d > 0)
+                .map(|d| d as usize)
+                .ok_or_else(|| err(format!("`{what}` has no fixed dimension {i} (shape {v:?})")))
+        };
+        Ok(Self {
+            path: path.to_path_buf(),
+            layers,
+            kv_heads: dim(&key, 1, "past_key_0")?,
+            head_dim: dim(&key, 2, "past_key_0")?,
+            embed_dim: dim(&embeds, 2, io::EMBEDS)?,
+            dtype,
+            session,
+        })
+    }
+
+    /// Cache geometry for `batch` rows.
+    pub fn cache_shape(&self, batch: usize) -> CacheShape {
+        CacheShape {
+            layers: self.layers,
+            batch,
+            kv_heads: self.kv_heads,
+            head_dim: self.head_dim,
+        }
+    }
+
+    /// Cache element type.
+    pub fn cache_dtype(&self) -> CacheDtype {
+        self.dtype
+    }
+
+    /// Width of the `embeds` input.
+    pub fn embed_dim(&self) -> usize {
+        self.embed_dim
+    }
+
+    /// Runs `s` new rows (`embeds` `[batch, s, D]`) at the cache's next
+    /// positions, appends their keys/values and returns the `outputs` asked for.
+    /// `codebook` feeds the decoder's `codebook` input.
+    pub fn step(
+        &mut self,
+        cache: &mut KvCache,
+        embeds: &[f32],
+        s: usize,
+        codebook: Option<i64>,
+        outputs: &[&str],
+    ) -> Result<StepOutputs, LmError> {
+        let batch = cache.shape().batch;
+        if embeds.len() != batch * s * self.embed_dim || cache.shape() != self.cache_shape(batch) {
+            return Err(LmError::Shape {
+                what: format!("{} step input", self.path.display()),
+                expected: format!("{batch}x{s}x{} embeddings and a matching cache", self.embed_dim),
+                got: format!("{} values, cache {:?}", embeds.len(), cache.shape()),
+            });
+        }
+        cache.reserve(s)?;
+        let positions = cache.positions(s);
+        let bias = cache.attn_bias(s);
+        let codebook = codebook.map(|k| [k]);
+        let ort_err = |e: ort::Error| LmError::Ort {
+            path: self.path.clone(),
+            message: e.to_string(),
+        };
+        let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
+            (
+                io::EMBEDS.into(),
+                TensorRef::from_array_view(([batch, s, self.embed_dim], embeds))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+            (
+                io::POSITIONS.into(),
+                TensorRef::from_array_view(([s], positions.as_slice()))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+            (
+                io::ATTN_BIAS.into(),
+                TensorRef::from_array_view(([s, cache.capacity() + s], bias.as_slice()))
+                    .map_err(ort_err)?
+                    .into(),
+            ),
+        ];
+        if let Some(k) = &codebook {
+            inputs.push((
+                io::CODEBOOK.into(),
+                TensorRef::from_array_view(((), &k[..])).map_err(ort_err)?.into(),
+            ));
+        }
+        for layer in 0..self.layers {
+            let (k, v) = cache.layer(layer);
+            inputs.push((io::past_key(layer), buf_view(k, cache.key_dims()).map_err(ort_err)?));
+            inputs.push((io::past_value(layer), buf_view(v, cache.value_dims()).map_err(ort_err)?));
+        }
+        let path = self.path.clone();
+        let out = self.session.run(inputs).map_err(|e| LmError::Ort {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        let get = |name: &str| -> Result<&DynValue, LmError> {
+            out.get(name).ok_or_else(|| LmError::Engine {
+                path: path.clone(),
+                message: format!("graph has no output `{name}`"),
+            })
+        };
+        for layer in 0..self.layers {
+            let (k, v) = (get(&io::new_key(layer))?, get(&io::new_value(layer))?);
+            match self.dtype {
+                CacheDtype::F32 => write_layer::<f32>(cache, layer, (k, v), s, &path)?,
+                CacheDtype::F16 => write_layer::<f16>(cache, layer, (k, v), s, &path)?,
+            }
+        }
+        cache.advance(s);
+        outputs
+            .iter()
+            .map(|name| {
+                let (_, data) = get(name)?.try_extract_tensor::<f32>().map_err(|e| LmError::Ort {
+                    path: path.clone(),
+                    message: format!("output `{name}`: {e}"),
+                })?;
+                Ok(data.to_vec())
+            })
+            .collect()
+    }
+}
+
+/// A zero-copy input view of a cache buffer.
+fn buf_view(buf: &Buf, dims: [usize; 4]) -> ort::Result<SessionInputValue<'_>> {
+    Ok(match buf {
+        Buf::F32(v) => TensorRef::from_array_view((dims, v.as_slice()))?.into(),
+        Buf::F16(v) => TensorRef::from_array_view((dims, v.as_slice()))?.into(),
+    })
+}
+
+/// Copies one layer's `new_key`/`new_value` outputs into the cache.
+fn write_layer<T: CacheElem + ort::value::PrimitiveTensorElementType + std::fmt::Debug>(
+    cache: &mut KvCache,
+    layer: usize,
+    (k, v): (&DynValue, &DynValue),
+    s: usize,
+    path: &Path,
+) -> Result<(), LmError> {
+    fn extract<'v, T: ort::value::PrimitiveTensorElementType>(
+        x: &'v DynValue,
+        layer: usize,
+        path: &Path,
+    ) -> Result<&'v [T], LmError> {
+        x.try_extract_tensor::<T>()
+            .map(|(_, d)| d)
+            .map_err(|e| LmError::Engine {
+                path: path.to_path_buf(),
+                message: format!("new keys/values of layer {layer}: {e}"),
+            })
+    }
+    cache.write(layer, extract::<T>(k, layer, path)?, extract::<T>(v, layer, path)?, s)
+}
