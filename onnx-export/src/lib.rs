@@ -4,6 +4,7 @@
 //!   streamed to one external data file per graph).
 //! - [`ops`]: named operator helpers on the builder.
 //! - [`external`]: the external data writer and [`WrittenFile`].
+//! - [`codec`]: the HeartCodec graphs, tables and config ([`codec::export_codec`]).
 //! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
 //! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
 //!   ([`lm::export_lm`]).
@@ -14,6 +15,7 @@
 //! - [`error`]: the crate error, [`ExportError`].
 
 pub mod blocks;
+pub mod codec;
 pub mod error;
 pub mod external;
 pub mod graph;

@@ -1,13 +1,17 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
+//! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
 //! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
 //! - [`mem`]: peak / current resident memory.
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.
 //! - [`settings`]: generation settings, presets and upstream defaults.
+//! - [`wav`]: atomic WAV output.
 
+pub mod codec;
 pub mod conform;
 pub mod lm;
 pub mod mem;
 pub mod ort_env;
 pub mod settings;
+pub mod wav;

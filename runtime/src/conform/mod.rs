@@ -14,6 +14,7 @@
 //! Resources several cases share (checkpoints, later engines and sessions) are
 //! built lazily by [`ConformContext`] and kept for the following cases.
 
+pub mod codec;
 pub mod mula;
 pub mod text;
 

@@ -1,0 +1,206 @@
+//! Codec benchmark on a synthesized checkpoint with the released HeartCodec shapes
+//! (spec §1: dim 512, 24 + 6 estimator blocks at 1536 / 3072, scalar decoder
+//! 2048 → 64 channels, 48 kHz) and random weights.
+//!
+//! Prints the export time, the estimator time per Euler step (one batched
+//! `[uncond, cond]` call at T = 744), the Euler solve of one window for each step
+//! count, and the scalar-decoder time per second of audio. Timings only; nothing
+//! is asserted.
+//!
+//! ```text
+//! cargo run --release -p heart-runtime --example codec_bench -- --steps 10,4
+//! # smaller machine: full widths, fewer blocks
+//! cargo run --release -p heart-runtime --example codec_bench -- --layers 2 --layers2 1
+//! ```
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Parser;
+use heart::checkpoint::Checkpoint;
+use heart::config::CodecConfig;
+use heart::precision::Precision;
+use heart::tensors::{TensorSpec, codec_tensor_specs};
+use heart_runtime::codec::geometry::WINDOW_LATENTS;
+use heart_runtime::codec::{Codec, FlowParams, NoiseSource, SeededNoise, WindowInputs, solve_window};
+use ndarray::Array2;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// The released HeartCodec config (spec §1).
+const FULL_CONFIG: &str = r#"{
+  "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
+  "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24,
+  "num_layers": 24, "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000,
+  "num_samples": 2, "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
+  "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
+  "init_channel": 64, "res_kernel_size": 7
+}"#;
+
+#[derive(Parser)]
+struct Args {
+    /// Work folder for the synthesized checkpoint and engine (default: a temp dir).
+    #[arg(long)]
+    work: Option<PathBuf>,
+    /// Stage-1 estimator blocks (released: 24).
+    #[arg(long, default_value_t = 24)]
+    layers: usize,
+    /// Stage-2 estimator blocks (released: 6).
+    #[arg(long, default_value_t = 6)]
+    layers2: usize,
+    /// Euler step counts to time, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "10,4")]
+    steps: Vec<usize>,
+    /// Engine precision (fp32 or fp16).
+    #[arg(long, default_value = "fp32")]
+    precision: Precision,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let mut cfg: CodecConfig = serde_json::from_str(FULL_CONFIG)?;
+    cfg.num_layers = args.layers;
+    cfg.num_layers_2 = args.layers2;
+    let tmp = tempfile::tempdir()?;
+    let work = args.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let (ckpt_dir, engine_dir) = (work.join("checkpoint"), work.join("engine"));
+    std::fs::create_dir_all(&ckpt_dir)?;
+    std::fs::create_dir_all(&engine_dir)?;
+
+    let t0 = Instant::now();
+    let params = synthesize(&cfg, &ckpt_dir.join("model.safetensors"))?;
+    println!(
+        "synthesized {:.1} M parameters in {:.1} s",
+        params as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let ckpt = Checkpoint::open(&ckpt_dir)?;
+    let files = onnx_export::codec::export_codec(&ckpt, &cfg, args.precision, &engine_dir)?;
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    println!(
+        "exported {} in {:.1} s ({:.2} GB)",
+        args.precision,
+        t0.elapsed().as_secs_f64(),
+        bytes as f64 / 1e9
+    );
+    drop(ckpt);
+
+    let rt = heart_runtime::ort_env::init(None)?;
+    let t0 = Instant::now();
+    let mut codec = Codec::open_with_config(&rt, &engine_dir, cfg.clone())?;
+    println!("sessions opened in {:.1} s, RSS {}", t0.elapsed().as_secs_f64(), rss());
+
+    let latent = cfg.out_channels;
+    let mut noise = SeededNoise::new(0);
+    let mut x0 = vec![0f32; WINDOW_LATENTS * latent];
+    noise.fill(&mut x0)?;
+    let mut mu = Array2::<f32>::zeros((WINDOW_LATENTS, cfg.dim));
+    let mut mu_noise = vec![0f32; mu.len()];
+    noise.fill(&mut mu_noise)?;
+    mu.iter_mut().zip(&mu_noise).for_each(|(m, &v)| *m = v);
+
+    // Warm-up (first runs include allocator and prepacking work).
+    let input = vec![0.1f32; 2 * WINDOW_LATENTS * cfg.in_channels];
+    codec.estimator().velocity(&input, WINDOW_LATENTS, &[0.5, 0.5])?;
+    let t0 = Instant::now();
+    codec.estimator().velocity(&input, WINDOW_LATENTS, &[0.5, 0.5])?;
+    println!(
+        "estimator, one Euler step (batch 2 × {WINDOW_LATENTS} frames): {:.3} s",
+        t0.elapsed().as_secs_f64()
+    );
+
+    for &steps in &args.steps {
+        let flow = FlowParams {
+            num_steps: steps,
+            guidance: 1.25,
+        };
+        let inputs = WindowInputs {
+            mu: mu.view(),
+            context: &[],
+            noise: &x0,
+        };
+        let t0 = Instant::now();
+        solve_window(codec.estimator(), latent, inputs, flow)?;
+        let s = t0.elapsed().as_secs_f64();
+        println!(
+            "window solve, {steps:>2} steps: {s:.2} s ({:.3} s/step), RSS {}",
+            s / steps as f64,
+            rss()
+        );
+    }
+
+    let latents = vec![0.05f32; WINDOW_LATENTS * latent];
+    codec.decode_latents(&latents)?;
+    let t0 = Instant::now();
+    codec.decode_latents(&latents)?;
+    let s = t0.elapsed().as_secs_f64();
+    let audio_s = (WINDOW_LATENTS * cfg.samples_per_latent()) as f64 / f64::from(cfg.sample_rate);
+    println!(
+        "scalar decode of one window ({audio_s:.2} s stereo audio): {s:.2} s = {:.3} s per audio second",
+        s / audio_s
+    );
+    let peak = heart_runtime::mem::peak_rss_bytes().unwrap_or(0) as f64 / 1e9;
+    println!("RSS after decode {}, peak {peak:.2} GB", rss());
+    Ok(())
+}
+
+/// Current resident memory, formatted.
+fn rss() -> String {
+    format!(
+        "{:.2} GB",
+        heart_runtime::mem::current_rss_bytes().unwrap_or(0) as f64 / 1e9
+    )
+}
+
+/// Writes a safetensors checkpoint with every tensor `detokenize` reads, filled
+/// with small uniform noise (norm gains and weight-norm `g` 1, PReLU slopes 0.25),
+/// streaming one tensor at a time. Returns the parameter count.
+fn synthesize(cfg: &CodecConfig, path: &Path) -> anyhow::Result<usize> {
+    let specs = codec_tensor_specs(cfg);
+    let mut entries = Vec::new();
+    let mut offset = 0usize;
+    for s in &specs {
+        let shape = s.shape.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+        let end = offset + 4 * s.numel();
+        entries.push(format!(
+            r#""{}":{{"dtype":"F32","shape":[{shape}],"data_offsets":[{offset},{end}]}}"#,
+            s.name
+        ));
+        offset = end;
+    }
+    let mut header = format!("{{{}}}", entries.join(",")).into_bytes();
+    header.resize(header.len().div_ceil(8) * 8, b' ');
+    let mut out = BufWriter::with_capacity(1 << 22, File::create(path)?);
+    out.write_all(&(header.len() as u64).to_le_bytes())?;
+    out.write_all(&header)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    let mut chunk = Vec::with_capacity(1 << 20);
+    for s in &specs {
+        let fill = fill_value(s);
+        let mut left = s.numel();
+        while left > 0 {
+            let n = left.min(1 << 20);
+            chunk.clear();
+            chunk.extend((0..n).map(|_| fill.unwrap_or_else(|| rng.random_range(-0.02f32..0.02))));
+            out.write_all(bytemuck::cast_slice(&chunk))?;
+            left -= n;
+        }
+    }
+    out.flush()?;
+    Ok(specs.iter().map(TensorSpec::numel).sum())
+}
+
+/// Constant fill for tensors whose scale matters for stable activations.
+fn fill_value(s: &TensorSpec) -> Option<f32> {
+    let n = &s.name;
+    if n.ends_with("norm.weight") || n.ends_with("original0") {
+        Some(1.0)
+    } else if n.contains("activation") {
+        Some(0.25)
+    } else {
+        None
+    }
+}

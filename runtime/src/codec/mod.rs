@@ -1,0 +1,214 @@
+//! HeartCodec detokenization: codes `[8, T]` → stereo waveform (spec §4).
+//!
+//! Pipeline per window of 372 codes ([`geometry`]): RVQ lookup + conditioning in
+//! Rust ([`tables`]), Euler flow matching with CFG on the `flow_estimator.onnx`
+//! graph ([`flow`]), scalar decoding of the 744 latent frames on
+//! `scalar_decoder.onnx` (both audio channels as one batch of 2), then cross-fade
+//! assembly ([`assemble`]). Window `w > 0` takes its last-104-frame context from
+//! window `w − 1`'s final latents, so windows run in order.
+//!
+//! Engine folder contents used here: [`CODEC_CONFIG_FILE`], [`TABLES_FILE`],
+//! [`FLOW_ESTIMATOR_FILE`], [`SCALAR_DECODER_FILE`] (+ their external data).
+
+pub mod assemble;
+pub mod error;
+pub mod flow;
+pub mod geometry;
+pub mod noise;
+pub mod sessions;
+pub mod tables;
+
+use std::path::Path;
+
+use heart::config::CodecConfig;
+use ndarray::{Array2, ArrayView2};
+
+pub use assemble::{Assembler, Audio};
+pub use error::{CodecError, Result};
+pub use flow::{FlowParams, VelocityField, WindowInputs, solve_window};
+pub use geometry::{TailPolicy, WindowPlan};
+pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
+pub use sessions::{FLOW_ESTIMATOR_FILE, FlowEstimator, SCALAR_DECODER_FILE, ScalarDecoder};
+pub use tables::{CodecTables, Conditioning, TABLES_FILE};
+
+use geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
+
+/// The HeartCodec `config.json`, copied into the engine folder under this name.
+pub const CODEC_CONFIG_FILE: &str = "codec_config.json";
+
+/// Settings of one `detokenize` call.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct DetokenizeParams {
+    /// Euler steps and CFG scale (defaults 10 / 1.25).
+    pub flow: FlowParams,
+    /// What to do at code lengths that hit upstream's padding quirk.
+    pub tail: TailPolicy,
+}
+
+/// Everything computed for one window, handed to a [`Codec::detokenize_observed`] observer.
+#[derive(Debug)]
+pub struct WindowTrace<'a> {
+    /// Window index.
+    pub index: usize,
+    /// The window's codes `[num_quantizers, 372]` after looping pad.
+    pub codes: ArrayView2<'a, i64>,
+    /// RVQ output, conditioning and `mu`.
+    pub conditioning: &'a Conditioning,
+    /// Final latents `[744, latent]`.
+    pub latents: &'a [f32],
+    /// Decoded audio, planar `[2, 744 · samples_per_latent]`.
+    pub audio: &'a [f32],
+}
+
+/// A loaded codec engine.
+pub struct Codec {
+    cfg: CodecConfig,
+    tables: CodecTables,
+    estimator: FlowEstimator,
+    decoder: ScalarDecoder,
+}
+
+impl Codec {
+    /// Opens the codec files of engine folder `dir` (config from [`CODEC_CONFIG_FILE`]).
+    pub fn open(rt: &crate::ort_env::OrtRuntime, dir: &Path) -> Result<Self> {
+        let cfg = CodecConfig::from_file(&dir.join(CODEC_CONFIG_FILE))?;
+        Self::open_with_config(rt, dir, cfg)
+    }
+
+    /// Opens the codec files of `dir` with an already-read config.
+    pub fn open_with_config(rt: &crate::ort_env::OrtRuntime, dir: &Path, cfg: CodecConfig) -> Result<Self> {
+        let tables = CodecTables::load(&dir.join(TABLES_FILE), cfg.num_quantizers)?;
+        if tables.dim() != cfg.dim {
+            return Err(CodecError::Table {
+                path: dir.join(TABLES_FILE),
+                name: tables::COND_BIAS.into(),
+                message: format!(
+                    "conditioning width {} does not match the config's dim {}",
+                    tables.dim(),
+                    cfg.dim
+                ),
+            });
+        }
+        let estimator = FlowEstimator::open(rt, dir, cfg.in_channels, cfg.out_channels)?;
+        let decoder = ScalarDecoder::open(rt, dir, cfg.latent_hidden_dim, cfg.samples_per_latent())?;
+        Ok(Self {
+            cfg,
+            tables,
+            estimator,
+            decoder,
+        })
+    }
+
+    /// The codec config.
+    pub fn config(&self) -> &CodecConfig {
+        &self.cfg
+    }
+
+    /// The RVQ / conditioning tables.
+    pub fn tables(&self) -> &CodecTables {
+        &self.tables
+    }
+
+    /// The estimator session (for direct calls, e.g. conformance and benchmarks).
+    pub fn estimator(&mut self) -> &mut FlowEstimator {
+        &mut self.estimator
+    }
+
+    /// The scalar decoder session.
+    pub fn decoder(&mut self) -> &mut ScalarDecoder {
+        &mut self.decoder
+    }
+
+    /// Codes `[num_quantizers, T]` → stereo audio of `int(T / 12.5 · sample_rate)`
+    /// samples per channel (fewer under [`TailPolicy::UpstreamQuirk`]).
+    pub fn detokenize(
+        &mut self,
+        codes: ArrayView2<'_, i64>,
+        params: DetokenizeParams,
+        noise: &mut impl NoiseSource,
+    ) -> Result<Audio> {
+        self.detokenize_observed(codes, params, noise, &mut |_| {})
+    }
+
+    /// [`Codec::detokenize`], reporting every window to `observer`.
+    pub fn detokenize_observed(
+        &mut self,
+        codes: ArrayView2<'_, i64>,
+        params: DetokenizeParams,
+        noise: &mut impl NoiseSource,
+        observer: &mut dyn FnMut(&WindowTrace<'_>),
+    ) -> Result<Audio> {
+        let frames = codes.ncols();
+        if frames == 0 {
+            return Err(CodecError::Codes("no code frames to decode".into()));
+        }
+        let plan = WindowPlan::new(frames, self.cfg.sample_rate, params.tail);
+        let latent = self.cfg.out_channels;
+        let spl = self.cfg.samples_per_latent();
+        let mut assembler = Assembler::new(2, OVERLAP_LATENTS * spl);
+        let mut x0 = vec![0f32; WINDOW_LATENTS * latent];
+        let mut previous: Option<Vec<f32>> = None;
+        let mut clamped = 0;
+        for (index, &start) in plan.starts.iter().enumerate() {
+            let window_codes = looped_window(codes, start);
+            let conditioning = self.tables.condition(window_codes.view())?;
+            clamped += conditioning.clamped;
+            noise.fill(&mut x0)?;
+            let context = previous
+                .as_deref()
+                .map_or(&[][..], |p| &p[(WINDOW_LATENTS - OVERLAP_LATENTS) * latent..]);
+            let inputs = WindowInputs {
+                mu: conditioning.mu.view(),
+                context,
+                noise: &x0,
+            };
+            let latents = solve_window(&mut self.estimator, latent, inputs, params.flow)?;
+            let audio = self.decode_latents(&latents)?;
+            assembler.push(&audio);
+            observer(&WindowTrace {
+                index,
+                codes: window_codes.view(),
+                conditioning: &conditioning,
+                latents: &latents,
+                audio: &audio,
+            });
+            previous = Some(latents);
+        }
+        if clamped > 0 {
+            tracing::warn!(
+                clamped,
+                "codes >= codebook_size were clamped to the last codebook entry"
+            );
+        }
+        Ok(assembler.finish(plan.target_len, self.cfg.sample_rate))
+    }
+
+    /// Decodes one window's latents `[T, 2·latent_hidden_dim]` to planar stereo
+    /// `[2, T · samples_per_latent]`: latent dims `0..128` are channel 0, `128..256`
+    /// channel 1, run as one batch of 2.
+    pub fn decode_latents(&mut self, latents: &[f32]) -> Result<Vec<f32>> {
+        let half = self.cfg.latent_hidden_dim;
+        let width = 2 * half;
+        if latents.is_empty() || !latents.len().is_multiple_of(width) {
+            return Err(CodecError::InputLength {
+                what: "window latents",
+                expected: WINDOW_LATENTS * width,
+                got: latents.len(),
+            });
+        }
+        let frames = latents.len() / width;
+        let mut planar = vec![0f32; latents.len()];
+        for (t, row) in latents.chunks_exact(width).enumerate() {
+            for (k, &v) in row.iter().enumerate() {
+                planar[k * frames + t] = v;
+            }
+        }
+        self.decoder.decode(&planar, 2, frames)
+    }
+}
+
+/// Codes `[start, start + 372)` of the looped sequence (frame `i` = `codes[i % T]`).
+fn looped_window(codes: ArrayView2<'_, i64>, start: usize) -> Array2<i64> {
+    let (q, frames) = codes.dim();
+    Array2::from_shape_fn((q, WINDOW_CODES), |(r, i)| codes[[r, (start + i) % frames]])
+}

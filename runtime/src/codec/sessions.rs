@@ -1,0 +1,184 @@
+//! ONNX Runtime sessions of the two codec graphs.
+//!
+//! - `flow_estimator.onnx`: `x` f32 `[B, T, in_channels]` (channel concat of the
+//!   Euler state, the in-context latents and `mu`), `timestep` f32 `[B]` →
+//!   `velocity` f32 `[B, T, out_channels]`.
+//! - `scalar_decoder.onnx`: `latents` f32 `[N, latent_hidden_dim, T]` →
+//!   `audio` f32 `[N, 1, T · samples_per_latent]` (`N` = 2 audio channels).
+
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use ort::value::TensorRef;
+
+use super::error::{CodecError, Result};
+use crate::ort_env::OrtRuntime;
+
+/// Flow estimator graph file.
+pub const FLOW_ESTIMATOR_FILE: &str = "flow_estimator.onnx";
+/// Scalar decoder graph file.
+pub const SCALAR_DECODER_FILE: &str = "scalar_decoder.onnx";
+/// Estimator input: channel concat `[B, T, in_channels]`.
+pub const ESTIMATOR_INPUT: &str = "x";
+/// Estimator input: flow time per batch row `[B]`.
+pub const ESTIMATOR_TIMESTEP: &str = "timestep";
+/// Estimator output `[B, T, out_channels]`.
+pub const ESTIMATOR_OUTPUT: &str = "velocity";
+/// Scalar decoder input `[N, latent_hidden_dim, T]`.
+pub const DECODER_INPUT: &str = "latents";
+/// Scalar decoder output `[N, 1, T · samples_per_latent]`.
+pub const DECODER_OUTPUT: &str = "audio";
+
+/// One loaded graph with the path it came from (for error messages).
+struct Graph {
+    session: Session,
+    path: PathBuf,
+}
+
+impl Graph {
+    fn open(rt: &OrtRuntime, path: &Path) -> Result<Self> {
+        let ort_err = |e: ort::Error| CodecError::Ort {
+            path: path.to_path_buf(),
+            message: format!("loading: {e}"),
+        };
+        if !path.is_file() {
+            return Err(CodecError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "graph file missing from the engine folder",
+                ),
+            });
+        }
+        let session = Session::builder(&rt.env)
+            .map_err(ort_err)?
+            .commit_from_file(path)
+            .map_err(ort_err)?;
+        Ok(Self {
+            session,
+            path: path.to_path_buf(),
+        })
+    }
+
+    fn err(&self, what: &str, e: ort::Error) -> CodecError {
+        CodecError::Ort {
+            path: self.path.clone(),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+/// The flow-matching estimator (`LlamaTransformer`).
+pub struct FlowEstimator {
+    graph: Graph,
+    in_channels: usize,
+    out_channels: usize,
+}
+
+impl FlowEstimator {
+    /// Opens `flow_estimator.onnx` in `dir`.
+    pub fn open(rt: &OrtRuntime, dir: &Path, in_channels: usize, out_channels: usize) -> Result<Self> {
+        Ok(Self {
+            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE))?,
+            in_channels,
+            out_channels,
+        })
+    }
+
+    /// Velocity `[B, T, out_channels]` for `input` `[B, T, in_channels]` and one
+    /// flow time per batch row.
+    pub fn velocity(&mut self, input: &[f32], frames: usize, timesteps: &[f32]) -> Result<Vec<f32>> {
+        let batch = timesteps.len();
+        check_len("estimator input", input.len(), batch * frames * self.in_channels)?;
+        let x = TensorRef::from_array_view(([batch, frames, self.in_channels], input))
+            .map_err(|e| self.graph.err("binding x", e))?;
+        let t = TensorRef::from_array_view(([batch], timesteps)).map_err(|e| self.graph.err("binding timestep", e))?;
+        let outputs = self
+            .graph
+            .session
+            .run(ort::inputs![ESTIMATOR_INPUT => x, ESTIMATOR_TIMESTEP => t])
+            .map_err(|e| CodecError::Ort {
+                path: self.graph.path.clone(),
+                message: format!("running: {e}"),
+            })?;
+        take_output(
+            &self.graph.path,
+            &outputs,
+            ESTIMATOR_OUTPUT,
+            &[batch, frames, self.out_channels],
+        )
+    }
+}
+
+/// The scalar-model decoder (latents → waveform).
+pub struct ScalarDecoder {
+    graph: Graph,
+    latent_dim: usize,
+    samples_per_latent: usize,
+}
+
+impl ScalarDecoder {
+    /// Opens `scalar_decoder.onnx` in `dir`.
+    pub fn open(rt: &OrtRuntime, dir: &Path, latent_dim: usize, samples_per_latent: usize) -> Result<Self> {
+        Ok(Self {
+            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE))?,
+            latent_dim,
+            samples_per_latent,
+        })
+    }
+
+    /// Audio `[N, T · samples_per_latent]` for `latents` `[N, latent_dim, T]`.
+    pub fn decode(&mut self, latents: &[f32], n: usize, frames: usize) -> Result<Vec<f32>> {
+        check_len("decoder input", latents.len(), n * self.latent_dim * frames)?;
+        let x = TensorRef::from_array_view(([n, self.latent_dim, frames], latents))
+            .map_err(|e| self.graph.err("binding latents", e))?;
+        let outputs = self
+            .graph
+            .session
+            .run(ort::inputs![DECODER_INPUT => x])
+            .map_err(|e| CodecError::Ort {
+                path: self.graph.path.clone(),
+                message: format!("running: {e}"),
+            })?;
+        take_output(
+            &self.graph.path,
+            &outputs,
+            DECODER_OUTPUT,
+            &[n, 1, frames * self.samples_per_latent],
+        )
+    }
+}
+
+/// Copies output `name` out of `outputs`, checking its shape.
+fn take_output(
+    path: &Path,
+    outputs: &ort::session::SessionOutputs<'_>,
+    name: &str,
+    expected: &[usize],
+) -> Result<Vec<f32>> {
+    let value = outputs.get(name).ok_or_else(|| CodecError::Ort {
+        path: path.to_path_buf(),
+        message: format!("graph has no output `{name}`"),
+    })?;
+    let (shape, data) = value.try_extract_tensor::<f32>().map_err(|e| CodecError::Ort {
+        path: path.to_path_buf(),
+        message: format!("reading output `{name}`: {e}"),
+    })?;
+    let got: Vec<usize> = shape.iter().map(|&d| usize::try_from(d).unwrap_or(0)).collect();
+    if got != expected {
+        return Err(CodecError::OutputShape {
+            path: path.to_path_buf(),
+            output: name.to_string(),
+            expected: expected.to_vec(),
+            got,
+        });
+    }
+    Ok(data.to_vec())
+}
+
+fn check_len(what: &'static str, got: usize, expected: usize) -> Result<()> {
+    if got != expected {
+        return Err(CodecError::InputLength { what, expected, got });
+    }
+    Ok(())
+}

@@ -1,0 +1,188 @@
+//! WAV output of decoded audio.
+//!
+//! 16-bit PCM by default (clamped to [-1, 1], scaled by 32767, rounded half away
+//! from zero), or 32-bit float with the samples unchanged. Channels are interleaved
+//! and the sample count is exact. The file is written next to its destination
+//! under a temporary name and renamed into place, so a crash or error never leaves
+//! a half-written WAV at the requested path.
+
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+
+use crate::codec::Audio;
+
+/// Sample encoding of a written WAV file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WavFormat {
+    /// Signed 16-bit integer PCM.
+    #[default]
+    Pcm16,
+    /// IEEE 32-bit float.
+    Float32,
+}
+
+/// Errors while writing a WAV file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WavError {
+    /// The audio has no channels or a ragged sample buffer.
+    #[error("{}: cannot write audio with {channels} channels and {samples} samples", path.display())]
+    BadAudio {
+        /// Destination.
+        path: PathBuf,
+        /// Channel count.
+        channels: u16,
+        /// Total samples.
+        samples: usize,
+    },
+    /// Creating, writing or renaming the file failed.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The file being written.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The WAV encoder failed (e.g. more than 4 GiB of data).
+    #[error("{}: WAV encoder: {source}", path.display())]
+    Encode {
+        /// The file being written.
+        path: PathBuf,
+        /// hound's error.
+        source: hound::Error,
+    },
+}
+
+/// Converts one float sample to 16-bit PCM: clamp to [-1, 1], × 32767, round.
+pub fn to_pcm16(x: f32) -> i16 {
+    let v = if x.is_nan() { 0.0 } else { x.clamp(-1.0, 1.0) };
+    (v * 32767.0).round() as i16
+}
+
+/// Writes `audio` (planar) to `path` atomically (temp file in the same folder + rename).
+pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
+    let channels = usize::from(audio.channels);
+    if channels == 0 || !audio.samples.len().is_multiple_of(channels) {
+        return Err(WavError::BadAudio {
+            path: path.to_path_buf(),
+            channels: audio.channels,
+            samples: audio.samples.len(),
+        });
+    }
+    let tmp = temp_path(path);
+    let result = write_interleaved(&tmp, audio, format).and_then(|()| {
+        std::fs::rename(&tmp, path).map_err(|source| WavError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    });
+    if result.is_err() {
+        // Best effort: the temp file is ours and useless after a failure.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn temp_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.part", std::process::id()))
+}
+
+fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
+    let spec = hound::WavSpec {
+        channels: audio.channels,
+        sample_rate: audio.sample_rate,
+        bits_per_sample: match format {
+            WavFormat::Pcm16 => 16,
+            WavFormat::Float32 => 32,
+        },
+        sample_format: match format {
+            WavFormat::Pcm16 => hound::SampleFormat::Int,
+            WavFormat::Float32 => hound::SampleFormat::Float,
+        },
+    };
+    let encode = |source| WavError::Encode {
+        path: tmp.to_path_buf(),
+        source,
+    };
+    let file = File::create(tmp).map_err(|source| WavError::Io {
+        path: tmp.to_path_buf(),
+        source,
+    })?;
+    let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(encode)?;
+    let frames = audio.frames();
+    for i in 0..frames {
+        for c in 0..usize::from(audio.channels) {
+            let x = audio.samples[c * frames + i];
+            match format {
+                WavFormat::Pcm16 => writer.write_sample(to_pcm16(x)),
+                WavFormat::Float32 => writer.write_sample(x),
+            }
+            .map_err(encode)?;
+        }
+    }
+    writer.finalize().map_err(encode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stereo() -> Audio {
+        Audio {
+            channels: 2,
+            sample_rate: 300,
+            samples: vec![0.0, 0.5, 2.0, -1.0, -0.25, -3.0],
+        }
+    }
+
+    #[test]
+    fn pcm16_clamps_and_rounds() {
+        assert_eq!(to_pcm16(1.5), 32767);
+        assert_eq!(to_pcm16(-1.5), -32767);
+        assert_eq!(to_pcm16(0.5), 16384);
+        assert_eq!(to_pcm16(f32::NAN), 0);
+    }
+
+    #[test]
+    fn writes_interleaved_pcm16_and_float() {
+        let dir = tempfile::tempdir().unwrap();
+        let p16 = dir.path().join("a.wav");
+        write_wav(&p16, &stereo(), WavFormat::Pcm16).unwrap();
+        let mut r = hound::WavReader::open(&p16).unwrap();
+        let spec = r.spec();
+        assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 300, 16));
+        assert_eq!(r.duration(), 3);
+        let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+        assert_eq!(s, [0, -32767, 16384, -8192, 32767, -32767]);
+
+        let pf = dir.path().join("b.wav");
+        write_wav(&pf, &stereo(), WavFormat::Float32).unwrap();
+        let mut r = hound::WavReader::open(&pf).unwrap();
+        assert_eq!(r.spec().sample_format, hound::SampleFormat::Float);
+        let s: Vec<f32> = r.samples::<f32>().map(|s| s.unwrap()).collect();
+        assert_eq!(s, [0.0, -1.0, 0.5, -0.25, 2.0, -3.0]);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    }
+
+    #[test]
+    fn failures_leave_no_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("missing-dir").join("x.wav");
+        let err = write_wav(&target, &stereo(), WavFormat::Pcm16).unwrap_err();
+        assert!(err.to_string().contains("missing-dir"), "{err}");
+        let mut bad = stereo();
+        bad.samples.pop();
+        let err = write_wav(&dir.path().join("y.wav"), &bad, WavFormat::Pcm16).unwrap_err();
+        assert!(matches!(err, WavError::BadAudio { samples: 5, .. }));
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}
