@@ -12,6 +12,8 @@ pub const FLOW_ESTIMATOR_GRAPH: &str = "flow_estimator.onnx";
 pub const SCALAR_DECODER_GRAPH: &str = "scalar_decoder.onnx";
 /// RVQ codebooks and conditioning weights used by the runtime.
 pub const CODEC_TABLES: &str = "codec_tables.safetensors";
+/// The HeartCodec `config.json`, copied for the codec runtime.
+pub const CODEC_CONFIG: &str = "codec_config.json";
 /// Suffix of a graph's external weight file (`<graph>.onnx.data`).
 pub const GRAPH_DATA_SUFFIX: &str = ".onnx.data";
 
@@ -27,6 +29,7 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
         FLOW_ESTIMATOR_GRAPH => EngineKind::FlowEstimator,
         SCALAR_DECODER_GRAPH => EngineKind::ScalarDecoder,
         CODEC_TABLES => EngineKind::CodecTables,
+        CODEC_CONFIG => EngineKind::CodecConfig,
         TOKENIZER => EngineKind::Tokenizer,
         _ => return None,
     })
@@ -111,6 +114,7 @@ mod tests {
             (FLOW_ESTIMATOR_GRAPH, EngineKind::FlowEstimator),
             (SCALAR_DECODER_GRAPH, EngineKind::ScalarDecoder),
             (CODEC_TABLES, EngineKind::CodecTables),
+            (CODEC_CONFIG, EngineKind::CodecConfig),
             (TOKENIZER, EngineKind::Tokenizer),
             ("backbone.onnx.data", EngineKind::GraphData),
         ] {

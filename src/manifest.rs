@@ -39,6 +39,8 @@ pub enum EngineKind {
     ScalarDecoder,
     /// RVQ codebooks and conditioning weights.
     CodecTables,
+    /// The HeartCodec configuration (also recorded in the manifest).
+    CodecConfig,
     /// External weight data of an ONNX graph.
     GraphData,
     /// The text tokenizer.
@@ -54,7 +56,7 @@ impl EngineKind {
         match self {
             Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
-            Self::GraphData | Self::Tokenizer | Self::Calibration => None,
+            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::CodecConfig => None,
         }
     }
 }

@@ -41,9 +41,9 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         .context("exporting the HeartMuLa graphs")?;
     if let Some(codec) = &codec {
         stage(&format!("exporting HeartCodec graphs ({})", args.codec_precision));
-        bail!(
-            "--codec {}: codec engines cannot be built yet (the HeartCodec export has not landed)",
-            codec.paths.dir.display()
+        written.extend(
+            onnx_export::codec::export_codec(&codec.checkpoint, &codec.config, args.codec_precision, dir)
+                .context("exporting the HeartCodec graphs")?,
         );
     }
     let tokenizer_dst = dir.join(heart::engine::TOKENIZER);

@@ -6,6 +6,7 @@
 //! - [`mem`]: peak / current resident memory.
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.
 //! - [`settings`]: generation settings, presets and upstream defaults.
+//! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`wav`]: atomic WAV output.
 
 pub mod codec;
@@ -14,4 +15,5 @@ pub mod lm;
 pub mod mem;
 pub mod ort_env;
 pub mod settings;
+pub mod song;
 pub mod wav;

@@ -34,7 +34,7 @@ pub use tables::{CodecTables, Conditioning, TABLES_FILE};
 use geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
 
 /// The HeartCodec `config.json`, copied into the engine folder under this name.
-pub const CODEC_CONFIG_FILE: &str = "codec_config.json";
+pub const CODEC_CONFIG_FILE: &str = heart::engine::CODEC_CONFIG;
 
 /// Settings of one `detokenize` call.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
