@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Identity of the benchmark machine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MachineInfo {
     /// CPU model (`model name` of `/proc/cpuinfo`; `Hardware` on some ARM systems).
     pub cpu_model: Option<String>,
@@ -21,6 +21,9 @@ pub struct MachineInfo {
     pub os_release: Option<String>,
     /// CPU architecture (`x86_64`, `aarch64`, ...).
     pub arch: String,
+    /// One-minute load average when detected (`/proc/loadavg`): a load above
+    /// the core count means other processes competed with the benchmark.
+    pub load_average: Option<f64>,
 }
 
 impl MachineInfo {
@@ -34,10 +37,11 @@ impl MachineInfo {
             os: std::env::consts::OS.to_string(),
             os_release: read("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()),
             arch: std::env::consts::ARCH.to_string(),
+            load_average: read("/proc/loadavg").and_then(|s| parse_load_average(&s)),
         }
     }
 
-    /// One line for table headers: `AMD EPYC, 2 cores, 23.5 GiB, linux 6.1 x86_64`.
+    /// One line for table headers: `AMD EPYC, 2 cores, 23.5 GiB, linux 6.1 x86_64, load 0.52`.
     pub fn summary(&self) -> String {
         let cpu = self.cpu_model.as_deref().unwrap_or("unknown CPU");
         let mem = self.total_memory_bytes.map_or_else(
@@ -45,8 +49,9 @@ impl MachineInfo {
             |b| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
         );
         let release = self.os_release.as_deref().map_or_else(String::new, |r| format!(" {r}"));
+        let load = self.load_average.map_or_else(String::new, |l| format!(", load {l:.2}"));
         format!(
-            "{cpu}, {} cores, {mem}, {}{release} {}",
+            "{cpu}, {} cores, {mem}, {}{release} {}{load}",
             self.logical_cores, self.os, self.arch
         )
     }
@@ -75,6 +80,11 @@ pub fn parse_mem_total(meminfo: &str) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The one-minute load average, the first field of a `/proc/loadavg` text.
+pub fn parse_load_average(loadavg: &str) -> Option<f64> {
+    loadavg.split_whitespace().next()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,6 +100,8 @@ mod tests {
         let meminfo = "MemTotal:       24684092 kB\nMemFree:         1000 kB\n";
         assert_eq!(parse_mem_total(meminfo), Some(24_684_092 * 1024));
         assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(parse_load_average("5.17 6.79 5.99 3/712 40123\n"), Some(5.17));
+        assert_eq!(parse_load_average(""), None);
     }
 
     #[test]
@@ -114,7 +126,13 @@ mod tests {
             os: "linux".into(),
             os_release: None,
             arch: "x86_64".into(),
+            load_average: None,
         };
         assert_eq!(m.summary(), "unknown CPU, 2 cores, 3.0 GiB, linux x86_64");
+        let busy = MachineInfo {
+            load_average: Some(5.0),
+            ..m
+        };
+        assert_eq!(busy.summary(), "unknown CPU, 2 cores, 3.0 GiB, linux x86_64, load 5.00");
     }
 }

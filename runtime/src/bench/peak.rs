@@ -13,12 +13,11 @@
 //! should be.
 
 use std::hint::black_box;
-use std::sync::Barrier;
-use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::BenchError;
+use super::stream::best_seconds;
 
 /// Independent accumulator vectors per thread.
 const ACCUMULATORS: usize = 12;
@@ -43,26 +42,9 @@ pub fn measure(threads: usize, iterations: usize, repeats: usize) -> Result<Peak
         )));
     }
     let (isa, lanes, kernel) = select_kernel();
-    let barrier = Barrier::new(threads + 1);
-    let best = std::thread::scope(|scope| {
-        for t in 0..threads {
-            let barrier = &barrier;
-            scope.spawn(move || {
-                for _ in 0..repeats {
-                    barrier.wait();
-                    black_box(kernel(black_box(iterations), black_box(t as f32 * 1e-3)));
-                    barrier.wait();
-                }
-            });
-        }
-        let mut best = f64::INFINITY;
-        for _ in 0..repeats {
-            barrier.wait();
-            let start = Instant::now();
-            barrier.wait();
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        best
+    let seeds: Vec<f32> = (0..threads).map(|t| t as f32 * 1e-3).collect();
+    let best = best_seconds(seeds, repeats, |&mut seed| {
+        black_box(kernel(black_box(iterations), black_box(seed)));
     });
     let flops = 2.0 * (threads * iterations * ACCUMULATORS * lanes) as f64;
     Ok(PeakFlops {
@@ -79,15 +61,16 @@ type Kernel = fn(usize, f32) -> f32;
 #[inline(always)]
 fn fma_rounds<const LANES: usize, const FUSED: bool>(iterations: usize, seed: f32) -> f32 {
     let (a, b) = (black_box(0.999_999f32), black_box(1e-7f32));
+    // One flat array (not rows of lanes): LLVM then keeps it in vector
+    // registers instead of gathering and scattering through the stack.
     let mut acc = [[seed; LANES]; ACCUMULATORS];
+    let flat = acc.as_flattened_mut();
     for _ in 0..iterations {
-        for row in acc.iter_mut() {
-            for x in row.iter_mut() {
-                *x = if FUSED { x.mul_add(a, b) } else { *x * a + b };
-            }
+        for x in flat.iter_mut() {
+            *x = if FUSED { x.mul_add(a, b) } else { *x * a + b };
         }
     }
-    acc.iter().flatten().sum()
+    flat.iter().sum()
 }
 
 fn baseline(iterations: usize, seed: f32) -> f32 {

@@ -147,7 +147,8 @@ impl BenchRecord {
         serde_json::to_string_pretty(self).map_err(|e| BenchError::Report(e.to_string()))
     }
 
-    /// Header lines (machine, engine, bandwidth, peak) and the aligned table of rows.
+    /// Header lines (machine, engine, bandwidth, peak) and, when there are rows,
+    /// a blank line and their aligned table.
     pub fn render_table(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "machine:   {}", self.machine.summary());
@@ -183,27 +184,28 @@ impl BenchRecord {
                 p.gflop_s, p.isa, p.threads
             );
         }
-        out.push('\n');
-        out.push_str(&render_rows(&self.rows));
+        if !self.rows.is_empty() {
+            out.push('\n');
+            out.push_str(&render_rows(&self.rows));
+        }
         out
     }
 }
 
-const HEADERS: [&str; 9] = [
-    "figure",
-    "unit",
-    "median",
-    "min",
-    "max",
-    "p10",
-    "p90",
-    "n",
-    "floor (% of floor)",
-];
-
-/// The rows as a Markdown table with aligned columns: text left, numbers right.
+/// The rows as a Markdown table (see [`render_markdown`]).
 pub fn render_rows(rows: &[Row]) -> String {
-    let cells: Vec<[String; 9]> = rows
+    let headers = [
+        "figure",
+        "unit",
+        "median",
+        "min",
+        "max",
+        "p10",
+        "p90",
+        "n",
+        "floor (% of floor)",
+    ];
+    let cells: Vec<Vec<String>> = rows
         .iter()
         .map(|r| {
             let s = &r.stats;
@@ -211,7 +213,7 @@ pub fn render_rows(rows: &[Row]) -> String {
                 (Some(f), Some(p)) => format!("{} ({p:.1} %)", format_value(f)),
                 _ => "-".to_string(),
             };
-            [
+            vec![
                 r.name.clone(),
                 r.unit.clone(),
                 format_value(s.median),
@@ -224,34 +226,41 @@ pub fn render_rows(rows: &[Row]) -> String {
             ]
         })
         .collect();
+    render_markdown(&headers, &cells, 2)
+}
+
+/// A Markdown table with aligned columns: the first `text_columns` columns
+/// left-aligned, the others (numbers) right-aligned. Rows shorter than the
+/// header are padded with empty cells.
+pub fn render_markdown(headers: &[&str], rows: &[Vec<String>], text_columns: usize) -> String {
     // At least 3 wide, so every rule has the dashes Markdown needs.
-    let mut widths = HEADERS.map(|h| h.len().max(3));
-    for row in &cells {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count().max(3)).collect();
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let left = |col: usize| col < 2;
-    let line = |row: &[String]| {
-        let padded: Vec<String> = row
+    let line = |cells: &mut dyn Iterator<Item = &str>| {
+        let padded: Vec<String> = widths
             .iter()
             .enumerate()
-            .map(|(i, c)| {
-                if left(i) {
-                    format!("{c:<w$}", w = widths[i])
+            .map(|(i, &w)| {
+                let c = cells.next().unwrap_or("");
+                if i < text_columns {
+                    format!("{c:<w$}")
                 } else {
-                    format!("{c:>w$}", w = widths[i])
+                    format!("{c:>w$}")
                 }
             })
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(&HEADERS.map(String::from));
+    let mut out = line(&mut headers.iter().copied());
     let rule: Vec<String> = widths
         .iter()
         .enumerate()
         .map(|(i, &w)| {
-            if left(i) {
+            if i < text_columns {
                 "-".repeat(w)
             } else {
                 format!("{}:", "-".repeat(w - 1))
@@ -259,8 +268,8 @@ pub fn render_rows(rows: &[Row]) -> String {
         })
         .collect();
     let _ = writeln!(out, "| {} |", rule.join(" | "));
-    for row in &cells {
-        out.push_str(&line(row));
+    for row in rows {
+        out.push_str(&line(&mut row.iter().map(String::as_str)));
     }
     out
 }
@@ -294,6 +303,7 @@ mod tests {
             os: "linux".into(),
             os_release: Some("6.1".into()),
             arch: "x86_64".into(),
+            load_average: None,
         }
     }
 
@@ -369,6 +379,15 @@ mod tests {
         assert_eq!(h, "580981b0bd24dbc3");
         assert_eq!(files_hash(&[b.clone(), a.clone()]), h);
         assert_ne!(files_hash(&[a, entry("decoder.onnx", "bc")]), h);
+    }
+
+    #[test]
+    fn markdown_pads_short_rows_and_aligns_numbers_right() {
+        let table = render_markdown(&["name", "x"], &[vec!["a".into(), "1.5".into()], vec!["bb".into()]], 1);
+        assert_eq!(
+            table,
+            "| name |   x |\n| ---- | --: |\n| a    | 1.5 |\n| bb   |     |\n"
+        );
     }
 
     #[test]

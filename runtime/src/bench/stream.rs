@@ -40,11 +40,11 @@ impl StreamConfig {
     /// Default array size: 512 MiB in total.
     pub const DEFAULT_TOTAL_BYTES: usize = 512 << 20;
     /// Default repeats per kernel.
-    pub const DEFAULT_REPEATS: usize = 5;
+    pub const DEFAULT_REPEATS: usize = 10;
 }
 
 impl Default for StreamConfig {
-    /// 512 MiB, one thread per available core, 5 repeats.
+    /// 512 MiB, one thread per available core, 10 repeats.
     fn default() -> Self {
         Self {
             total_bytes: Self::DEFAULT_TOTAL_BYTES,
@@ -145,31 +145,43 @@ fn sum(a: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Runs `kernel` on every part, one scoped thread per part, `repeats` times;
-/// returns the fastest repeat in seconds, timed from a barrier all threads
-/// leave together to a barrier all have reached.
-fn best_seconds<T: Send>(parts: Vec<T>, repeats: usize, kernel: impl Fn(&mut T) + Sync) -> f64 {
-    let barrier = Barrier::new(parts.len() + 1);
-    std::thread::scope(|scope| {
-        for mut part in parts {
-            let (barrier, kernel) = (&barrier, &kernel);
-            scope.spawn(move || {
-                for _ in 0..repeats {
-                    barrier.wait();
-                    kernel(&mut part);
-                    barrier.wait();
-                }
-            });
-        }
-        let mut best = f64::INFINITY;
-        for _ in 0..repeats {
-            barrier.wait();
-            let start = Instant::now();
-            barrier.wait();
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        best
-    })
+/// Runs `kernel` on every part, one scoped thread per part, `repeats` times,
+/// and returns the fastest repeat in seconds. Threads start each repeat
+/// together (a barrier) and time themselves; a repeat lasts from the earliest
+/// start to the latest end. (Timing from a coordinating thread instead would
+/// be wrong on a busy machine: if it is scheduled late, the work it means to
+/// time may already be done.)
+pub(crate) fn best_seconds<T: Send>(parts: Vec<T>, repeats: usize, kernel: impl Fn(&mut T) + Sync) -> f64 {
+    let barrier = Barrier::new(parts.len());
+    let spans: Vec<Vec<(Instant, Instant)>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = parts
+            .into_iter()
+            .map(|mut part| {
+                let (barrier, kernel) = (&barrier, &kernel);
+                scope.spawn(move || {
+                    (0..repeats)
+                        .map(|_| {
+                            barrier.wait();
+                            let start = Instant::now();
+                            kernel(&mut part);
+                            (start, Instant::now())
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+            .collect()
+    });
+    (0..repeats)
+        .filter_map(|r| {
+            let start = spans.iter().map(|s| s[r].0).min()?;
+            let end = spans.iter().map(|s| s[r].1).max()?;
+            Some((end - start).as_secs_f64())
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 #[cfg(test)]
