@@ -8,9 +8,8 @@
 //!
 //! The widest instruction set the CPU reports is used (AVX-512F, else AVX2+FMA
 //! on x86-64; the compiler's baseline elsewhere), selected at run time, which
-//! is also what ONNX Runtime's MLAS kernels do. A GEMM reaches some fraction of
-//! this peak (typically 70–90 %), so the FLOP floor is optimistic, as a floor
-//! should be.
+//! is also what ONNX Runtime's MLAS kernels do. A real GEMM reaches only a
+//! fraction of this peak, so the FLOP floor is optimistic, as a floor should be.
 
 use std::hint::black_box;
 
@@ -108,14 +107,6 @@ fn select_kernel() -> (&'static str, usize, Kernel) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn short_run_gives_a_positive_finite_figure() {
-        let p = measure(2, 1000, 2).unwrap();
-        assert!(p.gflop_s.is_finite() && p.gflop_s > 0.0, "{p:?}");
-        assert_eq!(p.threads, 2);
-        assert!(["avx512f", "avx2+fma", "baseline"].contains(&p.isa.as_str()));
-    }
 
     #[test]
     fn kernels_compute_the_same_recurrence() {

@@ -361,6 +361,22 @@ mod tests {
         let fp16 = LmRoofline::new(&model, Precision::Fp16, 2).frame_bytes(0);
         assert_eq!(fp16.backbone_weights, 2 * (2_843_928_576 - 57 * 3072) + 4 * 57 * 3072);
         assert_eq!(fp16.decoder_weights, 7 * (2 * (346_066_944 - 7 * 3072) + 4 * 7 * 3072));
+
+        // fp8: codes + one f32 scale per output row (backbone rows: 28 × 27,648 + 8197).
+        let fp8 = LmRoofline::new(&model, Precision::Fp8, 2).frame_bytes(0);
+        assert_eq!(
+            fp8.backbone_weights,
+            (2_843_928_576 - 57 * 3072) + 4 * (28 * 27_648 + 8197) + 4 * 57 * 3072
+        );
+        assert_eq!(fp8.backbone_weights, 2_847_583_252);
+        // fp4: 9/16 byte per parameter (inner dims are multiples of 16) + 4 bytes per
+        // matrix (28 × 7 + 1 in the backbone) + f32 norms.
+        let fp4 = LmRoofline::new(&model, Precision::Fp4, 2).frame_bytes(0);
+        assert_eq!(
+            fp4.backbone_weights,
+            (2_843_928_576 - 57 * 3072) / 16 * 9 + 4 * 197 + 4 * 57 * 3072
+        );
+        assert_eq!(fp4.total(), 2_965_717_912);
     }
 
     #[test]
