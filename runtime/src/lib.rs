@@ -1,6 +1,6 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
-//! - [`bench`]: benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
+//! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
 //! - [`mem`]: peak / current resident memory.
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.

@@ -242,7 +242,7 @@ pub struct LmRoofline {
     pub kv_elem_bytes: u64,
     /// Batch rows (2 with CFG, 1 without).
     pub batch: usize,
-    /// Backbone and decoder hyper-parameters (for the caches).
+    /// Backbone hyper-parameters (for its cache).
     pub backbone: FlavorParams,
     /// Decoder hyper-parameters.
     pub decoder: FlavorParams,
