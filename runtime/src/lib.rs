@@ -1,5 +1,6 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
+//! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
 //! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
@@ -9,6 +10,7 @@
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`wav`]: atomic WAV output.
 
+pub mod bench;
 pub mod codec;
 pub mod conform;
 pub mod lm;
