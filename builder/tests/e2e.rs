@@ -222,3 +222,54 @@ fn heart_run_explains_missing_or_broken_engines() {
     );
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected a .wav file name"));
 }
+
+#[test]
+fn heart_run_bench_reports_every_figure() {
+    let root = tempfile::tempdir().unwrap();
+    let engines = root.path().join("engines");
+    build_fixture_engines(&engines, "fp32");
+    let o = run(
+        &heart_run_bin(),
+        &[
+            "bench",
+            "--engines",
+            engines.to_str().unwrap(),
+            "--frames",
+            "2",
+            "--repeat",
+            "1",
+            "--prompt-tokens",
+            "8",
+            "--positions",
+            "0,100",
+            "--stream-mib",
+            "8",
+            "--peak-rounds",
+            "1000",
+            "--json",
+        ],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let record: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    let names: Vec<&str> = record["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "prefill 8 tokens",
+        "lm backbone step @ pos 0",
+        "lm decoder frame @ pos 100",
+        "lm frames/s @ pos 100",
+        "codec estimator step",
+        "codec decode window",
+        "codec real-time factor",
+        "peak resident memory",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    assert_eq!(record["engine"]["precision"], "fp32");
+    assert!(record["machine"]["logical_cores"].as_u64().unwrap() >= 1);
+    assert!(record["bandwidth"]["read_gb_s"].as_f64().unwrap() > 0.0);
+}

@@ -10,7 +10,7 @@
 //! - [`stats`]: median / extremes / spread of repeats, and a timer.
 //! - [`drive`]: measurement drivers over two small traits, [`FrameStepper`]
 //!   (one LM frame) and [`CodecStepper`] (one Euler step, one window decode),
-//!   that the LM and codec runtimes implement.
+//!   that the LM and codec runtimes implement ([`steppers`]: the real engines).
 //! - [`report`]: the [`BenchRecord`] (machine, engine identity, rows) as an
 //!   aligned table or JSON.
 //!
@@ -23,6 +23,7 @@ pub mod peak;
 pub mod report;
 pub mod roofline;
 pub mod stats;
+pub mod steppers;
 pub mod stream;
 
 pub use drive::{CodecFloor, CodecPlan, CodecStepper, FrameStepper, LmFloor, LmPlan, bench_codec, bench_lm};

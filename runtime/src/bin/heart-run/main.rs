@@ -1,11 +1,14 @@
-//! `heart-run`: tags + lyrics in, a WAV file out. See `heart-run --help`.
+//! `heart-run`: tags + lyrics in, a WAV file out; `heart-run bench` measures an
+//! engine folder. See `heart-run --help`.
+
+mod bench;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser};
+use clap::{Args, Parser, Subcommand};
 use heart::manifest::Verify;
 use heart::prompt::read_text_arg;
 use heart_runtime::settings::{Settings, SettingsArgs};
@@ -24,11 +27,15 @@ use serde::Serialize;
 #[command(
     name = "heart-run",
     version,
+    args_conflicts_with_subcommands = true,
     after_help = "No engines yet? Build them from a checkpoint with `heart-build --mula DIR --codec DIR --out \
                   engines/NAME`, or try the pipeline on random weights: `heart-build synth --size tiny --out ckpt` \
                   then `heart-build --mula ckpt/HeartMuLa-oss-3B --codec ckpt/HeartCodec-oss --out engines/tiny`."
 )]
 struct Cli {
+    /// Other commands.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Engine folder written by heart-build.
     #[arg(long, value_name = "DIR")]
     engines: Option<PathBuf>,
@@ -52,7 +59,7 @@ struct Cli {
     #[arg(long)]
     verify: bool,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then .ort/).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     ort_lib: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
@@ -60,6 +67,13 @@ struct Cli {
     /// Print a machine-readable summary (JSON) on stdout.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Measure an engine folder: prefill, backbone and decoder steps at several
+    /// positions, codec step and decode, against the memory/compute roofline.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -106,7 +120,11 @@ fn main() -> std::process::ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match run(&cli) {
+    let result = match &cli.command {
+        Some(Command::Bench(args)) => bench::run(args, cli.ort_lib.as_deref()),
+        None => run(&cli),
+    };
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("heart-run: error: {e:#}");
