@@ -273,3 +273,81 @@ fn heart_run_bench_reports_every_figure() {
     assert!(record["machine"]["logical_cores"].as_u64().unwrap() >= 1);
     assert!(record["bandwidth"]["read_gb_s"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn heart_run_bad_inputs_fail_with_one_clear_line_and_no_output() {
+    let root = tempfile::tempdir().unwrap();
+    let engines = root.path().join("engines");
+    build_fixture_engines(&engines, "fp32");
+    let e = engines.to_str().unwrap();
+    let out = root.path().join("song.wav");
+    let o = out.to_str().unwrap();
+    let file = |name: &str, bytes: &[u8]| {
+        let p = root.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let empty = file("empty.txt", b"");
+    let latin1 = file("latin1.txt", b"caf\xe9");
+    let long = file("long.txt", "la ".repeat(400).as_bytes());
+    let missing = root.path().join("nope.txt").to_str().unwrap().to_string();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["--tags", "x", "--lyrics-file", &empty], "the file is empty"),
+        (vec!["--tags", "x", "--lyrics-file", &latin1], "not UTF-8 text"),
+        (vec!["--tags-file", &missing, "--lyrics", "y"], "nope.txt"),
+        (vec!["--tags", "x", "--lyrics", "y", "--preset", "nope"], "nope.toml"),
+        (
+            vec!["--tags", "x", "--lyrics", "y", "--duration", "0"],
+            "--duration 0: expected a positive number",
+        ),
+        (vec!["--tags", "x", "--lyrics", "y", "--duration", "60"], "at most"),
+        (vec!["--tags", "x", "--lyrics-file", &long], "shorten them by at least"),
+        (
+            vec!["--tags", "x", "--lyrics", "y", "--topk", "0"],
+            "--topk 0: expected at least 1",
+        ),
+    ];
+    for (args, expected) in cases {
+        let mut all = vec!["--engines", e, "--out", o];
+        all.extend(args.iter().copied());
+        let r = run(&heart_run_bin(), &all);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: expected `{expected}` in: {err}");
+        assert!(!out.exists(), "{args:?} left an output file");
+    }
+
+    let r = run(
+        &heart_run_bin(),
+        &[
+            "--engines",
+            e,
+            "--tags",
+            "x",
+            "--lyrics",
+            "y",
+            "--out",
+            "/proc/nope/song.wav",
+        ],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("cannot write there"));
+
+    let manifest = engines.join("manifest.toml");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("format_version = 1", "format_version = 99")).unwrap();
+    let r = run(
+        &heart_run_bin(),
+        &["--engines", e, "--tags", "x", "--lyrics", "y", "--out", o],
+    );
+    assert!(String::from_utf8_lossy(&r.stderr).contains("engine format version 99 is not supported"));
+    std::fs::write(&manifest, text).unwrap();
+    std::fs::remove_file(engines.join("lm_tables.safetensors")).unwrap();
+    let r = run(
+        &heart_run_bin(),
+        &["--engines", e, "--tags", "x", "--lyrics", "y", "--out", o],
+    );
+    assert_eq!(r.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("lm_tables.safetensors"));
+    assert!(!out.exists());
+}

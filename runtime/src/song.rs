@@ -163,6 +163,12 @@ impl Engine {
             self.manifest.model.audio_num_codebooks,
         );
         let prompt = builder.build(&req.tags, &req.lyrics, s.cfg_scale)?;
+        check_context(
+            prompt.prompt_len(),
+            s.max_audio_frames(),
+            self.manifest.model.backbone.max_seq_len,
+        )
+        .map_err(anyhow::Error::msg)?;
         let lm_prompt = LmPrompt::from_text(&prompt.text_ids(), prompt.muq_idx());
         let prompt_time = t0.elapsed();
 
@@ -228,5 +234,45 @@ impl Engine {
                 codec: t2.elapsed(),
             },
         })
+    }
+}
+
+/// The backbone's context must hold the prompt plus every fed-back frame
+/// (`prompt_len + max_frames` positions); says by how much it does not.
+pub fn check_context(prompt_len: usize, max_frames: usize, context: usize) -> Result<(), String> {
+    if prompt_len >= context {
+        return Err(format!(
+            "the tags + lyrics take {prompt_len} positions but the model's context is {context}: shorten them by at \
+             least {} tokens",
+            prompt_len - context + 1
+        ));
+    }
+    if prompt_len + max_frames > context {
+        let fit = context - prompt_len;
+        return Err(format!(
+            "--duration needs {max_frames} frames after the {prompt_len}-position prompt, but the model's context is \
+             {context}: at most {:.2} s fit with this prompt (or shorten the lyrics by {} tokens)",
+            fit as f64 * 0.08,
+            prompt_len + max_frames - context
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_context;
+
+    #[test]
+    fn context_errors_say_by_how_much() {
+        assert!(check_context(100, 400, 512).is_ok());
+        assert!(check_context(100, 412, 512).is_ok());
+        let e = check_context(600, 10, 512).unwrap_err();
+        assert!(
+            e.contains("take 600 positions") && e.contains("by at least 89 tokens"),
+            "{e}"
+        );
+        let e = check_context(100, 500, 512).unwrap_err();
+        assert!(e.contains("at most 32.96 s") && e.contains("by 88 tokens"), "{e}");
     }
 }

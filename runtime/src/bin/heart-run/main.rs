@@ -137,13 +137,39 @@ fn text(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<S
     match (inline, file) {
         (Some(t), None) => Ok(t.clone()),
         (None, Some(f)) => {
-            if !f.is_file() {
-                bail!("--{what}-file {}: no such file", f.display());
+            let bytes = std::fs::read(f).with_context(|| format!("--{what}-file {}", f.display()))?;
+            if bytes.is_empty() {
+                bail!(
+                    "--{what}-file {}: the file is empty (pass --{what} \"\" for none)",
+                    f.display()
+                );
+            }
+            if std::str::from_utf8(&bytes).is_err() {
+                bail!("--{what}-file {}: not UTF-8 text", f.display());
             }
             Ok(read_text_arg(&f.to_string_lossy())?)
         }
         _ => bail!("give the {what} with --{what} TEXT or --{what}-file FILE"),
     }
+}
+
+/// Fails before any work if `out` cannot be written, and makes Ctrl-C leave
+/// no partial file behind.
+fn prepare_output(out: &Path) -> Result<()> {
+    let tmp = heart_runtime::wav::temp_path(out);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .with_context(|| format!("--out {}: cannot write there", out.display()))?;
+    std::fs::remove_file(&tmp).with_context(|| format!("removing {}", tmp.display()))?;
+    ctrlc::set_handler(move || {
+        let _ = std::fs::remove_file(&tmp);
+        eprintln!("\nheart-run: interrupted; no output written");
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")
 }
 
 fn run(cli: &Cli) -> Result<()> {
@@ -173,6 +199,7 @@ fn run(cli: &Cli) -> Result<()> {
         None => SettingsArgs::default(),
     };
     let settings = cli.settings.resolve(&preset)?;
+    prepare_output(&cli.out)?;
 
     let start = Instant::now();
     let rt = heart_runtime::ort_env::init(cli.ort_lib.as_deref())?;
