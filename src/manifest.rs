@@ -196,12 +196,7 @@ impl Manifest {
         let manifest_path = dir.join(MANIFEST_FILE);
         for entry in &self.files {
             let path = dir.join(&entry.path);
-            let size = std::fs::metadata(&path)
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
+            let size = file_size(&path)?;
             if size != entry.size {
                 return Err(Error::Config {
                     path: manifest_path,
@@ -233,18 +228,20 @@ impl Manifest {
 /// Describes a file for the manifest (size + SHA-256).
 pub fn describe_file(dir: &Path, relative: &str, kind: EngineKind, precision: Option<Precision>) -> Result<FileEntry> {
     let path = dir.join(relative);
-    let size = std::fs::metadata(&path)
-        .map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?
-        .len();
+    let size = file_size(&path)?;
     Ok(FileEntry {
         path: relative.to_string(),
         kind,
         precision,
         size,
         sha256: sha256_file(&path)?,
+    })
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    std::fs::metadata(path).map(|m| m.len()).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
