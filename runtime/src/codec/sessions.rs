@@ -36,7 +36,10 @@ struct Graph {
 }
 
 impl Graph {
-    fn open(rt: &OrtRuntime, path: &Path) -> Result<Self> {
+    /// `arena: false` returns every intermediate buffer to the system as soon as
+    /// it dies instead of keeping the peak in ONNX Runtime's arena (the scalar
+    /// decoder's full-size window has multi-GB convolution buffers).
+    fn open(rt: &OrtRuntime, path: &Path, arena: bool) -> Result<Self> {
         let ort_err = |e: ort::Error| CodecError::Ort {
             path: path.to_path_buf(),
             message: format!("loading: {e}"),
@@ -50,8 +53,13 @@ impl Graph {
                 ),
             });
         }
+        let cpu = ort::ep::CPU::default().with_arena_allocator(arena).build();
         let session = Session::builder(&rt.env)
             .map_err(ort_err)?
+            .with_memory_pattern(arena)
+            .map_err(|e| ort_err(e.into()))?
+            .with_execution_providers([cpu])
+            .map_err(|e| ort_err(e.into()))?
             .commit_from_file(path)
             .map_err(ort_err)?;
         Ok(Self {
@@ -79,7 +87,7 @@ impl FlowEstimator {
     /// Opens `flow_estimator.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, in_channels: usize, out_channels: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE))?,
+            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE), true)?,
             in_channels,
             out_channels,
         })
@@ -121,7 +129,7 @@ impl ScalarDecoder {
     /// Opens `scalar_decoder.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, latent_dim: usize, samples_per_latent: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE))?,
+            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE), false)?,
             latent_dim,
             samples_per_latent,
         })

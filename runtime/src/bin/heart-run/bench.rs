@@ -43,8 +43,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = defaults::CFG_SCALE, value_name = "X")]
     cfg_scale: f32,
     /// Skip the codec measurements.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "no_lm")]
     no_codec: bool,
+    /// Skip the LM measurements.
+    #[arg(long)]
+    no_lm: bool,
     /// Total MiB of the bandwidth kernel's arrays.
     #[arg(long, default_value_t = 512, value_name = "MIB")]
     stream_mib: usize,
