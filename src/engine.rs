@@ -136,7 +136,10 @@ mod tests {
             (TOKENIZER, EngineKind::Tokenizer),
             ("backbone.onnx.data", EngineKind::GraphData),
             ("trt/backbone_ctx.onnx", EngineKind::TensorRt),
-            ("trt/engines/TensorrtExecutionProvider_TRTKernel_0.engine", EngineKind::TensorRt),
+            (
+                "trt/engines/TensorrtExecutionProvider_TRTKernel_0.engine",
+                EngineKind::TensorRt,
+            ),
         ] {
             assert_eq!(kind_of_file(name), Some(kind), "{name}");
         }

@@ -1,5 +1,6 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
+//! - [`backend`]: CPU, CUDA or TensorRT sessions (`--backend`; GPU code behind feature `gpu`).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
 //! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
@@ -9,6 +10,7 @@
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`wav`]: atomic WAV output.
 
+pub mod backend;
 pub mod codec;
 pub mod conform;
 pub mod lm;

@@ -50,9 +50,10 @@ impl Graph {
                 ),
             });
         }
-        let session = Session::builder(&rt.env)
+        let session = rt
+            .session_builder(path)
             .map_err(ort_err)?
-            .commit_from_file(path)
+            .commit_from_file(rt.graph_file(path))
             .map_err(ort_err)?;
         Ok(Self {
             session,
