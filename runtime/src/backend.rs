@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use heart::config::{CodecConfig, MulaConfig};
 use heart::engine::{self, TENSORRT_DIR};
 use heart::manifest::{Manifest, Target};
 use heart::precision::Precision;
@@ -407,20 +408,24 @@ pub struct ExecutionPlan {
 }
 
 impl ExecutionPlan {
-    /// TensorRT settings of every graph of `manifest`'s model and codec.
-    pub fn graph_options(manifest: &Manifest) -> BTreeMap<String, GraphOptions> {
-        let limits = ProfileLimits::for_model(&manifest.model);
-        let lm = manifest.precision;
-        let codec = manifest.codec_precision.unwrap_or(Precision::Fp32);
+    /// TensorRT settings of every graph of `model` and (when given) `codec`,
+    /// built at `lm` and `codec_precision`.
+    pub fn graph_options(
+        model: &MulaConfig,
+        codec: Option<&CodecConfig>,
+        lm: Precision,
+        codec_precision: Precision,
+    ) -> BTreeMap<String, GraphOptions> {
+        let limits = ProfileLimits::for_model(model);
         [
             (engine::BACKBONE_GRAPH, lm),
             (engine::DECODER_GRAPH, lm),
-            (engine::FLOW_ESTIMATOR_GRAPH, codec),
-            (engine::SCALAR_DECODER_GRAPH, codec),
+            (engine::FLOW_ESTIMATOR_GRAPH, codec_precision),
+            (engine::SCALAR_DECODER_GRAPH, codec_precision),
         ]
         .into_iter()
         .filter_map(|(name, precision)| {
-            let profile = profiles::for_graph(name, &manifest.model, manifest.codec.as_ref(), &limits)?;
+            let profile = profiles::for_graph(name, model, codec, &limits)?;
             Some((
                 name.to_string(),
                 GraphOptions {
@@ -494,7 +499,12 @@ pub fn for_engine(rt: &OrtRuntime, dir: &Path, manifest: &Manifest) -> Result<Or
     }
     let mut plan = rt.plan.clone();
     plan.graphs = match resolved.backend {
-        Backend::TensorRt { .. } => ExecutionPlan::graph_options(manifest),
+        Backend::TensorRt { .. } => ExecutionPlan::graph_options(
+            &manifest.model,
+            manifest.codec.as_ref(),
+            manifest.precision,
+            manifest.codec_precision.unwrap_or(Precision::Fp32),
+        ),
         _ => BTreeMap::new(),
     };
     plan.backend = resolved.backend;
