@@ -119,6 +119,11 @@ fn tensorrt(plan: &ExecutionPlan, graph: &Path, device: i32, cache_dir: &Path) -
             graph.display()
         ))
     })?;
+    // The provider creates its cache folder with a non-recursive mkdir.
+    for sub in [TENSORRT_ENGINE_SUBDIR, TENSORRT_TIMING_SUBDIR] {
+        let folder = cache_dir.join(sub);
+        std::fs::create_dir_all(&folder).map_err(|e| ort::Error::new(format!("creating {}: {e}", folder.display())))?;
+    }
     let trt = trt
         .with_fp16(options.fp16)
         .with_profile_min_shapes(&options.profile.min)
