@@ -47,6 +47,9 @@ pub enum EngineKind {
     Tokenizer,
     /// Calibration statistics.
     Calibration,
+    /// A TensorRT artefact under `trt/`: an EP-context model, a serialized
+    /// engine or its profile, or the builder's timing cache.
+    TensorRt,
 }
 
 impl EngineKind {
@@ -56,7 +59,7 @@ impl EngineKind {
         match self {
             Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
-            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::CodecConfig => None,
+            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::CodecConfig | Self::TensorRt => None,
         }
     }
 }
@@ -96,6 +99,28 @@ pub struct InputEntry {
 pub enum Target {
     /// Portable ONNX graphs for ONNX Runtime (CPU, or any provider).
     Onnx,
+    /// The portable ONNX graphs plus TensorRT engines (and ONNX Runtime
+    /// EP-context models pointing at them) built for one GPU model by ONNX
+    /// Runtime's TensorRT execution provider. The engines run only on a GPU of
+    /// the same name and compute capability; every field is what the build
+    /// machine reported, not what heart assumed.
+    #[serde(rename = "tensorrt")]
+    TensorRt {
+        /// Device name from the CUDA driver (`cuDeviceGetName`), e.g. `NVIDIA GB10`.
+        gpu_name: String,
+        /// `major.minor` from the driver's compute-capability attributes, e.g. `12.1`.
+        compute_capability: String,
+        /// Version of the TensorRT library the provider loaded
+        /// (`getInferLibVersion()` of `libnvinfer.so.10`), e.g. `10.13.3`;
+        /// absent when that symbol could not be queried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tensorrt_version: Option<String>,
+        /// Newest CUDA version the installed driver supports
+        /// (`cuDriverGetVersion`, e.g. `13.0`). This is not the kernel-module
+        /// version `nvidia-smi` prints (e.g. 580.x), which the driver API does
+        /// not report.
+        cuda_driver_version: String,
+    },
 }
 
 /// The whole manifest.
@@ -318,6 +343,39 @@ mod tests {
             sha256_bytes(b"graph bytes"),
             "manifest records the real SHA-256"
         );
+    }
+
+    #[test]
+    fn tensorrt_target_round_trips_through_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample(dir.path());
+        m.target = Target::TensorRt {
+            gpu_name: "NVIDIA GB10".into(),
+            compute_capability: "12.1".into(),
+            tensorrt_version: Some("10.13.3".into()),
+            cuda_driver_version: "13.0".into(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("kind = \"tensorrt\""), "{text}");
+        assert!(text.contains("gpu_name = \"NVIDIA GB10\""), "{text}");
+        assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
+
+        m.target = Target::TensorRt {
+            gpu_name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: "9.0".into(),
+            tensorrt_version: None,
+            cuda_driver_version: "13.0".into(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(!text.contains("tensorrt_version"), "absent version is omitted: {text}");
+        assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
+
+        m.target = Target::Onnx;
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("kind = \"onnx\""), "{text}");
     }
 
     #[test]

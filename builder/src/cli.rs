@@ -67,12 +67,25 @@ pub struct BuildArgs {
     /// Calibration prompt directory (used by fp8/fp4 builds).
     #[arg(long, value_name = "DIR")]
     pub calibration: Option<PathBuf>,
+    /// Engine target: portable ONNX graphs, or those plus TensorRT engines for
+    /// this machine's GPU (needs a build with `--features gpu`; see docs/gpu.md).
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub target: BuildTarget,
     /// Output engine folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Replace an existing engine folder.
     #[arg(long)]
     pub force: bool,
+}
+
+/// What `--target` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildTarget {
+    /// Portable ONNX graphs (any ONNX Runtime provider).
+    Onnx,
+    /// The ONNX graphs plus TensorRT engines for this machine's GPU.
+    Tensorrt,
 }
 
 /// Arguments of `synth`.

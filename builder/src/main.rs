@@ -5,6 +5,7 @@ mod cli;
 mod pipeline;
 mod safetensors_out;
 mod synth;
+mod tensorrt;
 
 use std::time::Instant;
 

@@ -18,6 +18,7 @@ use crate::cli::BuildArgs;
 /// Runs `heart-build` with `args`.
 pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     check_precisions(args)?;
+    let gpu = crate::tensorrt::preflight(args.target)?;
     let start = Instant::now();
     let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
         .context("loading the HeartMuLa checkpoint")?;
@@ -53,6 +54,20 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         bytes: std::fs::metadata(&tokenizer_dst)?.len(),
         path: tokenizer_dst,
     });
+    let target = match &gpu {
+        Some(gpu) => {
+            let set = crate::tensorrt::EngineSet {
+                model: &mula.config,
+                codec: codec.as_ref().map(|c| &c.config),
+                lm: args.precision,
+                codec_precision: args.codec_precision,
+            };
+            let (target, engines) = crate::tensorrt::build(gpu, dir, &set, quiet)?;
+            written.extend(engines);
+            target
+        }
+        None => Target::Onnx,
+    };
     let exported = start.elapsed() - loaded;
 
     stage("hashing build inputs and engine files");
@@ -94,7 +109,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         heart_version: env!("CARGO_PKG_VERSION").to_string(),
-        target: Target::Onnx,
+        target,
         precision: args.precision,
         codec_precision: codec.as_ref().map(|_| args.codec_precision),
         model: mula.config.clone(),

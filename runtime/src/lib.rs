@@ -1,5 +1,6 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
+//! - [`backend`]: CPU, CUDA or TensorRT sessions (`--backend`; GPU code behind feature `gpu`).
 //! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
@@ -10,6 +11,7 @@
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`wav`]: atomic WAV output.
 
+pub mod backend;
 pub mod bench;
 pub mod codec;
 pub mod conform;

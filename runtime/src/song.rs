@@ -112,6 +112,7 @@ impl Engine {
     pub fn open(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self> {
         let manifest =
             Manifest::load(dir, verify).with_context(|| format!("opening engine folder {}", dir.display()))?;
+        let rt = &crate::backend::for_engine(rt, dir, &manifest)?;
         let tokenizer = TextTokenizer::from_file(&manifest.path_of(dir, EngineKind::Tokenizer)?)?;
         let lm = HeartMula::open(
             rt,

@@ -53,14 +53,17 @@ impl Graph {
                 ),
             });
         }
-        let cpu = ort::ep::CPU::default().with_arena_allocator(arena).build();
-        let session = Session::builder(&rt.env)
-            .map_err(ort_err)?
-            .with_memory_pattern(arena)
-            .map_err(|e| ort_err(e.into()))?
-            .with_execution_providers([cpu])
-            .map_err(|e| ort_err(e.into()))?
-            .commit_from_file(path)
+        let mut builder = rt.session_builder(path).map_err(ort_err)?;
+        if !arena {
+            let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
+            builder = builder
+                .with_memory_pattern(false)
+                .map_err(|e| ort_err(e.into()))?
+                .with_execution_providers([cpu])
+                .map_err(|e| ort_err(e.into()))?;
+        }
+        let session = builder
+            .commit_from_file(rt.graph_file(path))
             .map_err(ort_err)?;
         Ok(Self {
             session,

@@ -11,6 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use heart::manifest::Verify;
 use heart::prompt::read_text_arg;
+use heart_runtime::backend::BackendChoice;
 use heart_runtime::settings::{Settings, SettingsArgs};
 use heart_runtime::song::{Engine, Progress, Song, SongRequest};
 use heart_runtime::wav::{WavFormat, write_wav};
@@ -58,6 +59,10 @@ struct Cli {
     /// Check the SHA-256 of every engine file, not only the small ones.
     #[arg(long)]
     verify: bool,
+    /// Where to run: the GPU when this build and machine have one (auto), or
+    /// cpu, cuda, tensorrt (GPU choices need `--features gpu`; see docs/gpu.md).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
+    backend: BackendChoice,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then .ort/).
     #[arg(long, value_name = "FILE", global = true)]
     ort_lib: Option<PathBuf>,
@@ -202,7 +207,7 @@ fn run(cli: &Cli) -> Result<()> {
     prepare_output(&cli.out)?;
 
     let start = Instant::now();
-    let rt = heart_runtime::ort_env::init(cli.ort_lib.as_deref())?;
+    let rt = heart_runtime::ort_env::init(cli.ort_lib.as_deref())?.with_backend(cli.backend);
     let verify = if cli.verify { Verify::Full } else { Verify::Quick };
     let mut engine = Engine::open(&rt, engines, verify)?;
     let request = SongRequest {
