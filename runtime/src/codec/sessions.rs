@@ -36,10 +36,7 @@ struct Graph {
 }
 
 impl Graph {
-    /// `arena: false` returns every intermediate buffer to the system as soon as
-    /// it dies instead of keeping the peak in ONNX Runtime's arena (the scalar
-    /// decoder's full-size window has multi-GB convolution buffers).
-    fn open(rt: &OrtRuntime, path: &Path, arena: bool) -> Result<Self> {
+    fn open(rt: &OrtRuntime, path: &Path) -> Result<Self> {
         let ort_err = |e: ort::Error| CodecError::Ort {
             path: path.to_path_buf(),
             message: format!("loading: {e}"),
@@ -53,16 +50,9 @@ impl Graph {
                 ),
             });
         }
-        let mut builder = rt.session_builder(path).map_err(ort_err)?;
-        if !arena {
-            let cpu = ort::ep::CPU::default().with_arena_allocator(false).build();
-            builder = builder
-                .with_memory_pattern(false)
-                .map_err(|e| ort_err(e.into()))?
-                .with_execution_providers([cpu])
-                .map_err(|e| ort_err(e.into()))?;
-        }
-        let session = builder
+        let session = rt
+            .session_builder(path)
+            .map_err(ort_err)?
             .commit_from_file(rt.graph_file(path))
             .map_err(ort_err)?;
         Ok(Self {
@@ -90,7 +80,7 @@ impl FlowEstimator {
     /// Opens `flow_estimator.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, in_channels: usize, out_channels: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE), true)?,
+            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE))?,
             in_channels,
             out_channels,
         })
@@ -132,7 +122,7 @@ impl ScalarDecoder {
     /// Opens `scalar_decoder.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, latent_dim: usize, samples_per_latent: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE), false)?,
+            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE))?,
             latent_dim,
             samples_per_latent,
         })
