@@ -45,16 +45,21 @@ pub enum EngineKind {
     Tokenizer,
     /// Calibration statistics.
     Calibration,
+    /// Backbone graph of the speculative-decoding draft (`draft/`).
+    DraftBackbone,
+    /// Decoder graph of the speculative-decoding draft (`draft/`).
+    DraftDecoder,
 }
 
 impl EngineKind {
     /// The precision recorded for a file of this kind, given the LM and codec
-    /// build precisions (`None` for files without weights).
+    /// build precisions (`None` for files without weights, and for draft graphs,
+    /// whose precision the draft build records itself).
     pub fn precision(self, lm: Precision, codec: Precision) -> Option<Precision> {
         match self {
             Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
-            Self::GraphData | Self::Tokenizer | Self::Calibration => None,
+            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::DraftBackbone | Self::DraftDecoder => None,
         }
     }
 }
