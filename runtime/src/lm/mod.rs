@@ -15,6 +15,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 pub mod session;
+pub mod spec_stats;
 pub mod speculative;
 
 use std::path::PathBuf;
