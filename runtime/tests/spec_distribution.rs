@@ -1,5 +1,5 @@
 //! Sampled speculative decoding has the target's distribution, on tiny-a over
-//! many fixed seeds (deterministic), at the first two speculated frames:
+//! many fixed seeds (deterministic), in the first three frames:
 //!
 //! - **Against the target's exact conditionals.** For every run and compared
 //!   position, the target (and the draft) are teacher-forced with that run's
@@ -9,12 +9,14 @@
 //!   `q ≥ p`, and a chi-square compares the bin counts with their expectations
 //!   (with non-identical trials this statistic is conservative). Drawing a
 //!   rejected code from `p` instead of the residual fails it (checked by hand:
-//!   chi-square 41 against a bound of 24.5 at frame 1, codebook 0).
+//!   chi-square 30 against a bound of 16.6 at frame 0, codebook 0).
 //! - **Against plain sampling.** A two-sample chi-square on each compared
 //!   position's codes.
 //!
+//! Both with a far draft (early exit: rejected frames are mostly finished by
+//! the target) and a close one (perturbed weights: mostly by the draft).
 //! Controls: plain sampling passes the first test, and plain sampling from the
-//! draft fails it.
+//! far draft fails it.
 
 mod spec_support;
 
@@ -27,9 +29,10 @@ use heart_runtime::lm::{
 use spec_support::{Draft, draft, prompt, target};
 
 /// Runs per sampler.
-const RUNS: u64 = 1000;
-/// (frame, codebook) positions compared: the first two speculated frames.
-const POSITIONS: [(usize, usize); 5] = [(1, 0), (1, 1), (1, 7), (2, 0), (2, 4)];
+const RUNS: u64 = 600;
+/// (frame, codebook) positions compared, in the first three frames (all
+/// speculated; frame 0's codebook 0 has a fixed context, the prompt).
+const POSITIONS: [(usize, usize); 6] = [(0, 0), (0, 5), (1, 0), (1, 1), (1, 7), (2, 4)];
 /// Upper 0.1% point of the standard normal (for chi-square critical values).
 const Z_999: f64 = 3.0902;
 
@@ -62,14 +65,15 @@ fn plain_runs(lm: &mut HeartMula, p: &Prompt, seed0: u64, runs: u64) -> Vec<Fram
         .collect()
 }
 
-/// Speculative sampling; also returns the overall acceptance rate.
-fn spec_runs(t: &mut HeartMula, d: &mut HeartMula, p: &Prompt, seed0: u64) -> (Vec<Frames>, f64) {
+/// Speculative sampling; also returns the overall acceptance rate and how many
+/// rejected frames the draft finished.
+fn spec_runs(t: &mut HeartMula, d: &mut HeartMula, p: &Prompt, seed0: u64) -> (Vec<Frames>, f64, usize) {
     let spec = SpecParams {
         generation: PARAMS,
         sampler: SAMPLER,
         draft_frames: 2,
     };
-    let (mut judged, mut accepted) = (0, 0);
+    let (mut judged, mut accepted, mut finishes) = (0, 0, 0);
     let runs = (0..RUNS)
         .map(|i| {
             let mut noise = SeededNoise::new(seed0 + i);
@@ -77,10 +81,11 @@ fn spec_runs(t: &mut HeartMula, d: &mut HeartMula, p: &Prompt, seed0: u64) -> (V
             let out = generate_speculative(t, d, p, &spec, &mut noise, &mut |e| frames.push(e.codes.to_vec())).unwrap();
             judged += out.stats.judged.iter().sum::<usize>();
             accepted += out.stats.accepted.iter().sum::<usize>();
+            finishes += out.stats.draft_finishes;
             frames
         })
         .collect();
-    (runs, accepted as f64 / judged as f64)
+    (runs, accepted as f64 / judged as f64, finishes)
 }
 
 /// The target's sampling distribution at each of [`POSITIONS`] given the
@@ -93,18 +98,16 @@ fn conditionals(lm: &mut HeartMula, p: &Prompt, frames: &Frames) -> Vec<Option<V
     let mut out = lm.prefill(&mut st, p).unwrap();
     let mut found = vec![None; POSITIONS.len()];
     for (f, frame) in frames.iter().enumerate().take(3) {
-        if f > 0 {
-            let mut recorded = BTreeMap::new();
-            lm.decode_frame(&mut st, &out.hidden, &vec![frame[0]; batch], &mut |k, logits| {
-                recorded.insert(k, probs(logits));
-                Ok(vec![frame[k]; batch])
-            })
-            .unwrap();
-            recorded.insert(0, probs(&out.c0_logits));
-            for (j, &(pf, pk)) in POSITIONS.iter().enumerate() {
-                if pf == f {
-                    found[j] = recorded.remove(&pk);
-                }
+        let mut recorded = BTreeMap::new();
+        lm.decode_frame(&mut st, &out.hidden, &vec![frame[0]; batch], &mut |k, logits| {
+            recorded.insert(k, probs(logits));
+            Ok(vec![frame[k]; batch])
+        })
+        .unwrap();
+        recorded.insert(0, probs(&out.c0_logits));
+        for (j, &(pf, pk)) in POSITIONS.iter().enumerate() {
+            if pf == f {
+                found[j] = recorded.remove(&pk);
             }
         }
         if f < 2 {
@@ -229,7 +232,7 @@ fn speculative_sampling_has_the_targets_distribution() {
     let mut d = draft(Draft::EarlyExit);
     let p = prompt("generate_sampled_cfg1p5");
 
-    let (spec, acceptance) = spec_runs(&mut t, &mut d, &p, 1_000_000);
+    let (spec, acceptance, _) = spec_runs(&mut t, &mut d, &p, 1_000_000);
     eprintln!("acceptance {acceptance:.3}");
     assert!(
         (0.2..0.9).contains(&acceptance),
@@ -247,6 +250,17 @@ fn speculative_sampling_has_the_targets_distribution() {
             "{pos:?}: plain vs speculative chi-square {stat:.1} with {df} df"
         );
     }
+}
+
+#[test]
+fn frames_finished_by_a_close_draft_keep_the_distribution() {
+    let mut t = target();
+    let mut d = draft(Draft::Perturbed);
+    let p = prompt("generate_sampled_cfg1p5");
+    let (spec, acceptance, finishes) = spec_runs(&mut t, &mut d, &p, 3_000_000);
+    eprintln!("close draft: acceptance {acceptance:.3}, {finishes} rejected frames finished by the draft");
+    assert!(finishes > 50, "too few frames finished by the draft: {finishes}");
+    assert_matches("close draft", &bins(&mut t, &mut d, &p, &spec));
 }
 
 #[test]

@@ -268,75 +268,6 @@ impl KvCache {
     pub fn advance(&mut self, s: usize) {
         self.len = (self.len + s).min(self.capacity);
     }
-
-    /// Replaces this cache's contents by positions `0..len` of `src`'s batch
-    /// rows `first..first + batch` (this cache's batch), e.g. one frame's rows
-    /// of a decoder call that scored several frames at once. The length
-    /// becomes `len`.
-    pub fn copy_rows_from(&mut self, src: &KvCache, first: usize, len: usize) -> Result<(), LmError> {
-        let (sh, ss) = (self.shape, src.shape);
-        let same_geometry = sh.layers == ss.layers && sh.kv_heads == ss.kv_heads && sh.head_dim == ss.head_dim;
-        if !same_geometry || self.dtype != src.dtype || first + sh.batch > ss.batch || len > src.len {
-            return Err(LmError::Shape {
-                what: "cache rows to copy".into(),
-                expected: format!(
-                    "rows {first}..{} and {len} positions of a {:?} {ss:?} cache holding {}",
-                    first + sh.batch,
-                    src.dtype,
-                    src.len
-                ),
-                got: format!("a {:?} {sh:?} destination", self.dtype),
-            });
-        }
-        self.len = 0;
-        self.reserve(len)?;
-        let (rows, hd) = (sh.kv_heads * sh.head_dim, sh.head_dim);
-        let (dst_cap, src_cap) = (self.capacity, src.capacity);
-        for layer in 0..sh.layers {
-            // Keys: `rows` runs of C positions per batch row; values: `kv_heads`
-            // blocks of C x hd per batch row.
-            copy_runs(
-                &mut self.keys[layer],
-                &src.keys[layer],
-                (first * rows, sh.batch * rows),
-                (dst_cap, src_cap),
-                len,
-            );
-            let blocks = (first * sh.kv_heads, sh.batch * sh.kv_heads);
-            copy_runs(
-                &mut self.values[layer],
-                &src.values[layer],
-                blocks,
-                (dst_cap * hd, src_cap * hd),
-                len * hd,
-            );
-        }
-        self.len = len;
-        Ok(())
-    }
-}
-
-/// Copies `n` runs of `width` elements: run `i` of `dst` (stride `dst_stride`)
-/// from run `first + i` of `src` (stride `src_stride`). Buffers of different
-/// element types are left alone (callers check the dtype first).
-fn copy_runs(
-    dst: &mut Buf,
-    src: &Buf,
-    (first, n): (usize, usize),
-    (dst_stride, src_stride): (usize, usize),
-    width: usize,
-) {
-    fn go<T: Copy>(d: &mut [T], s: &[T], first: usize, n: usize, strides: (usize, usize), width: usize) {
-        for i in 0..n {
-            let (a, b) = (i * strides.0, (first + i) * strides.1);
-            d[a..a + width].copy_from_slice(&s[b..b + width]);
-        }
-    }
-    match (dst, src) {
-        (Buf::F32(d), Buf::F32(s)) => go(d, s, first, n, (dst_stride, src_stride), width),
-        (Buf::F16(d), Buf::F16(s)) => go(d, s, first, n, (dst_stride, src_stride), width),
-        _ => {}
-    }
 }
 
 /// Reallocates one buffer from capacity `old` to `new`, keeping `len` positions.
@@ -428,10 +359,7 @@ mod tests {
         let cap = c.capacity();
         let after: Vec<f32> = (0..4).flat_map(|r| keys(&c)[r * cap..r * cap + 3].to_vec()).collect();
         assert_eq!(before, after);
-        assert!(matches!(
-            c.reserve(10),
-            Err(LmError::CacheFull { needed: 267, max: 266 })
-        ));
+        assert!(matches!(c.reserve(10), Err(LmError::CacheFull { needed: 267, max: 266 })));
     }
 
     #[test]
@@ -450,34 +378,6 @@ mod tests {
         );
         c.reset();
         assert!(c.is_empty());
-    }
-
-    #[test]
-    fn copying_rows_takes_one_batch_slice_and_a_prefix() {
-        let wide = CacheShape { batch: 4, ..SHAPE };
-        let mut src = KvCache::new(wide, CacheDtype::F32, 3, 3).unwrap();
-        src.reserve(3).unwrap();
-        let new: Vec<f32> = (0..4 * 2 * 3).map(|i| i as f32).collect();
-        src.write(0, &new, &new, 3).unwrap();
-        src.advance(3);
-        let mut dst = KvCache::new(SHAPE, CacheDtype::F32, 0, 8).unwrap();
-        dst.copy_rows_from(&src, 2, 2).unwrap();
-        assert_eq!(dst.len(), 2);
-        let cap = dst.capacity();
-        // Keys [B, KV, hd, C]: source rows (b=2, d=0) = 12..15, (2, 1) = 15..18.
-        assert_eq!(&keys(&dst)[..2], &[12.0, 13.0]);
-        assert_eq!(&keys(&dst)[cap..cap + 2], &[15.0, 16.0]);
-        assert_eq!(&keys(&dst)[3 * cap..3 * cap + 2], &[21.0, 22.0], "b=3, d=1");
-        // Values [B, KV, C, hd]: source block b=3 = 18..24, first 2 positions.
-        let v = f32::slice(dst.layer(0).1).unwrap();
-        assert_eq!(&v[cap * 2..cap * 2 + 4], &[18.0, 19.0, 20.0, 21.0]);
-        assert!(dst.copy_rows_from(&src, 3, 2).is_err(), "rows past the source batch");
-        assert!(
-            dst.copy_rows_from(&src, 0, 4).is_err(),
-            "positions past the source length"
-        );
-        let half = KvCache::new(wide, CacheDtype::F16, 3, 3).unwrap();
-        assert!(dst.copy_rows_from(&half, 0, 0).is_err(), "another element type");
     }
 
     #[test]

@@ -6,8 +6,7 @@
 //! [`HeartMula::score_positions`] (several fed-back frames in one backbone
 //! call, outputs at every position) and [`HeartMula::score_frames`] (every
 //! codebook of several whole frames in one decoder call, the frames folded
-//! into the batch), plus [`HeartMula::continue_frame`] to finish one of those
-//! frames from its scored decoder cache after a rejected code.
+//! into the batch).
 
 use std::path::{Path, PathBuf};
 
@@ -82,7 +81,7 @@ fn rows_at(data: &[f32], batch: usize, s: usize, i: usize) -> Vec<f32> {
 }
 
 /// Decoder logits of whole frames scored in one call ([`HeartMula::score_frames`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScoredFrames {
     /// Codebook `k ≥ 1` logits: `[F·B, codebooks − 1, V]`, batch row `f·B + b`.
     pub logits: Vec<f32>,
@@ -90,8 +89,24 @@ pub struct ScoredFrames {
     pub frames: usize,
     /// Batch rows per frame `B`.
     pub batch: usize,
-    /// The decoder cache after the call (batch `F·B`, every frame's positions).
-    pub cache: KvCache,
+    /// Codebooks per frame.
+    pub codebooks: usize,
+    /// Vocabulary `V`.
+    pub vocab: usize,
+}
+
+impl ScoredFrames {
+    /// Codebook `k` (`1..codebooks`) logits of frame `f`, `[B, V]`.
+    pub fn logits_of(&self, f: usize, k: usize) -> Vec<f32> {
+        let (v, slots) = (self.vocab, self.codebooks - 1);
+        (0..self.batch)
+            .flat_map(|b| {
+                let start = ((f * self.batch + b) * slots + k - 1) * v;
+                &self.logits[start..start + v]
+            })
+            .copied()
+            .collect()
+    }
 }
 
 /// The files an LM is opened from.
@@ -360,13 +375,36 @@ impl HeartMula {
             });
         }
         st.decoder.reset();
-        let codes: Vec<Vec<i64>> = c0.iter().map(|&c| vec![c]).collect();
+        let mut codes: Vec<Vec<i64>> = c0.iter().map(|&c| vec![c]).collect();
         let mut embeds = Vec::with_capacity(batch * 2 * d);
         for (b, h) in hidden.chunks_exact(d).enumerate() {
             embeds.extend_from_slice(h);
             embeds.extend_from_slice(self.embedder.audio(0, c0[b])?);
         }
-        self.walk(st, codes, embeds, pick)
+        let mut s = 2;
+        for k in 1..self.dims.codebooks {
+            let mut out = self
+                .decoder
+                .step(&mut st.decoder, &embeds, s, Some(k as i64), &[io::LOGITS])?;
+            let logits = out.pop().unwrap_or_default();
+            let chosen = pick(k, &logits)?;
+            if chosen.len() != batch {
+                return Err(LmError::Input(format!(
+                    "picker returned {} codes for {batch} rows",
+                    chosen.len()
+                )));
+            }
+            embeds.clear();
+            for (row, &c) in codes.iter_mut().zip(&chosen) {
+                row.push(c);
+                // The last codebook's embedding is never consumed (spec §2.6).
+                if k + 1 < self.dims.codebooks {
+                    embeds.extend_from_slice(self.embedder.audio(k, c)?);
+                }
+            }
+            s = 1;
+        }
+        Ok(codes)
     }
 
     /// Scores whole frames in one decoder call: frame `f` is the backbone
@@ -432,76 +470,9 @@ impl HeartMula {
             logits,
             frames,
             batch,
-            cache,
+            codebooks: n,
+            vocab: self.dims.audio_vocab,
         })
-    }
-
-    /// Finishes frame `frame` of `scored` whose codes `0..=k` are `codes`
-    /// (`k = codes.len() − 1 ≥ 1`; the earlier ones as scored, code `k`
-    /// replaced): copies that frame's decoder positions `0..=k` (the hidden
-    /// state and codes `0..k`) into `st.decoder`, then walks codebooks
-    /// `k + 1..` with `pick` as [`Self::decode_frame`] does. Returns the codes
-    /// `[B][codebooks]`.
-    pub fn continue_frame(
-        &mut self,
-        st: &mut LmState,
-        scored: &ScoredFrames,
-        frame: usize,
-        codes: &[i64],
-        pick: &mut RowPicker<'_>,
-    ) -> Result<Vec<Vec<i64>>, LmError> {
-        let (batch, n) = (st.batch(), self.dims.codebooks);
-        let k = codes.len().wrapping_sub(1);
-        if batch != scored.batch || frame >= scored.frames || !(1..n).contains(&k) {
-            return Err(LmError::Input(format!(
-                "cannot continue frame {frame} of {} scored frames (batch {}) at codebook {k} with batch {batch}",
-                scored.frames, scored.batch
-            )));
-        }
-        st.decoder.copy_rows_from(&scored.cache, frame * batch, k + 1)?;
-        let rows = vec![codes.to_vec(); batch];
-        if k + 1 == n {
-            return Ok(rows);
-        }
-        let embeds = self.embedder.audio(k, codes[k])?.repeat(batch);
-        self.walk(st, rows, embeds, pick)
-    }
-
-    /// The decoder walk from codebook `codes[0].len()` on: `embeds` are the
-    /// rows not yet in the cache (`[B, s, D]`), each step's logits go to
-    /// `pick`, and each picked code's embedding is the next step's input.
-    fn walk(
-        &mut self,
-        st: &mut LmState,
-        mut codes: Vec<Vec<i64>>,
-        mut embeds: Vec<f32>,
-        pick: &mut RowPicker<'_>,
-    ) -> Result<Vec<Vec<i64>>, LmError> {
-        let (batch, d) = (st.batch(), self.embedder.dim());
-        let first = codes.first().map_or(0, Vec::len);
-        for k in first..self.dims.codebooks {
-            let s = embeds.len() / (batch * d);
-            let mut out = self
-                .decoder
-                .step(&mut st.decoder, &embeds, s, Some(k as i64), &[io::LOGITS])?;
-            let logits = out.pop().unwrap_or_default();
-            let chosen = pick(k, &logits)?;
-            if chosen.len() != batch {
-                return Err(LmError::Input(format!(
-                    "picker returned {} codes for {batch} rows",
-                    chosen.len()
-                )));
-            }
-            embeds.clear();
-            for (row, &c) in codes.iter_mut().zip(&chosen) {
-                row.push(c);
-                // The last codebook's embedding is never consumed (spec §2.6).
-                if k + 1 < self.dims.codebooks {
-                    embeds.extend_from_slice(self.embedder.audio(k, c)?);
-                }
-            }
-        }
-        Ok(codes)
     }
 }
 

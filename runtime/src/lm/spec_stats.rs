@@ -8,11 +8,11 @@ use std::time::Duration;
 /// Counters and timings of one speculative generation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpecStats {
-    /// Rounds after the prefill.
+    /// Rounds (one target backbone and decoder call each).
     pub rounds: usize,
-    /// Frames the draft proposed.
+    /// Frames the draft proposed (a partly fixed frame it completed counts).
     pub drafted_frames: usize,
-    /// Drafted frames accepted whole.
+    /// Drafted frames whose drafted codes were all accepted.
     pub accepted_frames: usize,
     /// Drafted codes judged, per codebook.
     pub judged: Vec<usize>,
@@ -20,6 +20,10 @@ pub struct SpecStats {
     pub accepted: Vec<usize>,
     /// Final frames, including a dropped end-of-audio frame.
     pub frames: usize,
+    /// Rejected frames the target's decoder walk finished.
+    pub target_walks: usize,
+    /// Rejected frames the draft finished in a later round.
+    pub draft_finishes: usize,
     /// Target backbone calls (prefill included).
     pub target_backbone_calls: usize,
     /// Target decoder calls (a whole-frame scoring call counts once).
@@ -60,9 +64,9 @@ impl SpecStats {
         self.accepted_frames as f64 / self.rounds.max(1) as f64
     }
 
-    /// Final frames per round (accepted frames plus the target's own frame).
+    /// Final frames per round.
     pub fn frames_per_round(&self) -> f64 {
-        self.frames.saturating_sub(1) as f64 / self.rounds.max(1) as f64
+        self.frames as f64 / self.rounds.max(1) as f64
     }
 
     /// Target backbone calls per final frame (plain decoding: 1).
@@ -100,9 +104,12 @@ impl std::fmt::Display for SpecStats {
         )?;
         writeln!(
             f,
-            "target passes per frame: backbone {:.2}, decoder {:.2}",
+            "target passes per frame: backbone {:.2}, decoder {:.2}; rejected frames finished by the target {}, \
+             by the draft {}",
             self.target_backbone_per_frame(),
-            self.target_decoder_per_frame()
+            self.target_decoder_per_frame(),
+            self.target_walks,
+            self.draft_finishes
         )?;
         write!(
             f,

@@ -5,78 +5,79 @@
 //! arithmetic; see "Floats").
 //!
 //! # A round
-//! At the start of a round frames `0..n` are final, the target's backbone
-//! cache holds the prompt and frames `0..n−1` (the last frame is fed by the
-//! round) and the draft's holds at least as much as the target's, minus one
-//! frame.
-//! 1. **Draft**: feed the frames it has not seen yet (one or two positions in
-//!    one call), then up to `K` times: sample a frame (code 0 from its backbone,
-//!    codes 1..7 from its decoder walk), recording each codebook's sampling
-//!    distribution `q`, and feed it back (all but the last).
-//! 2. **Target backbone**: one call over `K + 1` positions, the last final frame
-//!    then the `K` drafted ones ([`HeartMula::score_positions`]); position `i`'s
-//!    outputs condition frame `n + i` on the drafted frames before it.
-//! 3. **Target decoder**: one call over the `K` drafted frames folded into the
-//!    batch ([`HeartMula::score_frames`]): the logits of codebooks 1..7 of each
-//!    drafted frame given its drafted earlier codes.
-//! 4. **Acceptance**, in generation order (frame by frame, codebook 0 to 7), on
-//!    the distributions the plain sampler draws from (CFG mix, temperature,
-//!    top-k with ties, softmax: [`GenParams::sampler_logits`], [`top_k_probs`]):
-//!    keep the drafted code `x` with probability `min(1, p(x)/q(x))`; on the
-//!    first rejection draw the code from `normalize(max(0, p − q))`, finish that
-//!    frame with the target and drop the rest of the round.
-//! 5. If every drafted frame was kept, position `K` of step 2 gives one more
-//!    frame sampled by the target (code 0, then its decoder walk).
-//! 6. Roll back: both backbone caches are truncated to the kept positions
-//!    ([`super::KvCache::truncate`]); rejected positions are simply overwritten
-//!    later.
+//! Frames `0..n` are final; frame `n` is *pending*, with codes `0..j` already
+//! fixed (`j = 0` unless a previous round rejected a code in it). Each model
+//! has fed some of the final frames into its backbone cache and, if it has fed
+//! all of them, holds its outputs predicting frame `n`.
+//! 1. **Draft**: feed the final frames it has not seen (one call), complete the
+//!    pending frame (codes `j..8`: code 0 from its backbone output, the others
+//!    from its decoder walk with the fixed codes forced), then draft frames
+//!    `n+1..n+K` one at a time, recording every drafted code's sampling
+//!    distribution `q`.
+//! 2. **Target backbone**: one call over the final frames it has not fed and
+//!    the drafted frames ([`HeartMula::score_positions`]); the outputs at each
+//!    position predict the next frame given the drafted ones before it.
+//! 3. **Target decoder**: one call over the drafted frames folded into the
+//!    batch ([`HeartMula::score_frames`]): codebooks 1..7 of each drafted frame
+//!    given its earlier codes.
+//! 4. **Acceptance**, in generation order (frame by frame, codebook 0 to 7, from
+//!    code `j` in the pending frame), on the distributions the plain sampler
+//!    draws from (CFG mix, temperature, top-k with ties, softmax:
+//!    [`GenParams::sampler_logits`], [`top_k_probs`]): keep the drafted code `x`
+//!    with probability `min(1, p(x)/q(x))`; on the first rejection draw the code
+//!    from `normalize(max(0, p − q))` and end the round. That frame becomes the
+//!    pending frame with its codes up to the redrawn one fixed (or final, if it
+//!    was code 7).
+//! 5. **Roll back**: both backbone caches are truncated to the final frames
+//!    ([`super::KvCache::truncate`]); their outputs predicting the new pending
+//!    frame are kept from the round (the target's from step 2, the draft's from
+//!    step 1), so the next round feeds nothing twice.
 //!
 //! # Why the result is exact: the conditioning chain
 //! Generation is one chain of tokens in the order (frame, codebook), and each
 //! token's target distribution depends on every earlier token: codebook `k` of
 //! frame `f` on codes `0..k` of `f` (the decoder walk) and on all earlier frames
-//! (through the backbone state). The scores of steps 2 and 3 are the target's
+//! (through the backbone state). Steps 2 and 3 compute the target's
 //! conditionals given the *drafted* prefix, so a score is valid exactly while
 //! every earlier token is the drafted one, i.e. while everything before it was
-//! accepted. Acceptance stops at the first rejection, so every accept/reject
-//! decision uses a valid score, and the per-token speculative sampling lemma
-//! (keeping `x ~ q` with probability `min(1, p/q)`, else drawing from the
-//! normalized residual, yields `x ~ p`) applies token by token.
+//! accepted. Acceptance stops at the first rejection, so every decision uses a
+//! valid score, and the per-token lemma (keeping `x ~ q` with probability
+//! `min(1, p/q)`, else drawing from the normalized residual, yields `x ~ p`)
+//! applies token by token: every code is a draw from the target's conditional
+//! given all earlier codes, which is the plain loop's joint distribution.
 //!
 //! After a rejection at codebook `k` of frame `f`, the scores of codebooks
 //! `k+1..` of `f` are stale (they condition on the drafted code `k`), and so are
-//! all later frames (their backbone inputs include the drafted frame `f`). The
-//! target therefore samples codebooks `k+1..` itself: for `k ≥ 1` it continues
-//! from the scored decoder call's cache rows of frame `f`, whose positions
-//! `0..=k` (the hidden state and the accepted codes `0..k`) are still valid
-//! ([`HeartMula::continue_frame`]); for `k = 0` it walks the decoder from frame
-//! `f`'s hidden state (valid: frames before `f` were accepted). Frame 0 (from the
-//! prefill) and the extra frame of step 5 are sampled by the target plainly.
+//! all later frames (their backbone inputs include the drafted frame `f`).
+//! The plan lets the target's decoder walk finish frame `f` at once.
+//! Here, when the acceptance rate so far says the draft will probably (≥ 1/2)
+//! get the remaining codes accepted, the draft finishes the frame in the next
+//! round, given the fixed codes, and the target scores it together with the
+//! next frames; otherwise, or if the frame is rejected a second time, the
+//! target's walk samples the remaining codes (exact too: each is drawn from
+//! the target's conditional). With a good draft the target thus runs one
+//! backbone and one decoder call per round and rarely its sequential 7-call
+//! walk, which is most of a plain frame's cost on CPUs (~75% on the small
+//! synthesized size) and 7 latency-bound launches on GPUs; with a poor draft
+//! it falls back to the plan, and a frame never takes more than two
+//! rounds.
+//! Nothing is sampled without a draft proposal first: frame 0 is drafted like
+//! any other (its context, the prompt, is fixed), and a fully accepted round
+//! ends without a target-sampled extra frame (that would cost a walk).
 //!
 //! The end-of-audio and length rules are the plain loop's
 //! ([`ends_generation`], [`GenParams::max_extra_frames`]), applied to each frame
-//! when it becomes final. The draft never drafts past the length limit and
-//! stops drafting after a frame that would end generation; how many frames are
-//! drafted depends only on drafted tokens, and the token after the last drafted
-//! one is the target's own, so the argument above is unaffected.
+//! when it becomes final. The draft stops drafting after a frame that would end
+//! generation or is the last allowed; how many frames are drafted depends only
+//! on drafted tokens, so the argument above is unaffected.
 //!
 //! # Floats
 //! The target's scores come from calls of other shapes than the plain loop's
-//! (`K + 1` backbone positions, `K·B` decoder rows, 8 positions at once), so
-//! they differ from the plain loop's logits in the last bits. With top-k 1 the
-//! output is identical to plain decoding whenever the top-2 margins exceed that
-//! noise (tested on tiny-a, margins ≥ 0.02); sampled output matches in
-//! distribution (chi-square test). A residual that rounds to all zeros (`p`
-//! and `q` equal to float precision) falls back to `p`.
-//!
-//! # Cost per round
-//! Draft: `K` backbone steps and `K` decoder walks of 7 calls. Target: one
-//! backbone call over `K + 1` positions, one decoder call over `K·B` rows and
-//! 8 positions, and at most one walk of up to 7 calls (the extra frame or a
-//! completion). Plain decoding costs one backbone step and 7 decoder calls per
-//! frame, so speculation pays when the draft is much cheaper than the target
-//! and the target's multi-position calls cost little more than one-position
-//! calls (memory-bound weights reads: GPUs, and CPUs on large models).
+//! (several backbone positions, `F·B` decoder rows, 8 positions at once), so
+//! they differ from the plain loop's logits in the last bits (≤ 1e-5 on tiny-a).
+//! With top-k 1 the output equals plain decoding whenever the top-2 margins
+//! exceed that (tested); sampled output matches in distribution (chi-square
+//! tests). A residual that rounds to all zeros falls back to `p`.
 
 use std::time::Instant;
 
@@ -101,17 +102,14 @@ pub struct SpecParams {
     pub draft_frames: usize,
 }
 
-/// Where a final frame came from.
+/// How a final frame was produced.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameOrigin {
-    /// Sampled by the target alone (frame 0, or the frame after a fully
-    /// accepted round).
-    Target,
-    /// Drafted and accepted whole.
+    /// Every code drafted and accepted.
     Drafted,
-    /// Drafted, rejected at `codebook` and finished by the target.
+    /// Code `codebook` (the first such) was rejected and redrawn by the target.
     Corrected {
-        /// The first rejected codebook.
+        /// The first redrawn codebook.
         codebook: usize,
     },
 }
@@ -119,7 +117,7 @@ pub enum FrameOrigin {
 /// One final frame, reported to the observer.
 #[derive(Debug)]
 pub struct SpecEvent<'a> {
-    /// Frame index (0 = the prefill's frame).
+    /// Frame index (0 = the first frame after the prompt).
     pub index: usize,
     /// The most frames that can be kept.
     pub max_frames: usize,
@@ -129,7 +127,7 @@ pub struct SpecEvent<'a> {
     pub kept: bool,
     /// How the frame was produced.
     pub origin: FrameOrigin,
-    /// Round number (0 = the prefill).
+    /// Round (from 1) in which it became final.
     pub round: usize,
 }
 
@@ -144,8 +142,8 @@ pub struct SpecGeneration {
 
 /// Generates with `target`'s distribution, drafting with `draft` (an engine of
 /// the same model: same vocabulary, codebooks and embedding width). All
-/// randomness (draft samples, acceptance draws, residual and target samples)
-/// comes from `noise`. `observer` sees every final frame in order.
+/// randomness (draft samples, acceptance draws, residual draws) comes from
+/// `noise`. `observer` sees every final frame in order.
 pub fn generate_speculative(
     target: &mut HeartMula,
     draft: &mut HeartMula,
@@ -160,8 +158,8 @@ pub fn generate_speculative(
     let batch = params.generation.batch();
     let dims = target.dims();
     let mut run = Run {
-        t_state: target.new_state(batch, max_positions)?,
-        d_state: draft.new_state(batch, max_positions)?,
+        t: Side::new(target.new_state(batch, max_positions)?),
+        d: Side::new(draft.new_state(batch, max_positions)?),
         target,
         draft,
         sampler: Sampler {
@@ -173,6 +171,7 @@ pub fn generate_speculative(
         draft_frames: params.draft_frames,
         prompt_len: prompt.len(),
         frames: Vec::new(),
+        pending: Pending::default(),
         stats: SpecStats::new(dims.codebooks),
         round: 0,
         observer,
@@ -258,44 +257,62 @@ pub fn residual(p: &[f32], q: &[f32]) -> Vec<f32> {
     if r.iter().any(|&v| v > 0.0) { r } else { p.to_vec() }
 }
 
-/// Codebook `k ≥ 1` logits `[B, V]` of frame `f` in a whole-frame scoring call.
-fn scored_logits(s: &ScoredFrames, f: usize, k: usize, codebooks: usize, vocab: usize) -> Vec<f32> {
-    (0..s.batch)
-        .flat_map(|b| {
-            let start = (((f * s.batch + b) * (codebooks - 1)) + k - 1) * vocab;
-            &s.logits[start..start + vocab]
-        })
-        .copied()
-        .collect()
+/// One model's caches, how many final frames it has fed, and, when it has fed
+/// all of them, its outputs predicting the pending frame.
+struct Side {
+    state: LmState,
+    fed: usize,
+    next: Option<BackboneOut>,
 }
 
-/// Frames drafted in one round with their sampling distributions.
+impl Side {
+    fn new(state: LmState) -> Self {
+        Self {
+            state,
+            fed: 0,
+            next: None,
+        }
+    }
+
+    /// Keeps frames `..fed` (the cache holds the prompt first) and the outputs
+    /// predicting frame `fed`, if known.
+    fn keep(&mut self, prompt_len: usize, fed: usize, next: Option<BackboneOut>) {
+        self.state.backbone.truncate(prompt_len + fed);
+        self.fed = fed;
+        self.next = next;
+    }
+}
+
+/// The pending frame's fixed codes.
+#[derive(Debug, Default)]
+struct Pending {
+    codes: Vec<i64>,
+    /// The first codebook the target redrew in it.
+    corrected: Option<usize>,
+}
+
+/// Frames drafted in one round.
 struct Drafted {
-    /// Row-0 codes per drafted frame.
+    /// Row-0 codes per drafted frame (the first starts with the pending codes).
     codes: Vec<Vec<i64>>,
-    /// `q` per drafted frame and codebook.
+    /// `q` per drafted frame and codebook (empty for the pending frame's fixed codes).
     probs: Vec<Vec<Vec<f32>>>,
-}
-
-/// The outcome of judging one drafted frame.
-enum Verdict {
-    /// Every code kept.
-    Accepted,
-    /// Code `codebook` rejected and redrawn as `code`.
-    Rejected { codebook: usize, code: i64 },
+    /// The draft's outputs predicting each drafted frame.
+    outs: Vec<BackboneOut>,
 }
 
 /// One speculative generation in progress.
 struct Run<'a, 'n> {
     target: &'a mut HeartMula,
     draft: &'a mut HeartMula,
-    t_state: LmState,
-    d_state: LmState,
+    t: Side,
+    d: Side,
     sampler: Sampler<'n>,
     draft_frames: usize,
     prompt_len: usize,
     /// Final kept frames (row 0).
     frames: Vec<Vec<i64>>,
+    pending: Pending,
     stats: SpecStats,
     round: usize,
     observer: &'a mut dyn FnMut(&SpecEvent<'_>),
@@ -304,17 +321,13 @@ struct Run<'a, 'n> {
 impl Run<'_, '_> {
     fn generate(&mut self, prompt: &Prompt) -> Result<StopReason, LmError> {
         let t = Instant::now();
-        let out = self.target.prefill(&mut self.t_state, prompt)?;
+        self.t.next = Some(self.target.prefill(&mut self.t.state, prompt)?);
         self.stats.target_backbone_calls += 1;
-        let frame0 = self.sample_target(&out)?;
         self.stats.target_time += t.elapsed();
         let t = Instant::now();
-        self.draft.prefill(&mut self.d_state, prompt)?;
+        self.d.next = Some(self.draft.prefill(&mut self.d.state, prompt)?);
         self.stats.draft_backbone_calls += 1;
         self.stats.draft_time += t.elapsed();
-        if let Some(stop) = self.finish(frame0, FrameOrigin::Target)? {
-            return Ok(stop);
-        }
         loop {
             self.round += 1;
             self.stats.rounds += 1;
@@ -326,160 +339,203 @@ impl Run<'_, '_> {
 
     /// One round; `Some` when generation ended in it.
     fn round(&mut self) -> Result<Option<StopReason>, LmError> {
-        let n0 = self.frames.len();
-        let room = self.sampler.generation.max_extra_frames().saturating_sub(n0);
+        let n = self.frames.len();
         let t = Instant::now();
-        let drafted = self.draft(n0, self.draft_frames.min(room))?;
+        let drafted = self.draft(n)?;
         self.stats.draft_time += t.elapsed();
-
         let t = Instant::now();
-        let m = drafted.codes.len();
-        self.stats.drafted_frames += m;
-        let mut feed = vec![self.frames[n0 - 1].clone()];
-        feed.extend(drafted.codes.iter().cloned());
-        let all = self.target.score_positions(&mut self.t_state, &feed)?;
-        self.stats.target_backbone_calls += 1;
-        let scored = if m > 0 {
-            let hidden: Vec<Vec<f32>> = (0..m).map(|i| all.at(i).hidden).collect();
-            self.stats.target_decoder_calls += 1;
-            Some(
-                self.target
-                    .score_frames(&hidden, &drafted.codes, self.t_state.batch())?,
-            )
-        } else {
-            None
-        };
-        for (i, scored) in scored.iter().flat_map(|s| (0..m).map(move |i| (i, s))) {
-            let out = all.at(i);
-            let (frame, origin) = match self.judge(&drafted, i, &out, scored)? {
-                Verdict::Accepted => {
-                    self.stats.accepted_frames += 1;
-                    (drafted.codes[i].clone(), FrameOrigin::Drafted)
-                }
-                Verdict::Rejected { codebook, code } => {
-                    let frame = self.complete(&drafted.codes[i], codebook, code, &out, scored, i)?;
-                    (frame, FrameOrigin::Corrected { codebook })
-                }
-            };
-            if origin != FrameOrigin::Drafted {
-                self.roll_back(n0 + i);
-            }
-            let stop = self.finish(frame, origin)?;
-            if stop.is_some() || origin != FrameOrigin::Drafted {
-                self.stats.target_time += t.elapsed();
-                return Ok(stop);
-            }
-        }
-        let frame = self.sample_target(&all.at(m))?;
+        let stop = self.verify(n, &drafted);
         self.stats.target_time += t.elapsed();
-        self.finish(frame, FrameOrigin::Target)
+        stop
     }
 
-    /// Drafts up to `k` frames starting at frame `n0`.
-    fn draft(&mut self, n0: usize, k: usize) -> Result<Drafted, LmError> {
+    /// Completes the pending frame `n` and drafts frames after it, up to
+    /// `draft_frames` in all.
+    fn draft(&mut self, n: usize) -> Result<Drafted, LmError> {
+        let max_extra = self.sampler.generation.max_extra_frames();
+        if self.d.fed < n || self.d.next.is_none() {
+            let out = self.draft.feed_frames(&mut self.d.state, &self.frames[self.d.fed..n])?;
+            self.stats.draft_backbone_calls += 1;
+            self.d.fed = n;
+            self.d.next = Some(out);
+        }
+        let mut out = self.d.next.clone().ok_or_else(|| {
+            LmError::Input(format!(
+                "the draft has no outputs predicting frame {n} after catching up"
+            ))
+        })?;
+        let eos = self.draft.dims().audio_eos_id;
         let mut drafted = Drafted {
             codes: Vec::new(),
             probs: Vec::new(),
+            outs: Vec::new(),
         };
-        if k == 0 {
-            return Ok(drafted);
-        }
-        let seen = self.d_state.backbone.len() - self.prompt_len;
-        let mut out = self.draft.feed_frames(&mut self.d_state, &self.frames[seen..])?;
-        self.stats.draft_backbone_calls += 1;
-        let eos = self.draft.dims().audio_eos_id;
-        for i in 0..k {
-            let mut probs = Vec::new();
+        for i in 0..self.draft_frames {
+            let fixed = if i == 0 { self.pending.codes.as_slice() } else { &[] };
             let calls = &mut self.stats.draft_decoder_calls;
-            let codes = sample_frame(
-                self.draft,
-                &mut self.d_state,
-                &out,
-                &mut self.sampler,
-                &mut probs,
-                calls,
-            )?;
-            let ends = ends_generation(n0 + i, &codes, eos);
+            let (codes, probs) = sample_frame(self.draft, &mut self.d.state, &out, fixed, &mut self.sampler, calls)?;
+            let last = ends_generation(n + i, &codes, eos) || n + i == max_extra || i + 1 == self.draft_frames;
+            drafted.outs.push(out);
             drafted.codes.push(codes);
             drafted.probs.push(probs);
-            if ends || i + 1 == k {
+            if last {
                 break;
             }
-            out = self.draft.feed_frames(&mut self.d_state, &drafted.codes[i..=i])?;
+            out = self.draft.feed_frames(&mut self.d.state, &drafted.codes[i..=i])?;
             self.stats.draft_backbone_calls += 1;
         }
+        self.stats.drafted_frames += drafted.codes.len();
         Ok(drafted)
     }
 
-    /// Judges drafted frame `i` codebook by codebook; `out` is the target's
-    /// backbone output at its position.
-    fn judge(&mut self, d: &Drafted, i: usize, out: &BackboneOut, scored: &ScoredFrames) -> Result<Verdict, LmError> {
+    /// Scores the drafted frames with the target and accepts a prefix.
+    fn verify(&mut self, n: usize, drafted: &Drafted) -> Result<Option<StopReason>, LmError> {
+        let m = drafted.codes.len();
         let dims = self.target.dims();
-        for k in 0..dims.codebooks {
+        // Feed the final frames the target has not seen and every drafted frame
+        // that could be followed by another one.
+        let last = &drafted.codes[m - 1];
+        let followed = !ends_generation(n + m - 1, last, dims.audio_eos_id)
+            && n + m - 1 < self.sampler.generation.max_extra_frames();
+        let mut feed = self.frames[self.t.fed..n].to_vec();
+        let unseen = feed.len();
+        feed.extend(drafted.codes[..m - usize::from(!followed)].iter().cloned());
+        let all = if feed.is_empty() {
+            None
+        } else {
+            self.stats.target_backbone_calls += 1;
+            Some(self.target.score_positions(&mut self.t.state, &feed)?)
+        };
+        // Position `unseen + i - 1` predicts drafted frame `i`; before the first
+        // fed position, the held outputs do.
+        let predicting = |i: usize| match (unseen + i).checked_sub(1) {
+            Some(pos) => all.as_ref().map(|a| a.at(pos)),
+            None => self.t.next.clone(),
+        };
+        let outs: Vec<BackboneOut> = (0..m).map(&predicting).collect::<Option<_>>().unwrap_or_default();
+        let after = if followed { predicting(m) } else { None };
+        if outs.len() != m {
+            return Err(LmError::Input(format!(
+                "no target outputs for the {m} drafted frames after frame {n} (fed {})",
+                self.t.fed
+            )));
+        }
+        let hidden: Vec<Vec<f32>> = outs.iter().map(|o| o.hidden.clone()).collect();
+        let scored = self
+            .target
+            .score_frames(&hidden, &drafted.codes, self.t.state.batch())?;
+        self.stats.target_decoder_calls += 1;
+
+        for (i, out) in outs.iter().enumerate() {
+            let first = if i == 0 { self.pending.codes.len() } else { 0 };
+            match self.judge(drafted, i, first, out, &scored)? {
+                None => {
+                    self.stats.accepted_frames += 1;
+                    let origin = match (i, self.pending.corrected) {
+                        (0, Some(codebook)) => {
+                            self.stats.draft_finishes += 1;
+                            FrameOrigin::Corrected { codebook }
+                        }
+                        _ => FrameOrigin::Drafted,
+                    };
+                    self.pending = Pending::default();
+                    if let Some(stop) = self.finish(drafted.codes[i].clone(), origin)? {
+                        return Ok(Some(stop));
+                    }
+                }
+                Some((codebook, code)) => return self.reject(n + i, drafted, i, (codebook, code), out),
+            }
+        }
+        // Every drafted frame accepted: the target has fed them all, the draft
+        // all but the last.
+        self.t.fed = n + m;
+        self.t.next = after;
+        self.d.keep(self.prompt_len, n + m - 1, None);
+        Ok(None)
+    }
+
+    /// Judges drafted frame `i` from codebook `first` on; `Some((k, code))` at
+    /// the first rejection.
+    fn judge(
+        &mut self,
+        d: &Drafted,
+        i: usize,
+        first: usize,
+        out: &BackboneOut,
+        scored: &ScoredFrames,
+    ) -> Result<Option<(usize, i64)>, LmError> {
+        for k in first..scored.codebooks {
             let p = if k == 0 {
                 self.sampler.probs(&out.c0_logits)
             } else {
-                self.sampler
-                    .probs(&scored_logits(scored, i, k, dims.codebooks, dims.audio_vocab))
+                self.sampler.probs(&scored.logits_of(i, k))
             };
             self.stats.judged[k] += 1;
             match self.sampler.settle(&p, &d.probs[i][k], d.codes[i][k])? {
                 None => self.stats.accepted[k] += 1,
-                Some(code) => return Ok(Verdict::Rejected { codebook: k, code }),
+                Some(code) => return Ok(Some((k, code))),
             }
         }
-        Ok(Verdict::Accepted)
+        Ok(None)
     }
 
-    /// Finishes drafted frame `i` rejected at `codebook` (redrawn as `code`)
-    /// with the target's decoder.
-    fn complete(
+    /// Frame `f` (drafted frame `i`) had code `codebook` redrawn as `code`:
+    /// it becomes the pending frame with codes up to that one fixed, or final
+    /// if that was its last code, its second rejection, or the draft is
+    /// unlikely to finish it (the target's decoder walk then samples the
+    /// rest); both models keep frames `..f`.
+    fn reject(
         &mut self,
-        drafted: &[i64],
-        codebook: usize,
-        code: i64,
-        out: &BackboneOut,
-        scored: &ScoredFrames,
+        f: usize,
+        drafted: &Drafted,
         i: usize,
-    ) -> Result<Vec<i64>, LmError> {
-        let (v, batch) = (self.sampler.vocab, self.t_state.batch());
-        let calls = &mut self.stats.target_decoder_calls;
-        let sampler = &mut self.sampler;
-        let mut pick = |_k: usize, logits: &[f32]| -> Result<Vec<i64>, LmError> {
-            *calls += 1;
-            let c = sampler.draw(&sampler.probs(logits))?;
-            Ok(vec![c; logits.len() / v])
+        (codebook, code): (usize, i64),
+        target_out: &BackboneOut,
+    ) -> Result<Option<StopReason>, LmError> {
+        let mut codes = drafted.codes[i][..codebook].to_vec();
+        codes.push(code);
+        // Accepting frame 0 cleared the pending record, so only a frame
+        // rejected a second time has one.
+        let again = i == 0 && self.pending.corrected.is_some();
+        if codes.len() < self.target.dims().codebooks && (again || !self.draft_likely_to_finish(codebook)) {
+            let calls = &mut self.stats.target_decoder_calls;
+            codes = sample_frame(
+                self.target,
+                &mut self.t.state,
+                target_out,
+                &codes,
+                &mut self.sampler,
+                calls,
+            )?
+            .0;
+            self.stats.target_walks += 1;
+        }
+        let corrected = self.pending.corrected.or(Some(codebook));
+        self.pending = Pending { codes, corrected };
+        self.t.keep(self.prompt_len, f, Some(target_out.clone()));
+        self.d.keep(self.prompt_len, f, Some(drafted.outs[i].clone()));
+        if self.pending.codes.len() < self.target.dims().codebooks {
+            return Ok(None);
+        }
+        // A complete frame: final now, fed by the next round.
+        let Pending { codes, corrected } = std::mem::take(&mut self.pending);
+        self.t.next = None;
+        self.d.next = None;
+        let origin = FrameOrigin::Corrected {
+            codebook: corrected.unwrap_or(codebook),
         };
-        let rows = if codebook == 0 {
-            self.target
-                .decode_frame(&mut self.t_state, &out.hidden, &vec![code; batch], &mut pick)?
-        } else {
-            let mut codes = drafted[..codebook].to_vec();
-            codes.push(code);
-            self.target
-                .continue_frame(&mut self.t_state, scored, i, &codes, &mut pick)?
-        };
-        Ok(rows.into_iter().next().unwrap_or_default())
+        self.finish(codes, origin)
     }
 
-    /// A frame sampled by the target from its backbone output `out`.
-    fn sample_target(&mut self, out: &BackboneOut) -> Result<Vec<i64>, LmError> {
-        let calls = &mut self.stats.target_decoder_calls;
-        sample_frame(
-            self.target,
-            &mut self.t_state,
-            out,
-            &mut self.sampler,
-            &mut Vec::new(),
-            calls,
-        )
-    }
-
-    /// Keeps the positions of frames `..n` (the prompt, then frames fed so far)
-    /// in both backbone caches.
-    fn roll_back(&mut self, n: usize) {
-        self.t_state.backbone.truncate(self.prompt_len + n);
-        self.d_state.backbone.truncate(self.prompt_len + n);
+    /// Whether the draft will likely (probability ≥ 1/2, from the acceptance
+    /// rate so far) get every code after `codebook` of a frame accepted; if not,
+    /// a rejected frame is finished by the target's walk at once.
+    fn draft_likely_to_finish(&self, codebook: usize) -> bool {
+        let judged: usize = self.stats.judged.iter().sum();
+        let accepted: usize = self.stats.accepted.iter().sum();
+        let rate = (accepted as f64 + 1.0) / (judged as f64 + 2.0);
+        let remaining = self.stats.judged.len().saturating_sub(codebook + 1);
+        rate.powi(remaining as i32) >= 0.5
     }
 
     /// Applies the end and length rules to the next frame; `Some` when
@@ -505,69 +561,54 @@ impl Run<'_, '_> {
     }
 }
 
-/// Samples a frame from one-position backbone outputs `out`: code 0 from
-/// `c0_logits`, then the decoder walk. Pushes each codebook's distribution to
-/// `probs` and counts decoder calls in `calls`. Returns row 0's codes.
+/// Samples a frame from one-position backbone outputs `out`, with codes
+/// `0..fixed.len()` forced to `fixed`: code 0 from `c0_logits`, then the
+/// decoder walk. Returns row 0's codes and each sampled codebook's
+/// distribution (empty for forced codes); counts decoder calls in `calls`.
 fn sample_frame(
     lm: &mut HeartMula,
     st: &mut LmState,
     out: &BackboneOut,
+    fixed: &[i64],
     sampler: &mut Sampler<'_>,
-    probs: &mut Vec<Vec<f32>>,
     calls: &mut usize,
-) -> Result<Vec<i64>, LmError> {
+) -> Result<(Vec<i64>, Vec<Vec<f32>>), LmError> {
     let v = sampler.vocab;
-    let p0 = sampler.probs(&out.c0_logits);
-    let c0 = sampler.draw(&p0)?;
-    probs.push(p0);
-    let rows = lm.decode_frame(st, &out.hidden, &vec![c0; st.batch()], &mut |_k, logits| {
+    let mut probs = Vec::new();
+    let c0 = match fixed.first() {
+        Some(&c) => {
+            probs.push(Vec::new());
+            c
+        }
+        None => {
+            let p = sampler.probs(&out.c0_logits);
+            let c = sampler.draw(&p)?;
+            probs.push(p);
+            c
+        }
+    };
+    let rows = lm.decode_frame(st, &out.hidden, &vec![c0; st.batch()], &mut |k, logits| {
         *calls += 1;
-        let p = sampler.probs(logits);
-        let c = sampler.draw(&p)?;
-        probs.push(p);
+        let c = match fixed.get(k) {
+            Some(&c) => {
+                probs.push(Vec::new());
+                c
+            }
+            None => {
+                let p = sampler.probs(logits);
+                let c = sampler.draw(&p)?;
+                probs.push(p);
+                c
+            }
+        };
         Ok(vec![c; logits.len() / v])
     })?;
-    Ok(rows.into_iter().next().unwrap_or_default())
+    Ok((rows.into_iter().next().unwrap_or_default(), probs))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn residual_keeps_the_excess_of_p_over_q() {
-        assert_eq!(residual(&[0.5, 0.3, 0.2], &[0.2, 0.6, 0.2]), vec![0.3, 0.0, 0.0]);
-        assert_eq!(
-            residual(&[0.5, 0.5], &[0.5, 0.5]),
-            vec![0.5, 0.5],
-            "p = q: falls back to p"
-        );
-    }
-
-    #[test]
-    fn scored_logits_pick_frame_row_and_codebook() {
-        // 2 frames, batch 2, 3 codebooks (2 scored), vocab 2: value = index.
-        let s = ScoredFrames {
-            logits: (0..16).map(|i| i as f32).collect(),
-            frames: 2,
-            batch: 2,
-            cache: crate::lm::KvCache::new(
-                crate::lm::CacheShape {
-                    layers: 1,
-                    batch: 4,
-                    kv_heads: 1,
-                    head_dim: 1,
-                },
-                crate::lm::CacheDtype::F32,
-                0,
-                0,
-            )
-            .unwrap(),
-        };
-        // Frame 1, codebook 2: rows 2 and 3, second slot: [2·2+1]·2 = 10 and [3·2+1]·2 = 14.
-        assert_eq!(scored_logits(&s, 1, 2, 3, 2), vec![10.0, 11.0, 14.0, 15.0]);
-        assert_eq!(scored_logits(&s, 0, 1, 3, 2), vec![0.0, 1.0, 4.0, 5.0]);
-    }
 
     fn sampler(noise: &mut dyn NoiseSource) -> Sampler<'_> {
         Sampler {
@@ -582,6 +623,16 @@ mod tests {
             vocab: 1,
             noise,
         }
+    }
+
+    #[test]
+    fn residual_keeps_the_excess_of_p_over_q() {
+        assert_eq!(residual(&[0.5, 0.3, 0.2], &[0.2, 0.6, 0.2]), vec![0.3, 0.0, 0.0]);
+        assert_eq!(
+            residual(&[0.5, 0.5], &[0.5, 0.5]),
+            vec![0.5, 0.5],
+            "p = q: falls back to p"
+        );
     }
 
     #[test]

@@ -11,6 +11,10 @@ use heart::fixture::Fixture;
 use heart::precision::Precision;
 use heart_runtime::conform::mula::case_prompt;
 use heart_runtime::lm::{HeartMula, LmFiles, Prompt, SessionConfig};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::StandardNormal;
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
 #[path = "../lm_support/mod.rs"]
 pub mod lm_support;
@@ -25,6 +29,10 @@ pub enum Draft {
     Fp16,
     /// The fp32 target itself (every code accepted up to float noise).
     Same,
+    /// fp32 graphs of the checkpoint with every weight perturbed by 2% of its
+    /// tensor's RMS (~90% of greedy codes agree with the target: exercises
+    /// drafts completing a partly rejected frame).
+    Perturbed,
 }
 
 /// Sessions on one thread: the tiny graphs are dominated by per-call overhead,
@@ -55,6 +63,10 @@ pub fn draft(kind: Draft) -> HeartMula {
         },
         Draft::Fp16 => LmFiles::target(lm_support::engine(Precision::Fp16)),
         Draft::Same => LmFiles::target(target_dir),
+        Draft::Perturbed => LmFiles {
+            tables: target_dir.join(heart::engine::LM_TABLES),
+            ..LmFiles::target(perturbed_engine())
+        },
     };
     open(files)
 }
@@ -73,6 +85,48 @@ fn early_exit_engine() -> &'static Path {
         let nm = onnx_export::lm::numerics(Precision::Fp32).unwrap();
         onnx_export::lm::export_backbone(&ckpt, &cfg, nm, &draft.join(heart::engine::BACKBONE_GRAPH)).unwrap();
         onnx_export::lm::export_decoder(&ckpt, &cfg, nm, &draft.join(heart::engine::DECODER_GRAPH)).unwrap();
+        dir
+    })
+    .path()
+}
+
+/// Relative size of [`Draft::Perturbed`]'s weight noise.
+const PERTURBATION: f32 = 0.02;
+
+/// An fp32 engine of the fixture checkpoint with perturbed weights.
+fn perturbed_engine() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let ckpt_dir = dir.path().join("ckpt");
+        std::fs::create_dir(&ckpt_dir).unwrap();
+        let bytes = std::fs::read(lm_support::fixture().join("heartmula/model.safetensors")).unwrap();
+        let st = SafeTensors::deserialize(&bytes).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(17);
+        let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let mut w: Vec<f32> = t
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                let rms = (w.iter().map(|x| x * x).sum::<f32>() / w.len() as f32).sqrt();
+                for x in &mut w {
+                    *x += PERTURBATION * rms * rng.sample::<f32, _>(StandardNormal);
+                }
+                (name, bytemuck::cast_slice(&w).to_vec(), t.shape().to_vec())
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = tensors
+            .iter()
+            .map(|(n, data, shape)| (n.clone(), TensorView::new(Dtype::F32, shape.clone(), data).unwrap()))
+            .collect();
+        safetensors::serialize_to_file(views, None, &ckpt_dir.join("model.safetensors")).unwrap();
+        let ckpt = Checkpoint::open(&ckpt_dir).unwrap();
+        let (cfg, _) = lm_support::configs();
+        onnx_export::lm::export_lm(&ckpt, &cfg, Precision::Fp32, dir.path()).unwrap();
         dir
     })
     .path()
