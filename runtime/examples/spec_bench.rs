@@ -8,9 +8,13 @@
 //! cargo run --release -p heart-runtime --example spec_bench -- ENGINE_DIR [--k 2,4] [--frames 64]
 //!     [--top-k 50] [--temperature 1.0] [--cfg 1.5] [--threads 0] [--seed 0]
 //! ```
-//! The prompt is placeholder text rows (no tokenizer needed); random weights
-//! make acceptance unrepresentative of a real checkpoint, see the report in
-//! the speculative module's history.
+//! The prompt is placeholder text rows (no tokenizer needed). On synthesized
+//! (random) weights acceptance is not what a real checkpoint gives: optimistic
+//! for lower-precision drafts (no outlier activations, benign weights),
+//! pessimistic for early-exit drafts (untrained intermediate layers carry no
+//! prediction of the output). "draft alone" is the draft's plain cost per
+//! frame relative to the target's: speculation can only pay when it is well
+//! below 1.
 
 use std::path::PathBuf;
 use std::time::Instant;

@@ -392,9 +392,11 @@ impl Run<'_, '_> {
     fn verify(&mut self, n: usize, drafted: &Drafted) -> Result<Option<StopReason>, LmError> {
         let m = drafted.codes.len();
         let dims = self.target.dims();
+        let Some(last) = drafted.codes.last() else {
+            return Err(LmError::Input(format!("nothing drafted after frame {n}")));
+        };
         // Feed the final frames the target has not seen and every drafted frame
         // that could be followed by another one.
-        let last = &drafted.codes[m - 1];
         let followed = !ends_generation(n + m - 1, last, dims.audio_eos_id)
             && n + m - 1 < self.sampler.generation.max_extra_frames();
         let mut feed = self.frames[self.t.fed..n].to_vec();
@@ -412,14 +414,13 @@ impl Run<'_, '_> {
             Some(pos) => all.as_ref().map(|a| a.at(pos)),
             None => self.t.next.clone(),
         };
-        let outs: Vec<BackboneOut> = (0..m).map(&predicting).collect::<Option<_>>().unwrap_or_default();
         let after = if followed { predicting(m) } else { None };
-        if outs.len() != m {
-            return Err(LmError::Input(format!(
-                "no target outputs for the {m} drafted frames after frame {n} (fed {})",
+        let outs: Vec<BackboneOut> = (0..m).map(&predicting).collect::<Option<_>>().ok_or_else(|| {
+            LmError::Input(format!(
+                "no target outputs predicting frame {n} (it has fed {} frames)",
                 self.t.fed
-            )));
-        }
+            ))
+        })?;
         let hidden: Vec<Vec<f32>> = outs.iter().map(|o| o.hidden.clone()).collect();
         let scored = self
             .target
