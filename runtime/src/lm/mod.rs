@@ -15,6 +15,7 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 pub mod session;
+mod spec_sampling;
 pub mod spec_stats;
 pub mod speculative;
 
