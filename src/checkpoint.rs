@@ -275,7 +275,11 @@ impl Checkpoint {
             // SAFETY: MADV_DONTNEED on a read-only shared file mapping only drops
             // this process's page references; contents are re-read from the
             // file on the next access, so no borrowed slice observes a change.
-            let _ = unsafe { shard.map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start) };
+            let _ = unsafe {
+                shard
+                    .map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, end - start)
+            };
         }
     }
 }

@@ -32,13 +32,25 @@ pub fn context_model(graph: &str) -> String {
     format!("{TENSORRT_DIR}/{stem}_ctx.onnx")
 }
 
-/// The kind of an engine file, from its name; `None` for names heart does not write.
+/// Folder of the optional speculative-decoding draft graphs (`draft/backbone.onnx`,
+/// `draft/decoder.onnx`); the draft reads the engine's own [`LM_TABLES`].
+pub const DRAFT_DIR: &str = "draft";
+
+/// The kind of an engine file, from its path relative to the engine folder;
+/// `None` for names heart does not write.
 pub fn kind_of_file(name: &str) -> Option<EngineKind> {
     if name.starts_with(&format!("{TENSORRT_DIR}/")) {
         return Some(EngineKind::TensorRt);
     }
     if name.ends_with(GRAPH_DATA_SUFFIX) {
         return Some(EngineKind::GraphData);
+    }
+    if let Some(draft) = name.strip_prefix(DRAFT_DIR).and_then(|n| n.strip_prefix('/')) {
+        return match draft {
+            BACKBONE_GRAPH => Some(EngineKind::DraftBackbone),
+            DECODER_GRAPH => Some(EngineKind::DraftDecoder),
+            _ => None,
+        };
     }
     Some(match name {
         BACKBONE_GRAPH => EngineKind::Backbone,
@@ -79,9 +91,10 @@ pub mod tables {
 /// `attn_bias` f32 `[S, C + S]` (0 = attend, -inf = masked); `past_key_{i}`
 /// `[B, KV, hd, C]` and `past_value_{i}` `[B, KV, C, hd]` (cache dtype);
 /// outputs `new_key_{i}` `[B, KV, hd, S]`, `new_value_{i}` `[B, KV, S, hd]`.
-/// Backbone outputs `hidden` f32 `[B, D]` and `c0_logits` f32 `[B, V]`; the
-/// decoder takes `codebook` int64 scalar `k` (1..n_codebooks-1) and outputs
-/// `logits` f32 `[B, V]`.
+/// Backbone outputs `hidden` f32 `[B, D]` and `c0_logits` f32 `[B, V]` (plus
+/// their per-position forms `hidden_all`, `c0_logits_all`); the decoder takes
+/// `codebook` int64 scalar `k` (1..n_codebooks-1) and outputs `logits` f32
+/// `[B, V]` (plus `logits_all` on a whole-frame call).
 pub mod io {
     /// Summed frame embeddings.
     pub const EMBEDS: &str = "embeds";
@@ -97,6 +110,14 @@ pub mod io {
     pub const C0_LOGITS: &str = "c0_logits";
     /// Decoder: `norm(h_last) @ audio_head[codebook - 1]`.
     pub const LOGITS: &str = "logits";
+    /// Backbone: final-norm output at every new position, `[B, S, D]`.
+    pub const HIDDEN_ALL: &str = "hidden_all";
+    /// Backbone: `codebook0_head` at every new position, `[B, S, V]`.
+    pub const C0_LOGITS_ALL: &str = "c0_logits_all";
+    /// Decoder, whole-frame call (`S = n_codebooks` rows from position 0):
+    /// logits of codebooks `1..n_codebooks`, `[B, n_codebooks - 1, V]`; empty
+    /// `[B, 0, V]` on other calls.
+    pub const LOGITS_ALL: &str = "logits_all";
 
     /// Cached keys of layer `i`.
     pub fn past_key(i: usize) -> String {
@@ -140,10 +161,14 @@ mod tests {
                 "trt/engines/TensorrtExecutionProvider_TRTKernel_0.engine",
                 EngineKind::TensorRt,
             ),
+            ("draft/backbone.onnx", EngineKind::DraftBackbone),
+            ("draft/decoder.onnx", EngineKind::DraftDecoder),
+            ("draft/decoder.onnx.data", EngineKind::GraphData),
         ] {
             assert_eq!(kind_of_file(name), Some(kind), "{name}");
         }
         assert_eq!(kind_of_file("notes.txt"), None);
+        assert_eq!(kind_of_file("draft/lm_tables.safetensors"), None);
     }
 
     #[test]

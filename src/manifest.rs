@@ -50,16 +50,27 @@ pub enum EngineKind {
     /// A TensorRT artefact under `trt/`: an EP-context model, a serialized
     /// engine or its profile, or the builder's timing cache.
     TensorRt,
+    /// Backbone graph of the speculative-decoding draft (`draft/`).
+    DraftBackbone,
+    /// Decoder graph of the speculative-decoding draft (`draft/`).
+    DraftDecoder,
 }
 
 impl EngineKind {
     /// The precision recorded for a file of this kind, given the LM and codec
-    /// build precisions (`None` for files without weights).
+    /// build precisions (`None` for files without weights, and for draft graphs,
+    /// whose precision the draft build records itself).
     pub fn precision(self, lm: Precision, codec: Precision) -> Option<Precision> {
         match self {
             Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
-            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::CodecConfig | Self::TensorRt => None,
+            Self::GraphData
+            | Self::Tokenizer
+            | Self::Calibration
+            | Self::CodecConfig
+            | Self::TensorRt
+            | Self::DraftBackbone
+            | Self::DraftDecoder => None,
         }
     }
 }

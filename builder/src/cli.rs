@@ -77,6 +77,27 @@ pub struct BuildArgs {
     /// Replace an existing engine folder.
     #[arg(long)]
     pub force: bool,
+    /// Also build a speculative-decoding draft at this precision into <out>/draft/ (a cheaper build of the
+    /// same model for `heart-run --speculate K`).
+    #[arg(long, value_name = "PRECISION", value_parser = parse_precision)]
+    pub draft_precision: Option<Precision>,
+    /// Early-exit draft: keep only the first N backbone layers (implies a draft; precision defaults to --precision).
+    #[arg(long, value_name = "N")]
+    pub draft_backbone_layers: Option<usize>,
+    /// Early-exit draft: keep only the first N decoder layers (implies a draft; precision defaults to --precision).
+    #[arg(long, value_name = "N")]
+    pub draft_decoder_layers: Option<usize>,
+}
+
+impl BuildArgs {
+    /// The draft options.
+    pub fn draft(&self) -> crate::draft::DraftArgs {
+        crate::draft::DraftArgs {
+            precision: self.draft_precision,
+            backbone_layers: self.draft_backbone_layers,
+            decoder_layers: self.draft_decoder_layers,
+        }
+    }
 }
 
 /// What `--target` builds.

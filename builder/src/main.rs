@@ -2,6 +2,7 @@
 
 mod atomic;
 mod cli;
+mod draft;
 mod pipeline;
 mod safetensors_out;
 mod synth;

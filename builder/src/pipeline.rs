@@ -14,6 +14,7 @@ use onnx_export::external::WrittenFile;
 use crate::atomic::AtomicDir;
 use crate::bytes_bar;
 use crate::cli::BuildArgs;
+use crate::draft;
 
 /// Runs `heart-build` with `args`.
 pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
@@ -28,6 +29,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         .map(CodecCheckpoint::discover_and_open)
         .transpose()
         .context("loading the HeartCodec checkpoint")?;
+    let draft_plan = draft::plan(&args.draft(), args.precision, &mula.config)?;
     let loaded = start.elapsed();
 
     let out = AtomicDir::new(&args.out, args.force)?;
@@ -40,6 +42,10 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     stage(&format!("exporting HeartMuLa graphs ({})", args.precision));
     let mut written = onnx_export::lm::export_lm(&mula.checkpoint, &mula.config, args.precision, dir)
         .context("exporting the HeartMuLa graphs")?;
+    if let Some(plan) = &draft_plan {
+        stage(&format!("exporting the speculative-decoding draft ({plan})"));
+        written.extend(draft::export(&mula.checkpoint, &mula.config, plan, dir)?);
+    }
     if let Some(codec) = &codec {
         stage(&format!("exporting HeartCodec graphs ({})", args.codec_precision));
         written.extend(
@@ -96,7 +102,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
             Ok(entry)
         })
         .collect::<Result<Vec<_>>>()?;
-    let files = written
+    let mut files = written
         .iter()
         .map(|w| {
             let entry = describe(dir, w, args.precision, args.codec_precision)?;
@@ -104,6 +110,9 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
             Ok(entry)
         })
         .collect::<Result<Vec<_>>>()?;
+    if let Some(plan) = &draft_plan {
+        draft::record_precision(&mut files, plan);
+    }
     bar.finish_and_clear();
 
     let manifest = Manifest {
@@ -143,6 +152,9 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
                 .map(|b| format!("{:.0} MB", b as f64 / 1e6))
                 .unwrap_or_else(|| "n/a".into())
         );
+        if let Some(plan) = &draft_plan {
+            println!("  speculative-decoding draft in draft/ ({plan})");
+        }
         if codec.is_none() {
             println!("  no --codec given: this folder can generate codes but not audio");
         }

@@ -1,9 +1,17 @@
 //! HeartMuLa as two ONNX graphs plus an embedding-table file (spec §2).
 //!
-//! - `backbone.onnx`: summed frame embeddings → backbone stack → final norm at the
-//!   last position (`hidden`) → `codebook0_head` (`c0_logits`).
+//! - `backbone.onnx`: summed frame embeddings → backbone stack → final norm →
+//!   `codebook0_head`, at every position (`hidden_all`, `c0_logits_all`) and at
+//!   the last one (`hidden`, `c0_logits`, slices of the former).
 //! - `decoder.onnx`: `projection` → decoder stack → final norm at the last
-//!   position → `audio_head[codebook - 1]` (`logits`).
+//!   position → `audio_head[codebook - 1]` (`logits`); on a whole-frame call
+//!   also every codebook's logits at once (`logits_all`, see [`frame_logits`]).
+//!
+//! The per-position outputs serve speculative decoding, which scores several
+//! drafted frames in one call. They cost the plain path nothing per frame (a
+//! one-position step computes the same products; the decoder's `logits_all`
+//! sits behind an `If`); a prompt prefill pays `codebook0_head` on every prompt
+//! row, under 1% of the prefill's own products at the real sizes.
 //! - `lm_tables.safetensors`: text/audio/unconditional embeddings and the MuQ
 //!   bias, f32.
 //!
@@ -26,7 +34,7 @@ use heart::precision::Precision;
 use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
-use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
+use crate::graph::{Attr, DType, Dim, GraphBuilder, Layout, Value};
 use crate::tables::{Table, write_f32_tables};
 
 /// Numerics of the LM graphs at `precision`.
@@ -73,12 +81,14 @@ pub fn export_backbone(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: 
         &[Dim::from("batch"), "seq".into(), p.embed_dim.into()],
     );
     let (x, cache) = stack(&mut g, ckpt, "backbone", p, nm, &embeds)?;
-    let hidden = final_norm_last(&mut g, ckpt, "backbone", p, &x)?;
+    let hidden_all = final_norm(&mut g, ckpt, "backbone", p, &x)?;
+    let hidden = last_position(&mut g, "backbone", &hidden_all);
     let v = cfg.audio_vocab_size;
     let head = expect_shape(ckpt, "codebook0_head.weight", &[v, p.embed_dim])?;
-    let h = cast_if(&mut g, &hidden, DType::F32, nm.compute);
-    let logits = blocks::linear(&mut g, &h, &head, nm)?;
-    let logits = cast_if(&mut g, &logits, nm.compute, DType::F32);
+    let h = cast_if(&mut g, &hidden_all, DType::F32, nm.compute);
+    let logits_all = blocks::linear(&mut g, &h, &head, nm)?;
+    let logits_all = cast_if(&mut g, &logits_all, nm.compute, DType::F32);
+    let logits = last_position(&mut g, "codebook0_head", &logits_all);
     g.output(
         &hidden,
         io::HIDDEN,
@@ -87,6 +97,9 @@ pub fn export_backbone(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: 
     );
     g.output(&logits, io::C0_LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
     output_cache(&mut g, p, nm, &cache);
+    let per_position = |n: usize| [Dim::from("batch"), "seq".into(), n.into()];
+    g.output(&hidden_all, io::HIDDEN_ALL, DType::F32, &per_position(p.embed_dim));
+    g.output(&logits_all, io::C0_LOGITS_ALL, DType::F32, &per_position(v));
     g.finish()
 }
 
@@ -107,7 +120,8 @@ pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &
     let x = blocks::linear(&mut g, &e, &proj, nm)?;
     let x = cast_if(&mut g, &x, nm.compute, DType::F32);
     let (x, cache) = stack(&mut g, ckpt, "decoder", p, nm, &x)?;
-    let h = final_norm_last(&mut g, ckpt, "decoder", p, &x)?;
+    let normed = final_norm(&mut g, ckpt, "decoder", p, &x)?;
+    let h = last_position(&mut g, "decoder", &normed);
     let heads_t = expect_shape(ckpt, "audio_head", &[cfg.audio_num_codebooks - 1, p.embed_dim, v])?;
     let heads = (0..cfg.audio_num_codebooks - 1)
         .map(|i| g.weight_named(&format!("audio_head.{i}"), &heads_t, nm.weights, Layout::Index(i)))
@@ -119,7 +133,50 @@ pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &
     })?;
     g.output(&logits, io::LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
     output_cache(&mut g, p, nm, &cache);
+    let frame = g.with_scope("audio_head_frame", |g| {
+        frame_logits(g, &normed, &logits, &heads, nm.compute)
+    })?;
+    g.output(
+        &frame,
+        io::LOGITS_ALL,
+        DType::F32,
+        &[Dim::from("batch"), "codebooks".into(), v.into()],
+    );
     g.finish()
+}
+
+/// The decoder's `logits_all`. On a whole-frame call (`S` = `heads + 1` rows:
+/// the backbone hidden state, then codes `0..heads` at positions `0..=heads`),
+/// position `j`'s final-norm state times `audio_head[j - 1]` for `j = 1..=heads`,
+/// `[B, heads, V]`: every codebook's logits given the frame's earlier codes, in
+/// one call (speculative scoring). On any other call it is an empty
+/// `[B, 0, V]`: the `If` skips the head products, so the per-codebook walk pays
+/// nothing for this output. `normed` is the f32 final-norm output `[B, S, D]`,
+/// `logits` the call's f32 `[B, V]` output (the empty branch slices it).
+fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[Value], dtype: DType) -> Result<Value> {
+    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
+    let whole = g.const_i64(&[heads.len() as i64 + 1]);
+    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
+    let is_whole = g.squeeze(&is_whole, &[0]);
+    let then = g.subgraph("audio_head_frame_all", |g| {
+        let rows: Vec<Value> = heads
+            .iter()
+            .enumerate()
+            .map(|(i, head)| {
+                let j = i as i64 + 1;
+                let h = g.slice(normed, &[j], &[j + 1], &[1]);
+                let h = cast_if(g, &h, DType::F32, dtype);
+                g.matmul(&h, head)
+            })
+            .collect();
+        let all = g.concat(&rows.iter().collect::<Vec<_>>(), 1);
+        Ok(vec![(cast_if(g, &all, dtype, DType::F32), DType::F32)])
+    })?;
+    let otherwise = g.subgraph("audio_head_frame_none", |g| {
+        let l = g.unsqueeze(logits, &[1]);
+        Ok(vec![(g.slice(&l, &[0], &[0], &[1]), DType::F32)])
+    })?;
+    Ok(g.if_(&is_whole, then, otherwise, 1).remove(0))
 }
 
 /// `h @ heads[codebook - first]` as a chain of `If`s on `codebook`. A `Gather`
@@ -231,20 +288,19 @@ fn output_cache(g: &mut GraphBuilder, p: &FlavorParams, nm: Numerics, cache: &[(
     }
 }
 
-/// Final RMSNorm of `{prefix}.norm` applied to the last position only, `[B, D]`.
-fn final_norm_last(
-    g: &mut GraphBuilder,
-    ckpt: &Checkpoint,
-    prefix: &str,
-    p: &FlavorParams,
-    x: &Value,
-) -> Result<Value> {
-    let last = g.with_scope(prefix, |g| {
+/// Final RMSNorm of `{prefix}.norm` at every position, `[B, S, D]` (the norm is
+/// per position, so its last row equals the norm of the last position alone).
+fn final_norm(g: &mut GraphBuilder, ckpt: &Checkpoint, prefix: &str, p: &FlavorParams, x: &Value) -> Result<Value> {
+    let scale = expect_shape(ckpt, &format!("{prefix}.norm.scale"), &[p.embed_dim])?;
+    blocks::rms_norm(g, x, &scale, p.norm_eps)
+}
+
+/// The last position of `x` `[B, S, N]`, as `[B, N]`.
+fn last_position(g: &mut GraphBuilder, scope: &str, x: &Value) -> Value {
+    g.with_scope(scope, |g| {
         let s = g.slice(x, &[-1], &[i64::MAX], &[1]);
         g.squeeze(&s, &[1])
-    });
-    let scale = expect_shape(ckpt, &format!("{prefix}.norm.scale"), &[p.embed_dim])?;
-    blocks::rms_norm(g, &last, &scale, p.norm_eps)
+    })
 }
 
 fn key_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {

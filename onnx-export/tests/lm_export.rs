@@ -101,6 +101,9 @@ fn exports_graphs_with_documented_io() {
     assert_eq!(outputs[1], ("c0_logits".into(), F32, s(&["batch", "69"])));
     assert_eq!(outputs[2], ("new_key_0".into(), F32, s(&["batch", "2", "16", "seq"])));
     assert_eq!(outputs[7], ("new_value_2".into(), F32, s(&["batch", "2", "seq", "16"])));
+    assert_eq!(outputs[8], ("hidden_all".into(), F32, s(&["batch", "seq", "64"])));
+    assert_eq!(outputs[9], ("c0_logits_all".into(), F32, s(&["batch", "seq", "69"])));
+    assert_eq!(outputs.len(), 10);
 
     let (inputs, outputs) = io(&dir.path().join(engine::DECODER_GRAPH));
     assert_eq!(inputs.len(), 4 + 2 * 2);
@@ -131,7 +134,8 @@ fn exports_graphs_with_documented_io() {
             "{name}: one [Dd, V] head per codebook, selected by If"
         );
     }
-    assert_eq!(outputs.len(), 1 + 2 * 2);
+    assert_eq!(outputs[5], ("logits_all".into(), F32, s(&["batch", "codebooks", "69"])));
+    assert_eq!(outputs.len(), 1 + 2 * 2 + 1);
 }
 
 #[test]

@@ -131,8 +131,7 @@ fn binary_reports_one_case_and_exit_codes() {
     let tmp = tempfile::tempdir().unwrap();
     copy_dir(&fixture(), tmp.path());
     bump_i64(
-        &tmp.path()
-            .join("cases/prompt_whitespace_cfg1p5.safetensors"),
+        &tmp.path().join("cases/prompt_whitespace_cfg1p5.safetensors"),
         "prompt_pos",
         3,
         1,

@@ -44,7 +44,10 @@ fn check(precision: Precision, cache: TensorElementType) {
     assert_eq!(outputs[1], (io::C0_LOGITS.into(), F32, vec![-1, v]));
     assert_eq!(outputs[2], (io::new_key(0), cache, vec![-1, kv, hd, -1]));
     assert_eq!(outputs[3], (io::new_value(0), cache, vec![-1, kv, -1, hd]));
-    assert_eq!(outputs.len(), 2 + 2 * cfg.backbone.num_layers);
+    let n = 2 + 2 * cfg.backbone.num_layers;
+    assert_eq!(outputs[n], (io::HIDDEN_ALL.into(), F32, vec![-1, -1, d]));
+    assert_eq!(outputs[n + 1], (io::C0_LOGITS_ALL.into(), F32, vec![-1, -1, v]));
+    assert_eq!(outputs.len(), n + 2);
 
     let s = open_session(&rt, &dir.join(engine::DECODER_GRAPH), &SessionConfig::default()).unwrap();
     let (inputs, outputs) = (signature(s.inputs()), signature(s.outputs()));
@@ -59,7 +62,9 @@ fn check(precision: Precision, cache: TensorElementType) {
     assert_eq!(inputs[4], (io::past_key(0), cache, vec![-1, kv, hd, -1]));
     assert_eq!(outputs[0], (io::LOGITS.into(), F32, vec![-1, v]));
     assert_eq!(outputs[1], (io::new_key(0), cache, vec![-1, kv, hd, -1]));
-    assert_eq!(outputs.len(), 1 + 2 * cfg.decoder.num_layers);
+    let n = 1 + 2 * cfg.decoder.num_layers;
+    assert_eq!(outputs[n], (io::LOGITS_ALL.into(), F32, vec![-1, -1, v]));
+    assert_eq!(outputs.len(), n + 1);
 }
 
 #[test]

@@ -54,6 +54,34 @@ impl GenParams {
     pub fn guided(&self) -> bool {
         self.cfg_scale > 1.0
     }
+
+    /// Checks the knobs.
+    pub fn validate(&self) -> Result<(), LmError> {
+        if !self.cfg_scale.is_finite() {
+            return Err(LmError::Input(format!(
+                "cfg_scale must be finite, got {}",
+                self.cfg_scale
+            )));
+        }
+        Ok(())
+    }
+
+    /// The logits the sampler sees for one codebook, from its raw logits
+    /// `[B, V]`: the guided mix of rows 0 and 1 with CFG, else row 0's.
+    pub fn sampler_logits(&self, logits: &[f32], vocab: usize) -> Vec<f32> {
+        let mut rows = logits.chunks_exact(vocab);
+        let cond = rows.next().unwrap_or_default();
+        match rows.next() {
+            Some(uncond) if self.guided() => cfg_mix(cond, uncond, self.cfg_scale),
+            _ => cond.to_vec(),
+        }
+    }
+}
+
+/// Whether frame `index` (row 0's codes `row0`) ends generation: never frame 0
+/// (upstream keeps it unchecked), else when any code is `>= audio_eos_id`.
+pub fn ends_generation(index: usize, row0: &[i64], audio_eos_id: i64) -> bool {
+    index > 0 && row0.iter().any(|&c| c >= audio_eos_id)
 }
 
 /// Chooses the code of one codebook from the logits the sampler would see.
@@ -135,12 +163,7 @@ pub fn generate(
     picker: &mut dyn CodePicker,
     observer: &mut dyn FnMut(&FrameEvent<'_>),
 ) -> Result<Generation, LmError> {
-    if !params.cfg_scale.is_finite() {
-        return Err(LmError::Input(format!(
-            "cfg_scale must be finite, got {}",
-            params.cfg_scale
-        )));
-    }
+    params.validate()?;
     let dims = lm.dims();
     let max_extra = params.max_extra_frames();
     let mut st = lm.new_state(params.batch(), prompt.len() + max_extra)?;
@@ -159,7 +182,7 @@ pub fn generate(
             lm.feed_frame(&mut st, &prev)?
         };
         let step = frame_codes(lm, &mut st, &out, params, index, picker)?;
-        let end = index > 0 && step.codes[0].iter().any(|&c| c >= dims.audio_eos_id);
+        let end = ends_generation(index, &step.codes[0], dims.audio_eos_id);
         observer(&FrameEvent {
             index,
             max_frames: max_extra + 1,
@@ -202,15 +225,10 @@ fn frame_codes(
     let mut sampler_logits = Vec::new();
     let mut decoder_logits = Vec::new();
     let mut choose = |codebook: usize, logits: &[f32], seen: &mut Vec<Vec<f32>>| -> Result<Vec<i64>, LmError> {
-        let rows: Vec<&[f32]> = logits.chunks_exact(v).collect();
-        let guided = if params.guided() {
-            cfg_mix(rows[0], rows[1], params.cfg_scale)
-        } else {
-            rows[0].to_vec()
-        };
+        let guided = params.sampler_logits(logits, v);
         let code = picker.pick(frame, codebook, &guided)?;
         seen.push(guided);
-        Ok(vec![code; rows.len()])
+        Ok(vec![code; logits.len() / v])
     };
     let c0 = choose(0, &out.c0_logits, &mut sampler_logits)?;
     let codes = lm.decode_frame(st, &out.hidden, &c0, &mut |k, logits| {

@@ -359,7 +359,10 @@ mod tests {
         let cap = c.capacity();
         let after: Vec<f32> = (0..4).flat_map(|r| keys(&c)[r * cap..r * cap + 3].to_vec()).collect();
         assert_eq!(before, after);
-        assert!(matches!(c.reserve(10), Err(LmError::CacheFull { needed: 267, max: 266 })));
+        assert!(matches!(
+            c.reserve(10),
+            Err(LmError::CacheFull { needed: 267, max: 266 })
+        ));
     }
 
     #[test]

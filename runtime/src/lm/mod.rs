@@ -6,7 +6,8 @@
 //! [`GenParams`] and a [`CodePicker`] ([`Sampling`] over a [`NoiseSource`]).
 //! Lower-level steps ([`HeartMula::prefill`], [`HeartMula::feed_frame`],
 //! [`HeartMula::decode_frame`]) are public for conformance and for drivers such
-//! as a speculative loop.
+//! as [`generate_speculative`] (lossless speculative decoding with a draft
+//! engine, [`HeartMula::open_draft`]).
 
 pub mod embed;
 pub mod frame_loop;
@@ -14,15 +15,21 @@ pub mod kv_cache;
 pub mod model;
 pub mod sampler;
 pub mod session;
+mod spec_sampling;
+pub mod spec_stats;
+pub mod speculative;
 
 use std::path::PathBuf;
 
 pub use embed::{Embedder, Prompt, Row};
-pub use frame_loop::{CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, generate};
+pub use frame_loop::{CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate};
 pub use kv_cache::{CacheDtype, CacheShape, KvCache};
-pub use model::{BackboneOut, HeartMula, LmDims, LmState};
+pub use model::{BackboneAll, BackboneOut, HeartMula, LmDims, LmFiles, LmState, ScoredFrames};
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
 pub use session::{Optimization, SessionConfig};
+pub use speculative::{
+    DEFAULT_DRAFT_FRAMES, FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative,
+};
 
 /// Errors of the LM runtime.
 #[derive(Debug, thiserror::Error)]

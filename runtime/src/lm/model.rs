@@ -1,8 +1,14 @@
 //! [`HeartMula`]: the backbone and decoder sessions plus the embedding tables
 //! of an engine folder, and the two operations a frame is made of
 //! (spec §2.6): a backbone step and the decoder's per-codebook walk.
+//!
+//! Speculative decoding adds two scoring steps over the same sessions:
+//! [`HeartMula::score_positions`] (several fed-back frames in one backbone
+//! call, outputs at every position) and [`HeartMula::score_frames`] (every
+//! codebook of several whole frames in one decoder call, the frames folded
+//! into the batch).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use heart::config::{GenConfig, MulaConfig};
 use heart::engine::{self, io};
@@ -42,6 +48,100 @@ pub struct BackboneOut {
     pub c0_logits: Vec<f32>,
 }
 
+/// Backbone outputs at every position of one step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackboneAll {
+    /// Final-norm hidden states, `[B, S, D]`.
+    pub hidden: Vec<f32>,
+    /// `codebook0_head(hidden)`, `[B, S, V]`.
+    pub c0_logits: Vec<f32>,
+    /// Batch rows `B`.
+    pub batch: usize,
+    /// Positions `S`.
+    pub positions: usize,
+}
+
+impl BackboneAll {
+    /// The outputs at position `i` as a one-position [`BackboneOut`].
+    pub fn at(&self, i: usize) -> BackboneOut {
+        BackboneOut {
+            hidden: rows_at(&self.hidden, self.batch, self.positions, i),
+            c0_logits: rows_at(&self.c0_logits, self.batch, self.positions, i),
+        }
+    }
+}
+
+/// Position `i` of every batch row of `[B, S, N]` data, as `[B, N]`.
+fn rows_at(data: &[f32], batch: usize, s: usize, i: usize) -> Vec<f32> {
+    let n = data.len() / (batch * s).max(1);
+    (0..batch)
+        .flat_map(|b| &data[(b * s + i) * n..(b * s + i + 1) * n])
+        .copied()
+        .collect()
+}
+
+/// Decoder logits of whole frames scored in one call ([`HeartMula::score_frames`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredFrames {
+    /// Codebook `k ≥ 1` logits: `[F·B, codebooks − 1, V]`, batch row `f·B + b`.
+    pub logits: Vec<f32>,
+    /// Frames `F`.
+    pub frames: usize,
+    /// Batch rows per frame `B`.
+    pub batch: usize,
+    /// Codebooks per frame.
+    pub codebooks: usize,
+    /// Vocabulary `V`.
+    pub vocab: usize,
+}
+
+impl ScoredFrames {
+    /// Codebook `k` (`1..codebooks`) logits of frame `f`, `[B, V]`.
+    pub fn logits_of(&self, f: usize, k: usize) -> Vec<f32> {
+        let (v, slots) = (self.vocab, self.codebooks - 1);
+        (0..self.batch)
+            .flat_map(|b| {
+                let start = ((f * self.batch + b) * slots + k - 1) * v;
+                &self.logits[start..start + v]
+            })
+            .copied()
+            .collect()
+    }
+}
+
+/// The files an LM is opened from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LmFiles {
+    /// Backbone graph.
+    pub backbone: PathBuf,
+    /// Decoder graph.
+    pub decoder: PathBuf,
+    /// Embedding tables.
+    pub tables: PathBuf,
+}
+
+impl LmFiles {
+    /// An engine folder's own graphs and tables.
+    pub fn target(engine_dir: &Path) -> Self {
+        Self {
+            backbone: engine_dir.join(engine::BACKBONE_GRAPH),
+            decoder: engine_dir.join(engine::DECODER_GRAPH),
+            tables: engine_dir.join(engine::LM_TABLES),
+        }
+    }
+
+    /// The speculative-decoding draft of an engine folder: the graphs under
+    /// `draft/` with the engine's own tables (the draft embeds frames the same way).
+    pub fn draft(engine_dir: &Path) -> Self {
+        let dir = engine_dir.join(engine::DRAFT_DIR);
+        Self {
+            backbone: dir.join(engine::BACKBONE_GRAPH),
+            decoder: dir.join(engine::DECODER_GRAPH),
+            tables: engine_dir.join(engine::LM_TABLES),
+        }
+    }
+}
+
 /// Caches of one generation.
 #[derive(Debug, Clone)]
 pub struct LmState {
@@ -76,14 +176,36 @@ impl HeartMula {
         gen_cfg: &GenConfig,
         sessions: &SessionConfig,
     ) -> Result<Self, LmError> {
-        let backbone = StackGraph::open(rt, &engine_dir.join(engine::BACKBONE_GRAPH), sessions)?;
-        let decoder = StackGraph::open(rt, &engine_dir.join(engine::DECODER_GRAPH), sessions)?;
-        let tables = engine_dir.join(engine::LM_TABLES);
+        Self::open_files(rt, &LmFiles::target(engine_dir), cfg, gen_cfg, sessions)
+    }
+
+    /// Opens the speculative-decoding draft of `engine_dir` ([`LmFiles::draft`]).
+    pub fn open_draft(
+        rt: &OrtRuntime,
+        engine_dir: &Path,
+        cfg: &MulaConfig,
+        gen_cfg: &GenConfig,
+        sessions: &SessionConfig,
+    ) -> Result<Self, LmError> {
+        Self::open_files(rt, &LmFiles::draft(engine_dir), cfg, gen_cfg, sessions)
+    }
+
+    /// Opens an LM from explicit files.
+    pub fn open_files(
+        rt: &OrtRuntime,
+        files: &LmFiles,
+        cfg: &MulaConfig,
+        gen_cfg: &GenConfig,
+        sessions: &SessionConfig,
+    ) -> Result<Self, LmError> {
+        let backbone = StackGraph::open(rt, &files.backbone, sessions)?;
+        let decoder = StackGraph::open(rt, &files.decoder, sessions)?;
+        let tables = files.tables.clone();
         let embedder = Embedder::open(&tables, cfg.audio_vocab_size)?;
         let d = cfg.backbone.embed_dim;
         if embedder.dim() != d || backbone.embed_dim() != d || decoder.embed_dim() != d {
             return Err(LmError::Engine {
-                path: engine_dir.to_path_buf(),
+                path: files.backbone.clone(),
                 message: format!(
                     "embedding widths disagree: config {d}, tables {}, backbone {}, decoder {}",
                     embedder.dim(),
@@ -127,6 +249,26 @@ impl HeartMula {
         &self.embedder
     }
 
+    /// Checks that the graphs have the per-position outputs the scoring steps
+    /// read (engines exported before they existed lack them).
+    pub fn check_scoring(&self) -> Result<(), LmError> {
+        for (graph, outputs) in [
+            (&self.backbone, [io::HIDDEN_ALL, io::C0_LOGITS_ALL].as_slice()),
+            (&self.decoder, [io::LOGITS_ALL].as_slice()),
+        ] {
+            if let Some(missing) = outputs.iter().find(|o| !graph.has_output(o)) {
+                return Err(LmError::Engine {
+                    path: graph.path().to_path_buf(),
+                    message: format!(
+                        "graph has no `{missing}` output, which speculative decoding scores with; rebuild the \
+                         engine with this version of heart-build"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Fresh caches for `batch` rows and at most `max_positions` backbone
     /// positions (prompt + fed-back frames).
     pub fn new_state(&self, batch: usize, max_positions: usize) -> Result<LmState, LmError> {
@@ -162,6 +304,45 @@ impl HeartMula {
     pub fn feed_frame(&mut self, st: &mut LmState, frames: &[Vec<i64>]) -> Result<BackboneOut, LmError> {
         let embeds = self.embedder.frame(frames, self.dims.empty_id)?;
         self.backbone_step(st, &embeds, 1)
+    }
+
+    /// Feeds back several frames at the next positions, the same codes in every
+    /// batch row (audio rows are identical in both CFG rows, spec §2.5), and
+    /// returns the outputs at the last position.
+    pub fn feed_frames(&mut self, st: &mut LmState, frames: &[Vec<i64>]) -> Result<BackboneOut, LmError> {
+        let embeds = self.frames_embeds(frames, st.batch())?;
+        self.backbone_step(st, &embeds, frames.len())
+    }
+
+    /// Like [`Self::feed_frames`] but returns the outputs at every fed position:
+    /// position `i`'s are those a plain loop would get after feeding
+    /// `frames[..=i]` one at a time.
+    pub fn score_positions(&mut self, st: &mut LmState, frames: &[Vec<i64>]) -> Result<BackboneAll, LmError> {
+        let embeds = self.frames_embeds(frames, st.batch())?;
+        let mut out = self.backbone.step(
+            &mut st.backbone,
+            &embeds,
+            frames.len(),
+            None,
+            &[io::HIDDEN_ALL, io::C0_LOGITS_ALL],
+        )?;
+        let c0_logits = out.pop().unwrap_or_default();
+        let hidden = out.pop().unwrap_or_default();
+        Ok(BackboneAll {
+            hidden,
+            c0_logits,
+            batch: st.batch(),
+            positions: frames.len(),
+        })
+    }
+
+    /// Backbone input `[batch, frames, D]`: each frame's audio row in every batch row.
+    fn frames_embeds(&self, frames: &[Vec<i64>], batch: usize) -> Result<Vec<f32>, LmError> {
+        if frames.is_empty() {
+            return Err(LmError::Input("no frames to feed".into()));
+        }
+        let one = self.embedder.frame(frames, self.dims.empty_id)?;
+        Ok(one.repeat(batch))
     }
 
     /// A backbone step over `s` rows of summed embeddings `[B, s, D]`.
@@ -224,6 +405,74 @@ impl HeartMula {
             s = 1;
         }
         Ok(codes)
+    }
+
+    /// Scores whole frames in one decoder call: frame `f` is the backbone
+    /// hidden state `hidden[f]` (`[B, D]`) followed by the embeddings of its
+    /// codes `0..codebooks − 1` (`codes[f]`, the same in every batch row), at
+    /// decoder positions `0..codebooks`; the frames are folded into the batch.
+    /// Codebook `k`'s logits for frame `f` are those the per-codebook walk
+    /// would get having picked `codes[f][..k]`.
+    pub fn score_frames(
+        &mut self,
+        hidden: &[Vec<f32>],
+        codes: &[Vec<i64>],
+        batch: usize,
+    ) -> Result<ScoredFrames, LmError> {
+        let (n, d) = (self.dims.codebooks, self.embedder.dim());
+        let frames = codes.len();
+        if hidden.len() != frames
+            || hidden.iter().any(|h| h.len() != batch * d)
+            || codes.iter().any(|c| c.len() < n - 1)
+        {
+            return Err(LmError::Shape {
+                what: "frames to score".into(),
+                expected: format!(
+                    "{frames} hidden states of {batch}x{d} values and {} codes per frame",
+                    n - 1
+                ),
+                got: format!(
+                    "{} hidden states, code counts {:?}",
+                    hidden.len(),
+                    codes.iter().map(Vec::len).collect::<Vec<_>>()
+                ),
+            });
+        }
+        let mut embeds = Vec::with_capacity(frames * batch * n * d);
+        for (h, c) in hidden.iter().zip(codes) {
+            for row in h.chunks_exact(d) {
+                embeds.extend_from_slice(row);
+                for (k, &code) in c.iter().take(n - 1).enumerate() {
+                    embeds.extend_from_slice(self.embedder.audio(k, code)?);
+                }
+            }
+        }
+        let mut cache = KvCache::new(
+            self.decoder.cache_shape(frames * batch),
+            self.decoder.cache_dtype(),
+            n,
+            n,
+        )?;
+        let mut out = self.decoder.step(&mut cache, &embeds, n, Some(1), &[io::LOGITS_ALL])?;
+        let logits = out.pop().unwrap_or_default();
+        let expected = frames * batch * (n - 1) * self.dims.audio_vocab;
+        if logits.len() != expected {
+            return Err(LmError::Engine {
+                path: self.decoder.path().to_path_buf(),
+                message: format!(
+                    "`{}` has {} values for a whole-frame call; expected {expected}",
+                    io::LOGITS_ALL,
+                    logits.len()
+                ),
+            });
+        }
+        Ok(ScoredFrames {
+            logits,
+            frames,
+            batch,
+            codebooks: n,
+            vocab: self.dims.audio_vocab,
+        })
     }
 }
 

@@ -157,6 +157,16 @@ impl StackGraph {
         self.embed_dim
     }
 
+    /// Whether the graph has an output called `name`.
+    pub fn has_output(&self, name: &str) -> bool {
+        self.session.outputs().iter().any(|o| o.name() == name)
+    }
+
+    /// The graph file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Runs `s` new rows (`embeds` `[batch, s, D]`) at the cache's next
     /// positions, appends their keys/values and returns the `outputs` asked for.
     /// `codebook` feeds the decoder's `codebook` input.
