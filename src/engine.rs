@@ -14,6 +14,8 @@ pub const SCALAR_DECODER_GRAPH: &str = "scalar_decoder.onnx";
 pub const CODEC_TABLES: &str = "codec_tables.safetensors";
 /// Suffix of a graph's external weight file (`<graph>.onnx.data`).
 pub const GRAPH_DATA_SUFFIX: &str = ".onnx.data";
+/// Calibration statistics behind an engine's activation scales.
+pub const CALIBRATION: &str = "calibration.json";
 
 /// The kind of an engine file, from its name; `None` for names heart does not write.
 pub fn kind_of_file(name: &str) -> Option<EngineKind> {
@@ -28,6 +30,7 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
         SCALAR_DECODER_GRAPH => EngineKind::ScalarDecoder,
         CODEC_TABLES => EngineKind::CodecTables,
         TOKENIZER => EngineKind::Tokenizer,
+        CALIBRATION => EngineKind::Calibration,
         _ => return None,
     })
 }
@@ -96,6 +99,18 @@ pub mod io {
     pub fn new_value(i: usize) -> String {
         format!("new_value_{i}")
     }
+
+    /// Optional output (engines built with layer taps): layer `i`'s residual
+    /// stream at the last position, f32 `[B, D]`.
+    pub fn layer_tap(i: usize) -> String {
+        format!("tap.layer_{i}")
+    }
+
+    /// Output of calibration graphs only: the input of linear `linear`
+    /// (checkpoint name without `.weight`), f32 `[B, S, K]` (`[B, K]` for heads).
+    pub fn probe(linear: &str) -> String {
+        format!("probe.{linear}")
+    }
 }
 
 #[cfg(test)]
@@ -112,6 +127,7 @@ mod tests {
             (SCALAR_DECODER_GRAPH, EngineKind::ScalarDecoder),
             (CODEC_TABLES, EngineKind::CodecTables),
             (TOKENIZER, EngineKind::Tokenizer),
+            (CALIBRATION, EngineKind::Calibration),
             ("backbone.onnx.data", EngineKind::GraphData),
         ] {
             assert_eq!(kind_of_file(name), Some(kind), "{name}");
