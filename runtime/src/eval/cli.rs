@@ -93,11 +93,20 @@ where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
 {
+    ExitCode::from(status(args))
+}
+
+/// [`main`]'s exit status: 0 pass (or no gate), 1 a check failed, 2 an error.
+pub fn status<I, T>(args: I) -> u8
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+            return u8::try_from(e.exit_code()).unwrap_or(2);
         }
     };
     let _ = tracing_subscriber::fmt()
@@ -108,11 +117,11 @@ where
         .with_writer(std::io::stderr)
         .try_init();
     match run(&cli) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(true) => 0,
+        Ok(false) => 1,
         Err(e) => {
             eprintln!("heart-eval: error: {e}");
-            ExitCode::from(2)
+            2
         }
     }
 }

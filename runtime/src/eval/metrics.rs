@@ -22,20 +22,23 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
-/// `KL(p ‖ q)` in nats, where `p` is A's sampling distribution (temperature,
-/// then top-k with ties kept: exactly what A samples from) and `q` is B's
-/// softmax after temperature over the whole vocabulary. Taking `q` untruncated
-/// keeps the divergence finite when B's top-k differs from A's, and still
-/// charges B for every bit of mass it moves off A's candidates.
+/// `KL(p ‖ q)` in nats of the sampling distributions: `p` is what A samples
+/// from (temperature, then top-k with ties kept) and `q` is B's softmax after
+/// temperature, renormalised over `p`'s candidates. When B's top-k set is A's
+/// (the usual case) `q` is exactly B's sampling distribution; when the sets
+/// differ, the divergence stays finite and measures how B ranks A's
+/// candidates. Zero for identical logits.
 pub fn sampling_kl(a_logits: &[f32], b_logits: &[f32], params: SamplerParams) -> f64 {
     let p = top_k_probs(a_logits, params);
     let log_q = log_softmax(b_logits, params.temperature);
-    p.iter()
-        .zip(&log_q)
-        .filter(|&(&p, _)| p > 0.0)
+    let support = || p.iter().zip(&log_q).filter(|&(&p, _)| p > 0.0);
+    let max = support().map(|(_, &lq)| lq).fold(f64::NEG_INFINITY, f64::max);
+    let log_mass = support().map(|(_, &lq)| (lq - max).exp()).sum::<f64>().ln() + max;
+    let p_sum: f64 = support().map(|(&p, _)| f64::from(p)).sum();
+    support()
         .map(|(&p, &lq)| {
-            let p = f64::from(p);
-            p * (p.ln() - lq)
+            let p = f64::from(p) / p_sum;
+            p * (p.ln() - (lq - log_mass))
         })
         .sum::<f64>()
         .max(0.0)
@@ -150,15 +153,15 @@ mod tests {
         assert!((cosine(&l, &l) - 1.0).abs() < 1e-12);
         assert_eq!(relative_error(&l, &l), 0.0);
         assert_eq!(snr_db(&l, &l), None);
-        // p is top-3 of softmax(l), q the full softmax: KL = -ln(mass of the top 3 under q).
-        let kl = sampling_kl(&l, &l, P);
-        let q = log_softmax(&l, 1.0);
-        let top3: f64 = [2usize, 4, 0].iter().map(|&i| q[i].exp()).sum();
-        assert!((kl + top3.ln()).abs() < 1e-6, "p is f32: {kl} vs {}", -top3.ln());
-
+        assert!(sampling_kl(&l, &l, P) < 1e-12, "identical: {}", sampling_kl(&l, &l, P));
+        // B agrees on the top-3 order but not the mass: KL of the two top-3 softmaxes.
+        let b = [0.5f32, -1.0, 2.0, 0.1, 1.0];
+        let (pa, pb) = (log_softmax(&[0.5, 2.0, 1.5], 1.0), log_softmax(&[0.5, 2.0, 1.0], 1.0));
+        let want: f64 = pa.iter().zip(&pb).map(|(&x, &y)| x.exp() * (x - y)).sum();
         assert!(
-            sampling_kl(&l, &l, SamplerParams { top_k: 5, ..P }) < 1e-7,
-            "f32 probabilities: noise floor"
+            (sampling_kl(&l, &b, P) - want).abs() < 1e-7,
+            "{} vs {want}",
+            sampling_kl(&l, &b, P)
         );
     }
 
