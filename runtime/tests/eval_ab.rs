@@ -1,5 +1,7 @@
 //! `heart-eval ab` on engines exported from the tiny-a fixture: an engine
-//! against itself is perfect in every measure; the real binary's exit status
+//! against itself is perfect in every measure; with codecs, the audio of
+//! identical codes is compared (bit-identical for one codec, a finite SNR for
+//! an fp16 codec against fp32); the real binary's exit status
 //! follows the gate (0 pass, 1 a check failed, 2 an error) and a deliberately
 //! broken engine (activation scales clipped to 1/50 of their range) fails.
 
@@ -9,6 +11,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use heart::config::CodecConfig;
 use heart::engine::{self, kind_of_file};
 use heart::manifest::{FORMAT_VERSION, Manifest, Target, describe_file};
 use heart::precision::Precision;
@@ -23,6 +26,11 @@ fn calibration() -> PathBuf {
 
 /// Exports the fixture's LM with `opts` into `dir` and writes a manifest.
 fn engine(dir: &Path, opts: &LmOptions, precision: Precision) {
+    engine_with_codec(dir, opts, precision, None);
+}
+
+/// [`engine`], plus the fixture's codec at `codec` when given.
+fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: Option<Precision>) {
     std::fs::create_dir_all(dir).unwrap();
     let src = lm_support::fixture().join("heartmula");
     let ckpt = heart::checkpoint::Checkpoint::open(&src).unwrap();
@@ -33,12 +41,19 @@ fn engine(dir: &Path, opts: &LmOptions, precision: Precision) {
         path: dir.join(engine::TOKENIZER),
         bytes: 0,
     });
+    let codec_dir = lm_support::fixture().join("heartcodec");
+    let codec_cfg = codec.map(|_| CodecConfig::from_file(&codec_dir.join("config.json")).unwrap());
+    if let (Some(p), Some(c)) = (codec, &codec_cfg) {
+        let ckpt = heart::checkpoint::Checkpoint::open(&codec_dir).unwrap();
+        files.extend(onnx_export::codec::export_codec(&ckpt, c, p, dir).unwrap());
+    }
+    let codec_precision = codec.unwrap_or(precision);
     let files = files
         .iter()
-        .map(|f| {
+        .filter_map(|f| {
             let name = f.path.file_name().unwrap().to_str().unwrap();
-            let kind = kind_of_file(name).unwrap();
-            describe_file(dir, name, kind, kind.precision(precision, precision)).unwrap()
+            let kind = kind_of_file(name)?;
+            Some(describe_file(dir, name, kind, kind.precision(precision, codec_precision)).unwrap())
         })
         .collect();
     Manifest {
@@ -46,10 +61,10 @@ fn engine(dir: &Path, opts: &LmOptions, precision: Precision) {
         heart_version: "test".into(),
         target: Target::Onnx,
         precision,
-        codec_precision: None,
+        codec_precision: codec,
         model: cfg,
         gen_config,
-        codec: None,
+        codec: codec_cfg,
         build_profile: None,
         calibration: None,
         inputs: vec![],
@@ -233,4 +248,42 @@ fn exit_status_follows_the_gate_and_a_broken_engine_fails() {
     let (code, _, err) = run("nowhere", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("manifest.toml"), "{err}");
+}
+
+#[test]
+fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let lm = dense(Precision::Fp32);
+    engine_with_codec(&p("a"), &lm, Precision::Fp32, Some(Precision::Fp32));
+    engine_with_codec(&p("same"), &lm, Precision::Fp32, Some(Precision::Fp32));
+    engine_with_codec(&p("fp16-codec"), &lm, Precision::Fp32, Some(Precision::Fp16));
+    engine(&p("no-codec"), &lm, Precision::Fp32);
+    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
+    let opts = |b: &str| AbOptions {
+        a: p("a"),
+        b: p(b),
+        prompts: calibration(),
+        max_prompts: Some(3),
+        frames: 3,
+        cfg_scale: 1.5,
+        sampler: SamplerParams {
+            temperature: 1.0,
+            top_k: 5,
+        },
+        seed: 0,
+        sessions: SessionConfig::default(),
+    };
+    let same = run_ab(&rt, &opts("same")).unwrap();
+    assert_eq!(same.audio_identical, same.prompts, "one codec, one noise: identical audio");
+    assert_eq!(same.measured().snr_db, Some(f64::INFINITY));
+    let fp16 = run_ab(&rt, &opts("fp16-codec")).unwrap();
+    let snr = fp16.audio_snr_db.expect("both folders have a codec");
+    println!("fp16 codec vs fp32: SNR mean {:.2} dB, min {:.2} dB", snr.mean, snr.min);
+    assert_eq!(snr.count, fp16.prompts);
+    assert!(snr.min > 10.0 && snr.min.is_finite(), "{snr:?}");
+    assert_eq!(fp16.codebooks[0].top1_agreement, 1.0, "the LM graphs are identical");
+    let none = run_ab(&rt, &opts("no-codec")).unwrap();
+    assert_eq!(none.audio_snr_db, None);
+    assert_eq!(none.measured().snr_db, None, "an SNR gate fails without codecs");
 }
