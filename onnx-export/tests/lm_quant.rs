@@ -392,3 +392,38 @@ fn quantization_errors_name_the_tensor() {
         .to_string();
     assert!(err.contains("FP8 scale 0"), "{err}");
 }
+
+#[test]
+fn tensorrt_lowering_of_the_lm_has_fp4_initializers_and_trt_quantizers() {
+    let (ckpt, cfg) = load();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&cfg, QuantFormat::Nvfp4, Some(QuantFormat::Nvfp4), 3.0);
+    opts.numerics = lm::numerics(Precision::Fp16);
+    opts.quant.as_mut().unwrap().lowering = Lowering::TensorRt;
+    lm::export_lm_with(&ckpt, &cfg, &opts, dir.path()).unwrap();
+    for graph in [engine::BACKBONE_GRAPH, engine::DECODER_GRAPH] {
+        let m = ModelProto::decode(std::fs::read(dir.path().join(graph)).unwrap().as_slice()).unwrap();
+        let opset = m.opset_import.iter().find(|o| o.domain.as_deref() == Some("")).unwrap();
+        assert!(opset.version.unwrap() >= 23, "{graph}: FLOAT4E2M1 needs opset 23");
+        let g = m.graph.unwrap();
+        let stack = graph.trim_end_matches(".onnx");
+        let codes = format!("{stack}.layers.0.mlp.w2.weight.nvfp4_codes");
+        let t = g
+            .initializer
+            .iter()
+            .find(|t| t.name.as_deref() == Some(codes.as_str()))
+            .unwrap();
+        assert_eq!(
+            t.data_type,
+            Some(onnx_export::proto::tensor_proto::DataType::Float4e2m1 as i32)
+        );
+        let trt_quantizers = g
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("TRT_FP4DynamicQuantize"))
+            .count();
+        // One per distinct linear input: q/k/v and w1/w3 share theirs (+ the projection's).
+        let expected = 4 * if stack == "backbone" { 3 } else { 2 } + usize::from(stack == "decoder");
+        assert_eq!(trt_quantizers, expected, "{graph}");
+    }
+}
