@@ -230,11 +230,6 @@ impl<'p> Linears<'p> {
         self.opts.layer_taps
     }
 
-    /// Whether `group` is quantized.
-    pub fn quantized(&self, group: LinearGroup) -> bool {
-        self.plan_for(group).is_some()
-    }
-
     /// `x · Wᵀ` for the checkpoint Linear weight `t` (`[out, in]`) of `group`,
     /// on compute-dtype `x` of rank `rank` (3 in the stacks, 2 for heads).
     pub fn linear(
