@@ -12,13 +12,33 @@ pub const FLOW_ESTIMATOR_GRAPH: &str = "flow_estimator.onnx";
 pub const SCALAR_DECODER_GRAPH: &str = "scalar_decoder.onnx";
 /// RVQ codebooks and conditioning weights used by the runtime.
 pub const CODEC_TABLES: &str = "codec_tables.safetensors";
+/// The HeartCodec `config.json`, copied for the codec runtime.
+pub const CODEC_CONFIG: &str = "codec_config.json";
 /// Suffix of a graph's external weight file (`<graph>.onnx.data`).
 pub const GRAPH_DATA_SUFFIX: &str = ".onnx.data";
 /// Calibration statistics behind an engine's activation scales.
 pub const CALIBRATION: &str = "calibration.json";
 
+/// Folder of TensorRT artefacts inside an engine folder (`heart-build --target tensorrt`).
+pub const TENSORRT_DIR: &str = "trt";
+/// Serialized engines (and their `.profile` files) inside [`TENSORRT_DIR`],
+/// relative to it: the EP-context models refer to them by this relative path.
+pub const TENSORRT_ENGINE_SUBDIR: &str = "engines";
+/// The builder's timing cache inside [`TENSORRT_DIR`].
+pub const TENSORRT_TIMING_SUBDIR: &str = "timing";
+
+/// Path, relative to the engine folder, of the EP-context model built for
+/// `graph` (e.g. `backbone.onnx` → `trt/backbone_ctx.onnx`).
+pub fn context_model(graph: &str) -> String {
+    let stem = graph.strip_suffix(".onnx").unwrap_or(graph);
+    format!("{TENSORRT_DIR}/{stem}_ctx.onnx")
+}
+
 /// The kind of an engine file, from its name; `None` for names heart does not write.
 pub fn kind_of_file(name: &str) -> Option<EngineKind> {
+    if name.starts_with(&format!("{TENSORRT_DIR}/")) {
+        return Some(EngineKind::TensorRt);
+    }
     if name.ends_with(GRAPH_DATA_SUFFIX) {
         return Some(EngineKind::GraphData);
     }
@@ -29,6 +49,7 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
         FLOW_ESTIMATOR_GRAPH => EngineKind::FlowEstimator,
         SCALAR_DECODER_GRAPH => EngineKind::ScalarDecoder,
         CODEC_TABLES => EngineKind::CodecTables,
+        CODEC_CONFIG => EngineKind::CodecConfig,
         TOKENIZER => EngineKind::Tokenizer,
         CALIBRATION => EngineKind::Calibration,
         _ => return None,
@@ -126,12 +147,24 @@ mod tests {
             (FLOW_ESTIMATOR_GRAPH, EngineKind::FlowEstimator),
             (SCALAR_DECODER_GRAPH, EngineKind::ScalarDecoder),
             (CODEC_TABLES, EngineKind::CodecTables),
+            (CODEC_CONFIG, EngineKind::CodecConfig),
             (TOKENIZER, EngineKind::Tokenizer),
             (CALIBRATION, EngineKind::Calibration),
             ("backbone.onnx.data", EngineKind::GraphData),
+            ("trt/backbone_ctx.onnx", EngineKind::TensorRt),
+            (
+                "trt/engines/TensorrtExecutionProvider_TRTKernel_0.engine",
+                EngineKind::TensorRt,
+            ),
         ] {
             assert_eq!(kind_of_file(name), Some(kind), "{name}");
         }
         assert_eq!(kind_of_file("notes.txt"), None);
+    }
+
+    #[test]
+    fn context_models_live_in_the_tensorrt_folder() {
+        assert_eq!(context_model(BACKBONE_GRAPH), "trt/backbone_ctx.onnx");
+        assert_eq!(context_model(FLOW_ESTIMATOR_GRAPH), "trt/flow_estimator_ctx.onnx");
     }
 }

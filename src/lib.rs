@@ -9,6 +9,7 @@
 //! - [`precision`]: the precisions engines are built at.
 //! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
 //! - [`quant`]: bit-exact FP8 E4M3FN / NVFP4 reference quantizers and the calibration prompt set.
+//! - `trt_native` (feature `tensorrt-native`): native TensorRT plan runner over a C ABI shim.
 
 pub mod checkpoint;
 pub mod config;
@@ -21,5 +22,7 @@ pub mod precision;
 pub mod prompt;
 pub mod quant;
 pub mod tensors;
+#[cfg(feature = "tensorrt-native")]
+pub mod trt_native;
 
 pub use error::{Error, Result};

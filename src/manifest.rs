@@ -39,12 +39,17 @@ pub enum EngineKind {
     ScalarDecoder,
     /// RVQ codebooks and conditioning weights.
     CodecTables,
+    /// The HeartCodec configuration (also recorded in the manifest).
+    CodecConfig,
     /// External weight data of an ONNX graph.
     GraphData,
     /// The text tokenizer.
     Tokenizer,
     /// Calibration statistics.
     Calibration,
+    /// A TensorRT artefact under `trt/`: an EP-context model, a serialized
+    /// engine or its profile, or the builder's timing cache.
+    TensorRt,
 }
 
 impl EngineKind {
@@ -54,7 +59,7 @@ impl EngineKind {
         match self {
             Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
-            Self::GraphData | Self::Tokenizer | Self::Calibration => None,
+            Self::GraphData | Self::Tokenizer | Self::Calibration | Self::CodecConfig | Self::TensorRt => None,
         }
     }
 }
@@ -122,6 +127,28 @@ pub struct CalibrationEntry {
 pub enum Target {
     /// Portable ONNX graphs for ONNX Runtime (CPU, or any provider).
     Onnx,
+    /// The portable ONNX graphs plus TensorRT engines (and ONNX Runtime
+    /// EP-context models pointing at them) built for one GPU model by ONNX
+    /// Runtime's TensorRT execution provider. The engines run only on a GPU of
+    /// the same name and compute capability; every field is what the build
+    /// machine reported, not what heart assumed.
+    #[serde(rename = "tensorrt")]
+    TensorRt {
+        /// Device name from the CUDA driver (`cuDeviceGetName`), e.g. `NVIDIA GB10`.
+        gpu_name: String,
+        /// `major.minor` from the driver's compute-capability attributes, e.g. `12.1`.
+        compute_capability: String,
+        /// Version of the TensorRT library the provider loaded
+        /// (`getInferLibVersion()` of `libnvinfer.so.10`), e.g. `10.13.3`;
+        /// absent when that symbol could not be queried.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tensorrt_version: Option<String>,
+        /// Newest CUDA version the installed driver supports
+        /// (`cuDriverGetVersion`, e.g. `13.0`). This is not the kernel-module
+        /// version `nvidia-smi` prints (e.g. 580.x), which the driver API does
+        /// not report.
+        cuda_driver_version: String,
+    },
 }
 
 /// The whole manifest.
@@ -228,12 +255,7 @@ impl Manifest {
         let manifest_path = dir.join(MANIFEST_FILE);
         for entry in &self.files {
             let path = dir.join(&entry.path);
-            let size = std::fs::metadata(&path)
-                .map_err(|source| Error::Io {
-                    path: path.clone(),
-                    source,
-                })?
-                .len();
+            let size = file_size(&path)?;
             if size != entry.size {
                 return Err(Error::Config {
                     path: manifest_path,
@@ -265,18 +287,20 @@ impl Manifest {
 /// Describes a file for the manifest (size + SHA-256).
 pub fn describe_file(dir: &Path, relative: &str, kind: EngineKind, precision: Option<Precision>) -> Result<FileEntry> {
     let path = dir.join(relative);
-    let size = std::fs::metadata(&path)
-        .map_err(|source| Error::Io {
-            path: path.clone(),
-            source,
-        })?
-        .len();
+    let size = file_size(&path)?;
     Ok(FileEntry {
         path: relative.to_string(),
         kind,
         precision,
         size,
         sha256: sha256_file(&path)?,
+    })
+}
+
+fn file_size(path: &Path) -> Result<u64> {
+    std::fs::metadata(path).map(|m| m.len()).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
     })
 }
 
@@ -355,6 +379,39 @@ mod tests {
             sha256_bytes(b"graph bytes"),
             "manifest records the real SHA-256"
         );
+    }
+
+    #[test]
+    fn tensorrt_target_round_trips_through_toml() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample(dir.path());
+        m.target = Target::TensorRt {
+            gpu_name: "NVIDIA GB10".into(),
+            compute_capability: "12.1".into(),
+            tensorrt_version: Some("10.13.3".into()),
+            cuda_driver_version: "13.0".into(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("kind = \"tensorrt\""), "{text}");
+        assert!(text.contains("gpu_name = \"NVIDIA GB10\""), "{text}");
+        assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
+
+        m.target = Target::TensorRt {
+            gpu_name: "NVIDIA H100 80GB HBM3".into(),
+            compute_capability: "9.0".into(),
+            tensorrt_version: None,
+            cuda_driver_version: "13.0".into(),
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(!text.contains("tensorrt_version"), "absent version is omitted: {text}");
+        assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
+
+        m.target = Target::Onnx;
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("kind = \"onnx\""), "{text}");
     }
 
     #[test]

@@ -4,8 +4,36 @@
 //! removes its temporary folder.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result, bail};
+
+/// Temporary folders in flight, removed by the Ctrl-C handler.
+static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Makes Ctrl-C remove every temporary folder in flight before exiting (130),
+/// so an interrupted build leaves nothing half-written.
+pub fn clean_up_on_interrupt() -> Result<()> {
+    ctrlc::set_handler(|| {
+        if let Ok(pending) = PENDING.lock() {
+            for dir in pending.iter() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+        eprintln!("\nheart-build: interrupted; nothing was written");
+        std::process::exit(130);
+    })
+    .context("installing the Ctrl-C handler")
+}
+
+fn track(dir: &Path, pending: bool) {
+    if let Ok(mut list) = PENDING.lock() {
+        list.retain(|p| p != dir);
+        if pending {
+            list.push(dir.to_path_buf());
+        }
+    }
+}
 
 /// A temporary folder that becomes `target` on [`AtomicDir::commit`] and is
 /// deleted if dropped uncommitted.
@@ -38,6 +66,7 @@ impl AtomicDir {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
         }
         std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        track(&tmp, true);
         Ok(Self {
             target: target.to_path_buf(),
             tmp,
@@ -63,6 +92,7 @@ impl AtomicDir {
                 .with_context(|| format!("renaming into {}", self.target.display()))?;
         }
         self.committed = true;
+        track(&self.tmp, false);
         Ok(self.target.clone())
     }
 }
@@ -71,6 +101,7 @@ impl Drop for AtomicDir {
     fn drop(&mut self) {
         if !self.committed {
             let _ = std::fs::remove_dir_all(&self.tmp);
+            track(&self.tmp, false);
         }
     }
 }

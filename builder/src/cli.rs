@@ -73,12 +73,25 @@ pub struct BuildArgs {
     /// Also expose every layer's residual stream (`tap.layer_*` outputs) for `heart-eval ab`.
     #[arg(long)]
     pub layer_taps: bool,
+    /// Engine target: portable ONNX graphs, or those plus TensorRT engines for
+    /// this machine's GPU (needs a build with `--features gpu`; see docs/gpu.md).
+    #[arg(long, value_enum, default_value = "onnx")]
+    pub target: BuildTarget,
     /// Output engine folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
     /// Replace an existing engine folder.
     #[arg(long)]
     pub force: bool,
+}
+
+/// What `--target` builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BuildTarget {
+    /// Portable ONNX graphs (any ONNX Runtime provider).
+    Onnx,
+    /// The ONNX graphs plus TensorRT engines for this machine's GPU.
+    Tensorrt,
 }
 
 /// Arguments of `synth`.

@@ -8,6 +8,7 @@ mod profile;
 mod safetensors_out;
 mod scales;
 mod synth;
+mod tensorrt;
 
 use std::time::Instant;
 
@@ -21,6 +22,9 @@ use crate::cli::{Cli, Command, SynthArgs};
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet);
+    if let Err(e) = atomic::clean_up_on_interrupt() {
+        eprintln!("heart-build: warning: {e:#}");
+    }
     let result = match (cli.command, cli.build) {
         (Some(Command::Synth(args)), _) => run_synth(&args, cli.quiet),
         (None, Some(args)) => pipeline::run(&args, cli.quiet),

@@ -21,6 +21,7 @@ use crate::profile::Profile;
 pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let profile = check_precisions(args)?;
     let precision = profile.precision;
+    let gpu = crate::tensorrt::preflight(args.target)?;
     let start = Instant::now();
     let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
         .context("loading the HeartMuLa checkpoint")?;
@@ -62,9 +63,9 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     written.extend(lm.stats_file);
     if let Some(codec) = &codec {
         stage(&format!("exporting HeartCodec graphs ({})", args.codec_precision));
-        bail!(
-            "--codec {}: codec engines cannot be built yet (the HeartCodec export has not landed)",
-            codec.paths.dir.display()
+        written.extend(
+            onnx_export::codec::export_codec(&codec.checkpoint, &codec.config, args.codec_precision, dir)
+                .context("exporting the HeartCodec graphs")?,
         );
     }
     let tokenizer_dst = dir.join(heart::engine::TOKENIZER);
@@ -74,6 +75,20 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         bytes: std::fs::metadata(&tokenizer_dst)?.len(),
         path: tokenizer_dst,
     });
+    let target = match &gpu {
+        Some(gpu) => {
+            let set = crate::tensorrt::EngineSet {
+                model: &mula.config,
+                codec: codec.as_ref().map(|c| &c.config),
+                lm: precision,
+                codec_precision: args.codec_precision,
+            };
+            let (target, engines) = crate::tensorrt::build(gpu, dir, &set, quiet)?;
+            written.extend(engines);
+            target
+        }
+        None => Target::Onnx,
+    };
     let exported = start.elapsed() - loaded;
 
     stage("hashing build inputs and engine files");
@@ -115,7 +130,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         heart_version: env!("CARGO_PKG_VERSION").to_string(),
-        target: Target::Onnx,
+        target,
         precision,
         codec_precision: codec.as_ref().map(|_| args.codec_precision),
         model: mula.config.clone(),

@@ -1,5 +1,7 @@
 //! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
 //!
+//! - [`backend`]: CPU, CUDA or TensorRT sessions (`--backend`; GPU code behind feature `gpu`).
+//! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
 //! - [`eval`]: quality A/B of engine folders (`heart-eval`) and the tapped
@@ -8,8 +10,11 @@
 //! - [`mem`]: peak / current resident memory.
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.
 //! - [`settings`]: generation settings, presets and upstream defaults.
+//! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`wav`]: atomic WAV output.
 
+pub mod backend;
+pub mod bench;
 pub mod codec;
 pub mod conform;
 pub mod eval;
@@ -17,4 +22,5 @@ pub mod lm;
 pub mod mem;
 pub mod ort_env;
 pub mod settings;
+pub mod song;
 pub mod wav;

@@ -74,6 +74,8 @@ pub struct OrtRuntime {
     pub library: PathBuf,
     /// The committed ONNX Runtime environment sessions are created from.
     pub env: ort::environment::Environment,
+    /// Which provider sessions use (the CPU unless set; see [`crate::backend`]).
+    pub plan: crate::backend::ExecutionPlan,
 }
 
 static INIT: OnceLock<Result<OrtRuntime, InitFailure>> = OnceLock::new();
@@ -98,7 +100,11 @@ pub fn init(explicit: Option<&Path>) -> Result<OrtRuntime, OrtSetupError> {
             .with_name("heart")
             .build()
             .map_err(|e| InitFailure::Load(path.clone(), e.to_string()))?;
-        Ok(OrtRuntime { library: path, env })
+        Ok(OrtRuntime {
+            library: path,
+            env,
+            plan: Default::default(),
+        })
     });
     result.clone().map_err(|f| match f {
         InitFailure::NotFound(searched) => OrtSetupError::NotFound { searched },

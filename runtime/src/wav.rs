@@ -84,7 +84,9 @@ pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> Result<(), Wa
     result
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+/// The temporary file [`write_wav`] writes before renaming it to `path`
+/// (removed by interrupt handlers so no partial output is left).
+pub fn temp_path(path: &Path) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

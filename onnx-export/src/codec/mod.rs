@@ -30,13 +30,13 @@ use crate::tables::{Table, write_f32_tables};
 use ops::Params;
 
 /// Flow estimator graph file.
-pub const FLOW_ESTIMATOR_FILE: &str = "flow_estimator.onnx";
+pub const FLOW_ESTIMATOR_FILE: &str = heart::engine::FLOW_ESTIMATOR_GRAPH;
 /// Scalar decoder graph file.
-pub const SCALAR_DECODER_FILE: &str = "scalar_decoder.onnx";
+pub const SCALAR_DECODER_FILE: &str = heart::engine::SCALAR_DECODER_GRAPH;
 /// RVQ / conditioning tables (safetensors).
-pub const TABLES_FILE: &str = "codec_tables.safetensors";
+pub const TABLES_FILE: &str = heart::engine::CODEC_TABLES;
 /// The codec config (JSON, upstream field names).
-pub const CODEC_CONFIG_FILE: &str = "codec_config.json";
+pub const CODEC_CONFIG_FILE: &str = heart::engine::CODEC_CONFIG;
 /// Table name of quantizer `q`'s codebook `[codebook_size, codebook_dim]`.
 pub fn table_codebook(q: usize) -> String {
     format!("vq_embed.codebook.{q}")

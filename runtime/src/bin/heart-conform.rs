@@ -18,17 +18,23 @@ struct Args {
     /// Run only the case with this name.
     #[arg(long)]
     case: Option<String>,
+    /// Engine folder built by heart-build from the fixture's checkpoints; the
+    /// model and codec kinds run on it (skipped without it).
+    #[arg(long, value_name = "DIR")]
+    engines: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
     let args = Args::parse();
     let mut ctx = ConformContext::open(&args.fixture)
         .with_context(|| format!("opening fixture folder {}", args.fixture.display()))?;
-    let report = conform::run(
-        &mut ctx,
-        args.case.as_deref(),
-        &mut std::io::stdout().lock(),
-    )?;
+    if let Some(dir) = &args.engines {
+        ctx = ctx
+            .with_engines(dir)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("opening engine folder {}", dir.display()))?;
+    }
+    let report = conform::run(&mut ctx, args.case.as_deref(), &mut std::io::stdout().lock())?;
     Ok(if report.success() {
         ExitCode::SUCCESS
     } else {

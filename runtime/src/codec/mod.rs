@@ -34,7 +34,7 @@ pub use tables::{CodecTables, Conditioning, TABLES_FILE};
 use geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
 
 /// The HeartCodec `config.json`, copied into the engine folder under this name.
-pub const CODEC_CONFIG_FILE: &str = "codec_config.json";
+pub const CODEC_CONFIG_FILE: &str = heart::engine::CODEC_CONFIG;
 
 /// Settings of one `detokenize` call.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -185,7 +185,9 @@ impl Codec {
 
     /// Decodes one window's latents `[T, 2·latent_hidden_dim]` to planar stereo
     /// `[2, T · samples_per_latent]`: latent dims `0..128` are channel 0, `128..256`
-    /// channel 1, run as one batch of 2.
+    /// channel 1. The channels run one after the other (batch 1 each, the same
+    /// numbers as one batch of 2): a full-size window's decoder activations are
+    /// several GB per channel, and sequential calls halve the peak.
     pub fn decode_latents(&mut self, latents: &[f32]) -> Result<Vec<f32>> {
         let half = self.cfg.latent_hidden_dim;
         let width = 2 * half;
@@ -203,7 +205,11 @@ impl Codec {
                 planar[k * frames + t] = v;
             }
         }
-        self.decoder.decode(&planar, 2, frames)
+        let mut audio = Vec::with_capacity(2 * frames * self.cfg.samples_per_latent());
+        for channel in planar.chunks_exact(half * frames) {
+            audio.extend(self.decoder.decode(channel, 1, frames)?);
+        }
+        Ok(audio)
     }
 }
 

@@ -15,9 +15,9 @@ use super::error::{CodecError, Result};
 use crate::ort_env::OrtRuntime;
 
 /// Flow estimator graph file.
-pub const FLOW_ESTIMATOR_FILE: &str = "flow_estimator.onnx";
+pub const FLOW_ESTIMATOR_FILE: &str = heart::engine::FLOW_ESTIMATOR_GRAPH;
 /// Scalar decoder graph file.
-pub const SCALAR_DECODER_FILE: &str = "scalar_decoder.onnx";
+pub const SCALAR_DECODER_FILE: &str = heart::engine::SCALAR_DECODER_GRAPH;
 /// Estimator input: channel concat `[B, T, in_channels]`.
 pub const ESTIMATOR_INPUT: &str = "x";
 /// Estimator input: flow time per batch row `[B]`.
@@ -50,9 +50,10 @@ impl Graph {
                 ),
             });
         }
-        let session = Session::builder(&rt.env)
+        let session = rt
+            .session_builder(path)
             .map_err(ort_err)?
-            .commit_from_file(path)
+            .commit_from_file(rt.graph_file(path))
             .map_err(ort_err)?;
         Ok(Self {
             session,

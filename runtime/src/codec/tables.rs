@@ -20,7 +20,7 @@ use safetensors::{Dtype, SafeTensors};
 use super::error::{CodecError, Result};
 
 /// File name of the RVQ / conditioning tables inside an engine folder.
-pub const TABLES_FILE: &str = "codec_tables.safetensors";
+pub const TABLES_FILE: &str = heart::engine::CODEC_TABLES;
 /// Table name of quantizer `q`'s codebook `[codebook_size, codebook_dim]`.
 pub fn codebook_name(q: usize) -> String {
     format!("vq_embed.codebook.{q}")

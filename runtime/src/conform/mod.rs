@@ -15,6 +15,7 @@
 //! built lazily by [`ConformContext`] and kept for the following cases.
 
 pub mod codec;
+pub mod engines;
 pub mod mula;
 pub mod text;
 
@@ -22,9 +23,7 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use heart::fixture::{
-    Case, CaseTensors, Comparison, Fixture, Tolerance, allclose, compare_exact, unravel,
-};
+use heart::fixture::{Case, CaseTensors, Comparison, Fixture, Tolerance, allclose, compare_exact, unravel};
 use heart::layout::{CodecCheckpoint, MulaCheckpoint};
 
 /// What a case runner returns; errors (load failures, shape problems, engine
@@ -78,12 +77,10 @@ impl CaseKind {
         match self {
             Self::Tokenizer => Ok(text::run_tokenizer),
             Self::Prompt => Ok(text::run_prompt),
-            Self::MulaTeacherForced
-            | Self::MulaGenerate
-            | Self::CodecRvq
-            | Self::CodecEstimator
-            | Self::CodecScalarDecode
-            | Self::CodecDetokenize => Err("not implemented"),
+            Self::MulaTeacherForced | Self::MulaGenerate => Ok(engines::run_mula),
+            Self::CodecRvq | Self::CodecEstimator | Self::CodecScalarDecode | Self::CodecDetokenize => {
+                Ok(engines::run_codec)
+            }
             Self::Unknown => Err("unknown case kind"),
         }
     }
@@ -96,6 +93,7 @@ pub struct ConformContext {
     pub fixture: Fixture,
     mula: Option<MulaCheckpoint>,
     codec: Option<CodecCheckpoint>,
+    engines: Option<engines::EngineSet>,
 }
 
 impl ConformContext {
@@ -107,7 +105,15 @@ impl ConformContext {
             fixture,
             mula: None,
             codec: None,
+            engines: None,
         })
+    }
+
+    /// Runs the model kinds on the engine folder `dir` (built by heart-build
+    /// from this fixture's checkpoints); without one they are skipped.
+    pub fn with_engines(mut self, dir: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        self.engines = Some(engines::EngineSet::open(dir)?);
+        Ok(self)
     }
 
     /// The fixture's HeartMuLa checkpoint, discovered and validated like a user's.
@@ -236,26 +242,14 @@ impl Checker {
     }
 
     /// Exact comparison against an int64 tensor of the case file.
-    pub fn tensor_i64(
-        &mut self,
-        t: &CaseTensors,
-        name: &str,
-        actual: &[i64],
-        shape: &[usize],
-    ) -> heart::Result<()> {
+    pub fn tensor_i64(&mut self, t: &CaseTensors, name: &str, actual: &[i64], shape: &[usize]) -> heart::Result<()> {
         let (expected, expected_shape) = t.i64(name)?;
         self.ints(name, (actual, shape), (&expected, &expected_shape));
         Ok(())
     }
 
     /// Comparison against a float32 tensor of the case file with the default tolerance.
-    pub fn tensor_f32(
-        &mut self,
-        t: &CaseTensors,
-        name: &str,
-        actual: &[f32],
-        shape: &[usize],
-    ) -> heart::Result<()> {
+    pub fn tensor_f32(&mut self, t: &CaseTensors, name: &str, actual: &[f32], shape: &[usize]) -> heart::Result<()> {
         let (expected, expected_shape) = t.f32(name)?;
         self.floats(name, (actual, shape), (&expected, &expected_shape), None);
         Ok(())
@@ -281,13 +275,7 @@ impl Checker {
         false
     }
 
-    fn record(
-        &mut self,
-        what: &str,
-        c: &Comparison,
-        shape: &[usize],
-        values: impl Fn(usize) -> String,
-    ) {
+    fn record(&mut self, what: &str, c: &Comparison, shape: &[usize], values: impl Fn(usize) -> String) {
         self.max_abs_err = self.max_abs_err.max(c.max_abs_err);
         if c.ok {
             return;
@@ -311,13 +299,7 @@ impl Checker {
         } else {
             Verdict::Fail
         };
-        let mut detail = self
-            .failures
-            .iter()
-            .take(SHOWN)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("; ");
+        let mut detail = self.failures.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; ");
         if self.failures.len() > SHOWN {
             let _ = write!(detail, "; +{} more", self.failures.len() - SHOWN);
         }
@@ -336,9 +318,7 @@ impl Checker {
 /// Runs one case through its kind's runner.
 pub fn run_case(ctx: &mut ConformContext, case: &Case) -> CaseOutcome {
     match CaseKind::parse(&case.kind).runner() {
-        Ok(runner) => {
-            runner(ctx, case).unwrap_or_else(|e| CaseOutcome::fail(error_chain(e.as_ref())))
-        }
+        Ok(runner) => runner(ctx, case).unwrap_or_else(|e| CaseOutcome::fail(error_chain(e.as_ref()))),
         Err(reason) => CaseOutcome::skip(reason),
     }
 }
@@ -396,10 +376,7 @@ pub struct Report {
 
 impl Report {
     fn count(&self, verdict: Verdict) -> usize {
-        self.cases
-            .iter()
-            .filter(|c| c.outcome.verdict == verdict)
-            .count()
+        self.cases.iter().filter(|c| c.outcome.verdict == verdict).count()
     }
 
     /// Whether no case failed.
@@ -444,28 +421,21 @@ pub enum ConformError {
 
 /// Runs every case (or only `only`), writing one line per case and the summary
 /// line to `out` as it goes.
-pub fn run(
-    ctx: &mut ConformContext,
-    only: Option<&str>,
-    out: &mut dyn Write,
-) -> Result<Report, ConformError> {
+pub fn run(ctx: &mut ConformContext, only: Option<&str>, out: &mut dyn Write) -> Result<Report, ConformError> {
     let cases: Vec<Case> = match only {
         None => ctx.fixture.cases().to_vec(),
         Some(name) => {
-            let case = ctx
-                .fixture
-                .case(name)
-                .ok_or_else(|| ConformError::UnknownCase {
-                    name: name.to_string(),
-                    fixture: ctx.fixture.root().display().to_string(),
-                    available: ctx
-                        .fixture
-                        .cases()
-                        .iter()
-                        .map(|c| c.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                })?;
+            let case = ctx.fixture.case(name).ok_or_else(|| ConformError::UnknownCase {
+                name: name.to_string(),
+                fixture: ctx.fixture.root().display().to_string(),
+                available: ctx
+                    .fixture
+                    .cases()
+                    .iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
             vec![case.clone()]
         }
     };
@@ -496,10 +466,7 @@ mod tests {
 
     #[test]
     fn checker_floats_use_tolerance_and_report_shape_mismatch() {
-        let tol = Tolerance {
-            atol: 1e-3,
-            rtol: 0.0,
-        };
+        let tol = Tolerance { atol: 1e-3, rtol: 0.0 };
         let mut check = Checker::new(tol);
         check.floats("a", (&[1.0, 2.0005], &[2]), (&[1.0, 2.0], &[2]), None);
         let pass = check.clone().finish();
@@ -524,10 +491,7 @@ mod tests {
             outcome: CaseOutcome {
                 verdict: Verdict::Pass,
                 max_abs_err: Some(1.25e-5),
-                tol: Some(Tolerance {
-                    atol: 1e-4,
-                    rtol: 1e-4,
-                }),
+                tol: Some(Tolerance { atol: 1e-4, rtol: 1e-4 }),
                 detail: String::new(),
             },
         };
@@ -535,13 +499,7 @@ mod tests {
             line.to_string(),
             "PASS x mula_generate max_abs_err=1.250e-5 tol=atol=1e-4,rtol=1e-4"
         );
-        assert_eq!(
-            CaseKind::parse("codec_rvq").runner().err(),
-            Some("not implemented")
-        );
-        assert_eq!(
-            CaseKind::parse("new_kind").runner().err(),
-            Some("unknown case kind")
-        );
+        assert!(CaseKind::parse("codec_rvq").runner().is_ok());
+        assert_eq!(CaseKind::parse("new_kind").runner().err(), Some("unknown case kind"));
     }
 }

@@ -52,42 +52,18 @@ pub fn run_prompt(ctx: &mut ConformContext, case: &Case) -> CaseResult {
         &process_lyrics(lyrics).as_str(),
         &case.info_str("lyrics_processed")?,
     );
-    check.equal(
-        "prompt_len",
-        &prompt.prompt_len(),
-        &case.info_usize("prompt_len")?,
-    );
+    check.equal("prompt_len", &prompt.prompt_len(), &case.info_usize("prompt_len")?);
     check.equal("muq_idx", &prompt.muq_idx(), &case.info_usize("muq_idx")?);
     check.equal("batch", &prompt.batch, &case.info_usize("batch")?);
 
     let (b, p, c) = (prompt.batch, prompt.prompt_len(), prompt.columns());
-    check.tensor_i64(
-        &expected,
-        "tags_ids",
-        &prompt.tags_ids,
-        &[prompt.tags_ids.len()],
-    )?;
-    check.tensor_i64(
-        &expected,
-        "lyrics_ids",
-        &prompt.lyrics_ids,
-        &[prompt.lyrics_ids.len()],
-    )?;
+    check.tensor_i64(&expected, "tags_ids", &prompt.tags_ids, &[prompt.tags_ids.len()])?;
+    check.tensor_i64(&expected, "lyrics_ids", &prompt.lyrics_ids, &[prompt.lyrics_ids.len()])?;
     check.tensor_i64(&expected, "prompt_tokens", &prompt.tokens(), &[b, p, c])?;
-    check.tensor_i64(
-        &expected,
-        "prompt_tokens_mask",
-        &prompt.tokens_mask(),
-        &[b, p, c],
-    )?;
+    check.tensor_i64(&expected, "prompt_tokens_mask", &prompt.tokens_mask(), &[b, p, c])?;
     check.tensor_i64(&expected, "prompt_pos", &prompt.positions(), &[b, p])?;
     check.tensor_i64(&expected, "prompt_muq_idx", &prompt.muq_indices(), &[b])?;
     let muq_dim = mula.config.muq_dim;
-    check.tensor_f32(
-        &expected,
-        "prompt_muq_embed",
-        &vec![0.0; b * muq_dim],
-        &[b, muq_dim],
-    )?;
+    check.tensor_f32(&expected, "prompt_muq_embed", &vec![0.0; b * muq_dim], &[b, muq_dim])?;
     Ok(check.finish())
 }

@@ -63,10 +63,12 @@ pub fn open_session(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result
         Optimization::Basic => GraphOptimizationLevel::Level1,
         Optimization::All => GraphOptimizationLevel::All,
     };
-    let builder = Session::builder(&rt.env).map_err(|e| err(e.to_string()))?;
+    let builder = rt.session_builder(path).map_err(|e| err(e.to_string()))?;
     let builder = builder.with_intra_threads(threads).map_err(|e| err(e.to_string()))?;
     let mut builder = builder.with_optimization_level(level).map_err(|e| err(e.to_string()))?;
-    builder.commit_from_file(path).map_err(|e| err(e.to_string()))
+    builder
+        .commit_from_file(rt.graph_file(path))
+        .map_err(|e| err(e.to_string()))
 }
 
 /// A backbone or decoder session with the cache geometry read from its inputs.

@@ -1,0 +1,515 @@
+//! Where sessions run: the CPU, or an NVIDIA GPU through ONNX Runtime's CUDA or
+//! TensorRT execution provider (cargo feature `gpu`; see `docs/gpu.md`).
+//!
+//! - `--backend auto` (heart-run's default) uses the GPU only when this build
+//!   has the `gpu` feature **and** the CUDA driver loads and reports a device;
+//!   otherwise it runs on the CPU and says why in one line. `cuda` and
+//!   `tensorrt` without a GPU are errors, never panics: cudarc panics when
+//!   `libcuda` is missing, so the probe checks for the library before any
+//!   driver call.
+//! - On a GPU, `auto` picks TensorRT for folders built with `heart-build
+//!   --target tensorrt` and the CUDA provider for portable (`onnx`) folders.
+//!   TensorRT folders load the EP-context models under `trt/` (no engine
+//!   rebuild) and are refused on a GPU of another name or compute capability.
+//!   `--backend tensorrt` on a portable folder builds engines on first use
+//!   and caches them in `<engines>/trt/` (minutes for the 3B backbone).
+//! - The library default ([`ExecutionPlan::default`]) is the CPU with no
+//!   probing and no notice, so tests and other callers behave as before.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use heart::config::{CodecConfig, MulaConfig};
+use heart::engine::{self, TENSORRT_DIR};
+use heart::manifest::{Manifest, Target};
+use heart::precision::Precision;
+use ort::session::Session;
+use ort::session::builder::SessionBuilder;
+
+use crate::ort_env::OrtRuntime;
+
+#[cfg(feature = "gpu")]
+pub mod device_kv;
+#[cfg(feature = "gpu")]
+mod gpu;
+pub mod profiles;
+pub mod strided;
+
+use profiles::{GraphProfile, ProfileLimits};
+
+/// What the user asked for with `--backend`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendChoice {
+    /// The GPU when this build and machine have one, else the CPU.
+    Auto,
+    /// ONNX Runtime's CPU provider.
+    Cpu,
+    /// ONNX Runtime's CUDA provider.
+    Cuda,
+    /// ONNX Runtime's TensorRT provider (CUDA for the nodes TensorRT leaves).
+    Tensorrt,
+}
+
+impl fmt::Display for BackendChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::Cpu => "cpu",
+            Self::Cuda => "cuda",
+            Self::Tensorrt => "tensorrt",
+        })
+    }
+}
+
+/// The provider sessions are created with.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// ONNX Runtime's CPU provider.
+    #[default]
+    Cpu,
+    /// The CUDA provider on one device.
+    Cuda {
+        /// CUDA device ordinal.
+        device: i32,
+    },
+    /// The TensorRT provider on one device, engines cached in `cache_dir`.
+    TensorRt {
+        /// CUDA device ordinal.
+        device: i32,
+        /// `<engine folder>/trt`.
+        cache_dir: PathBuf,
+    },
+}
+
+/// A GPU as the CUDA driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    /// CUDA device ordinal.
+    pub ordinal: i32,
+    /// `cuDeviceGetName`.
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (i32, i32),
+    /// `cuDriverGetVersion`: the newest CUDA version the driver supports,
+    /// encoded as `1000 * major + 10 * minor` (13000 = 13.0).
+    pub cuda_driver_version: i32,
+    /// Device memory in bytes.
+    pub total_memory: usize,
+    /// Version of the TensorRT library found here (`libnvinfer.so.10`), if any.
+    pub tensorrt_version: Option<String>,
+}
+
+impl GpuInfo {
+    /// `major.minor`, as recorded in manifests.
+    pub fn compute_capability_string(&self) -> String {
+        format!("{}.{}", self.compute_capability.0, self.compute_capability.1)
+    }
+
+    /// `major.minor` of [`GpuInfo::cuda_driver_version`].
+    pub fn cuda_driver_version_string(&self) -> String {
+        let v = self.cuda_driver_version;
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    }
+
+    /// The manifest target of engines built on this GPU.
+    pub fn target(&self) -> Target {
+        Target::TensorRt {
+            gpu_name: self.name.clone(),
+            compute_capability: self.compute_capability_string(),
+            tensorrt_version: self.tensorrt_version.clone(),
+            cuda_driver_version: self.cuda_driver_version_string(),
+        }
+    }
+}
+
+/// What probing for a GPU found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// This build has no `gpu` feature.
+    NoGpuSupport,
+    /// The CUDA driver library (`libcuda.so.1`) could not be loaded.
+    NoDriver,
+    /// The driver loaded but reports no device at the asked ordinal.
+    NoDevice,
+    /// A driver call failed.
+    DriverError(String),
+    /// A usable GPU.
+    Found(GpuInfo),
+}
+
+impl Probe {
+    /// Why no GPU is used (empty for [`Probe::Found`]).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NoGpuSupport => {
+                "this build has no GPU support (rebuild with `cargo build --release --features gpu`)".into()
+            }
+            Self::NoDriver => "this machine has no NVIDIA driver (libcuda.so.1 could not be loaded)".into(),
+            Self::NoDevice => "the NVIDIA driver reports no GPU".into(),
+            Self::DriverError(e) => format!("the CUDA driver failed: {e}"),
+            Self::Found(_) => String::new(),
+        }
+    }
+}
+
+/// Looks for CUDA device `ordinal`. Never panics; without the `gpu` feature
+/// it touches no library.
+pub fn probe(ordinal: i32) -> Probe {
+    #[cfg(feature = "gpu")]
+    {
+        gpu::probe(ordinal)
+    }
+    #[cfg(not(feature = "gpu"))]
+    {
+        let _ = ordinal;
+        Probe::NoGpuSupport
+    }
+}
+
+/// Errors choosing or using a backend.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendError {
+    /// A GPU backend was asked for where there is none.
+    #[error("--{flag} {choice} needs a build with `--features gpu` and an NVIDIA driver; {reason}")]
+    Unavailable {
+        /// The flag (`backend` or `target`).
+        flag: &'static str,
+        /// What was asked for.
+        choice: String,
+        /// [`Probe::reason`].
+        reason: String,
+    },
+    /// The engine folder holds TensorRT engines of another GPU model.
+    #[error(
+        "engine folder {} was built for {built_name} (compute capability {built_cc}) but GPU {ordinal} here is \
+         {name} (compute capability {cc}); TensorRT engines run only on the GPU model they were built for. \
+         Rebuild them on this machine with `heart-build --target tensorrt`, or run the portable graphs with \
+         `--backend cuda` or `--backend cpu`",
+        dir.display()
+    )]
+    OtherGpu {
+        /// The engine folder.
+        dir: PathBuf,
+        /// GPU name in the manifest.
+        built_name: String,
+        /// Compute capability in the manifest.
+        built_cc: String,
+        /// The device here.
+        ordinal: i32,
+        /// Its name.
+        name: String,
+        /// Its compute capability.
+        cc: String,
+    },
+    /// The engine folder's TensorRT engines were built with another TensorRT.
+    #[error(
+        "engine folder {} was built with TensorRT {built} but this machine has TensorRT {here}; serialized \
+         engines do not load across TensorRT versions. Rebuild them here with `heart-build --target tensorrt`",
+        dir.display()
+    )]
+    OtherTensorRt {
+        /// The engine folder.
+        dir: PathBuf,
+        /// Version in the manifest.
+        built: String,
+        /// Version found here.
+        here: String,
+    },
+}
+
+/// The outcome of resolving a [`BackendChoice`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The provider to use.
+    pub backend: Backend,
+    /// The GPU, when one was found.
+    pub gpu: Option<GpuInfo>,
+    /// A one-line notice for the user (e.g. why `auto` chose the CPU).
+    pub notice: Option<String>,
+}
+
+impl Backend {
+    /// Resolves `auto` on this machine for an engine folder of `target` at `engine_dir`.
+    pub fn auto(target: &Target, engine_dir: &Path) -> Result<Resolved, BackendError> {
+        resolve(BackendChoice::Auto, target, engine_dir, probe(0))
+    }
+
+    /// Resolves `choice` on this machine (probes the GPU unless `cpu` was asked for).
+    pub fn resolve(choice: BackendChoice, target: &Target, engine_dir: &Path) -> Result<Resolved, BackendError> {
+        let found = match choice {
+            BackendChoice::Cpu => Probe::NoGpuSupport,
+            _ => probe(0),
+        };
+        resolve(choice, target, engine_dir, found)
+    }
+
+    /// The CUDA device, for GPU backends.
+    pub fn device(&self) -> Option<i32> {
+        match self {
+            Self::Cpu => None,
+            Self::Cuda { device } | Self::TensorRt { device, .. } => Some(*device),
+        }
+    }
+}
+
+/// Resolves `choice` given what probing found (pure; the probing is separate so
+/// tests can supply any GPU).
+pub fn resolve(
+    choice: BackendChoice,
+    target: &Target,
+    engine_dir: &Path,
+    found: Probe,
+) -> Result<Resolved, BackendError> {
+    let gpu = match (choice, found) {
+        (BackendChoice::Cpu, found) => {
+            return Ok(Resolved {
+                backend: Backend::Cpu,
+                gpu: match found {
+                    Probe::Found(g) => Some(g),
+                    _ => None,
+                },
+                notice: None,
+            });
+        }
+        (_, Probe::Found(g)) => g,
+        (BackendChoice::Auto, other) => {
+            return Ok(Resolved {
+                backend: Backend::Cpu,
+                gpu: None,
+                notice: Some(format!("running on the CPU: {}", other.reason())),
+            });
+        }
+        (choice, other) => {
+            return Err(BackendError::Unavailable {
+                flag: "backend",
+                choice: choice.to_string(),
+                reason: other.reason(),
+            });
+        }
+    };
+    let tensorrt = Backend::TensorRt {
+        device: gpu.ordinal,
+        cache_dir: engine_dir.join(TENSORRT_DIR),
+    };
+    let (backend, notice) = match (choice, target) {
+        (BackendChoice::Cuda, _) => (Backend::Cuda { device: gpu.ordinal }, None),
+        (BackendChoice::Tensorrt | BackendChoice::Auto, Target::TensorRt { .. }) => (tensorrt, None),
+        (BackendChoice::Tensorrt, Target::Onnx) => (
+            tensorrt,
+            Some(format!(
+                "{} has no prebuilt TensorRT engines: building them on first use (minutes) into {}",
+                engine_dir.display(),
+                engine_dir.join(TENSORRT_DIR).display()
+            )),
+        ),
+        _ => (Backend::Cuda { device: gpu.ordinal }, None),
+    };
+    if matches!(backend, Backend::TensorRt { .. }) {
+        check_engine_gpu(target, &gpu, engine_dir)?;
+    }
+    Ok(Resolved {
+        backend,
+        gpu: Some(gpu),
+        notice,
+    })
+}
+
+/// Refuses TensorRT engines built for another GPU model or TensorRT version.
+/// Portable targets fit every GPU.
+pub fn check_engine_gpu(target: &Target, gpu: &GpuInfo, engine_dir: &Path) -> Result<(), BackendError> {
+    let Target::TensorRt {
+        gpu_name,
+        compute_capability,
+        tensorrt_version,
+        ..
+    } = target
+    else {
+        return Ok(());
+    };
+    let cc = gpu.compute_capability_string();
+    if gpu_name != &gpu.name || compute_capability != &cc {
+        return Err(BackendError::OtherGpu {
+            dir: engine_dir.to_path_buf(),
+            built_name: gpu_name.clone(),
+            built_cc: compute_capability.clone(),
+            ordinal: gpu.ordinal,
+            name: gpu.name.clone(),
+            cc,
+        });
+    }
+    if let (Some(built), Some(here)) = (tensorrt_version, &gpu.tensorrt_version)
+        && built != here
+    {
+        return Err(BackendError::OtherTensorRt {
+            dir: engine_dir.to_path_buf(),
+            built: built.clone(),
+            here: here.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// `getInferLibVersion()` as `major.minor.patch`: TensorRT 10 and later
+/// encode `10000·major + 100·minor + patch`, earlier ones `1000·major +
+/// 100·minor + patch`.
+pub fn decode_tensorrt_version(v: i32) -> String {
+    let (major, rest) = if v >= 100_000 {
+        (v / 10_000, v % 10_000)
+    } else {
+        (v / 1000, v % 1000)
+    };
+    format!("{major}.{}.{}", rest / 100, rest % 100)
+}
+
+/// Engine-cache file prefix of a graph: its file stem (`backbone.onnx` →
+/// `backbone`), so `trt/engines/` says which engine belongs to which graph.
+pub fn cache_prefix(graph: &str) -> &str {
+    graph.strip_suffix(".onnx").unwrap_or(graph)
+}
+
+/// How the TensorRT provider treats a graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrtMode {
+    /// Load prebuilt engines through the EP-context models under `trt/`, or
+    /// build and cache engines on first use when there are none.
+    #[default]
+    Run,
+    /// Build engines and dump EP-context models (`heart-build --target tensorrt`).
+    Build,
+}
+
+/// TensorRT settings of one graph file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GraphOptions {
+    /// Optimization profile of its dynamic inputs.
+    pub profile: GraphProfile,
+    /// Allow FP16 kernels (every precision below fp32).
+    pub fp16: bool,
+}
+
+/// How the sessions of one process are created.
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionPlan {
+    /// What the user asked for (resolved per engine folder by [`for_engine`]).
+    pub choice: Option<BackendChoice>,
+    /// The resolved provider.
+    pub backend: Backend,
+    /// TensorRT settings per graph file name.
+    pub graphs: BTreeMap<String, GraphOptions>,
+    /// Build or run.
+    pub mode: TrtMode,
+    /// Ask the provider to capture CUDA graphs. ONNX Runtime replays a graph
+    /// only for sessions run through an I/O binding whose buffers never move
+    /// ([`device_kv`] with the `gpu` feature); the host-bound frame loop must
+    /// leave it off.
+    pub cuda_graph: bool,
+}
+
+impl ExecutionPlan {
+    /// TensorRT settings of every graph of `model` and (when given) `codec`,
+    /// built at `lm` and `codec_precision`.
+    pub fn graph_options(
+        model: &MulaConfig,
+        codec: Option<&CodecConfig>,
+        lm: Precision,
+        codec_precision: Precision,
+    ) -> BTreeMap<String, GraphOptions> {
+        let limits = ProfileLimits::for_model(model);
+        [
+            (engine::BACKBONE_GRAPH, lm),
+            (engine::DECODER_GRAPH, lm),
+            (engine::FLOW_ESTIMATOR_GRAPH, codec_precision),
+            (engine::SCALAR_DECODER_GRAPH, codec_precision),
+        ]
+        .into_iter()
+        .filter_map(|(name, precision)| {
+            let profile = profiles::for_graph(name, model, codec, &limits)?;
+            Some((
+                name.to_string(),
+                GraphOptions {
+                    profile,
+                    fp16: precision != Precision::Fp32,
+                },
+            ))
+        })
+        .collect()
+    }
+}
+
+/// The EP-context model to load instead of `graph`, when running on TensorRT
+/// and `heart-build --target tensorrt` wrote one.
+pub fn context_model_for(plan: &ExecutionPlan, graph: &Path) -> Option<PathBuf> {
+    if !matches!(plan.backend, Backend::TensorRt { .. }) || plan.mode != TrtMode::Run {
+        return None;
+    }
+    let name = graph.file_name()?.to_str()?;
+    let ctx = graph.parent()?.join(engine::context_model(name));
+    ctx.is_file().then_some(ctx)
+}
+
+impl OrtRuntime {
+    /// This runtime with `--backend choice`, resolved per engine folder by [`for_engine`].
+    pub fn with_backend(mut self, choice: BackendChoice) -> Self {
+        self.plan.choice = Some(choice);
+        self
+    }
+
+    /// This runtime with an explicit plan (used by `heart-build --target tensorrt`).
+    pub fn with_plan(mut self, plan: ExecutionPlan) -> Self {
+        self.plan = plan;
+        self
+    }
+
+    /// A session builder for the graph file `graph` with the plan's providers registered.
+    pub fn session_builder(&self, graph: &Path) -> ort::Result<SessionBuilder> {
+        let builder = Session::builder(&self.env)?;
+        match self.plan.backend {
+            Backend::Cpu => Ok(builder),
+            #[cfg(feature = "gpu")]
+            _ => gpu::register(builder, &self.plan, graph),
+            #[cfg(not(feature = "gpu"))]
+            _ => Err(ort::Error::new(format!(
+                "{}: {:?} needs a build with `--features gpu`",
+                graph.display(),
+                self.plan.backend
+            ))),
+        }
+    }
+
+    /// The file to load for `graph`: its EP-context model on TensorRT when one
+    /// was built, else `graph` itself.
+    pub fn graph_file(&self, graph: &Path) -> PathBuf {
+        context_model_for(&self.plan, graph).unwrap_or_else(|| graph.to_path_buf())
+    }
+}
+
+/// The runtime to open the engine folder `dir` with: resolves the plan's
+/// `--backend` choice against the folder's target and this machine's GPU,
+/// logs the notice (one line, `warn` level) and fills in the per-graph
+/// TensorRT settings. A runtime without a choice is returned unchanged.
+pub fn for_engine(rt: &OrtRuntime, dir: &Path, manifest: &Manifest) -> Result<OrtRuntime, BackendError> {
+    let Some(choice) = rt.plan.choice else {
+        return Ok(rt.clone());
+    };
+    let resolved = Backend::resolve(choice, &manifest.target, dir)?;
+    if let Some(notice) = &resolved.notice {
+        tracing::warn!(target: "heart", "{notice}");
+    }
+    let mut plan = rt.plan.clone();
+    plan.graphs = match resolved.backend {
+        Backend::TensorRt { .. } => ExecutionPlan::graph_options(
+            &manifest.model,
+            manifest.codec.as_ref(),
+            manifest.precision,
+            manifest.codec_precision.unwrap_or(Precision::Fp32),
+        ),
+        _ => BTreeMap::new(),
+    };
+    plan.backend = resolved.backend;
+    Ok(rt.clone().with_plan(plan))
+}
+
+#[cfg(test)]
+mod tests;

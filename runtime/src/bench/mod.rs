@@ -1,0 +1,64 @@
+//! Benchmarks of HeartMuLa / HeartCodec engines against the machine's roofline.
+//!
+//! The pieces, each usable on its own:
+//! - [`machine`]: CPU model, cores, memory and OS of the benchmark machine.
+//! - [`stream`]: a STREAM-like memory-bandwidth measurement (GB/s).
+//! - [`peak`]: an FMA loop measuring peak f32 FLOP/s.
+//! - [`roofline`]: bytes read per LM frame at each precision, and the floors
+//!   `bytes / bandwidth`, `FLOPs / peak`.
+//! - [`codec_cost`]: weights and FLOPs of the codec's Euler step and scalar decoder.
+//! - [`stats`]: median / extremes / spread of repeats, and a timer.
+//! - [`drive`]: measurement drivers over two small traits, [`FrameStepper`]
+//!   (one LM frame) and [`CodecStepper`] (one Euler step, one window decode),
+//!   that the LM and codec runtimes implement ([`steppers`]: the real engines).
+//! - [`report`]: the [`BenchRecord`] (machine, engine identity, rows) as an
+//!   aligned table or JSON.
+//!
+//! Benchmarks print figures; tests never assert on time.
+
+pub mod codec_cost;
+pub mod drive;
+pub mod machine;
+pub mod peak;
+pub mod report;
+pub mod roofline;
+pub mod stats;
+pub mod steppers;
+pub mod stream;
+
+pub use drive::{CodecFloor, CodecPlan, CodecStepper, FrameStepper, LmFloor, LmPlan, bench_codec, bench_lm};
+pub use machine::MachineInfo;
+pub use report::{BenchRecord, EngineIdentity, Row};
+pub use roofline::LmRoofline;
+pub use stats::{Repeats, Stats, time_repeats};
+pub use stream::{StreamConfig, StreamResult};
+
+/// Errors of the benchmark harness.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    /// A benchmark plan or measurement is invalid (zero repeats, no samples, ...).
+    #[error("benchmark plan: {0}")]
+    Plan(String),
+    /// The engine under test failed while being measured.
+    #[error("{what}: {source}")]
+    Engine {
+        /// What was being measured (stage and position).
+        what: String,
+        /// The engine's error.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The report could not be serialized.
+    #[error("benchmark report: {0}")]
+    Report(String),
+}
+
+impl BenchError {
+    /// An engine failure while measuring `what`.
+    pub fn engine(what: impl Into<String>, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Engine {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+}

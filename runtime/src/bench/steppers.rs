@@ -1,0 +1,169 @@
+//! The real engines behind the bench drivers: [`LmStepper`] drives a
+//! [`HeartMula`] frame by frame as generation does (embedding, backbone with its
+//! cache, CFG mix and sampling of every codebook, decoder calls), and
+//! [`CodecBench`] runs the flow estimator and the scalar decoder on one
+//! full-size window.
+//!
+//! Values are synthetic (placeholder text rows fill the cache up to the measured
+//! position; codes come from the sampler on the engine's own logits), which does
+//! not change the work a step does.
+
+use crate::codec::{Codec, CodecError};
+use crate::lm::sampler::{SamplerParams, SeededNoise, cfg_mix, sample};
+use crate::lm::{HeartMula, LmError, LmState, Prompt};
+
+use super::drive::{CodecStepper, FrameStepper};
+
+/// Drives a [`HeartMula`] engine for [`super::drive::bench_lm`].
+pub struct LmStepper<'a> {
+    lm: &'a mut HeartMula,
+    batch: usize,
+    capacity: usize,
+    state: Option<LmState>,
+    frame: Vec<Vec<i64>>,
+    hidden: Vec<f32>,
+    c0: Vec<i64>,
+    noise: SeededNoise,
+    sampler: SamplerParams,
+    cfg_scale: f32,
+}
+
+impl<'a> LmStepper<'a> {
+    /// A stepper at `cfg_scale` (batch 2 when > 1, as generation runs) whose
+    /// caches hold up to `capacity` positions.
+    pub fn new(lm: &'a mut HeartMula, cfg_scale: f32, capacity: usize) -> Self {
+        let batch = if cfg_scale > 1.0 { 2 } else { 1 };
+        let codebooks = lm.dims().codebooks;
+        Self {
+            lm,
+            batch,
+            capacity,
+            state: None,
+            frame: vec![vec![0; codebooks]; batch],
+            hidden: Vec::new(),
+            c0: Vec::new(),
+            noise: SeededNoise::new(0),
+            sampler: SamplerParams {
+                temperature: 1.0,
+                top_k: 50,
+            },
+            cfg_scale,
+        }
+    }
+
+    fn fresh_state(&mut self, positions: usize) -> Result<&mut LmState, LmError> {
+        let mut st = self.lm.new_state(self.batch, self.capacity)?;
+        if positions > 0 {
+            self.lm.prefill(&mut st, &Prompt::from_text(&vec![1; positions], 0))?;
+        }
+        Ok(self.state.insert(st))
+    }
+}
+
+/// Guided sampling as generation does it: one code for all batch rows.
+fn pick(
+    logits: &[f32],
+    batch: usize,
+    cfg_scale: f32,
+    sampler: SamplerParams,
+    noise: &mut SeededNoise,
+) -> Result<Vec<i64>, LmError> {
+    let v = logits.len() / batch;
+    let guided = if batch == 2 {
+        cfg_mix(&logits[..v], &logits[v..], cfg_scale)
+    } else {
+        logits.to_vec()
+    };
+    Ok(vec![sample(&guided, sampler, noise)? as i64; batch])
+}
+
+impl FrameStepper for LmStepper<'_> {
+    type Error = LmError;
+
+    fn prefill(&mut self, tokens: usize) -> Result<(), LmError> {
+        self.fresh_state(tokens).map(|_| ())
+    }
+
+    fn reset(&mut self, position: usize) -> Result<(), LmError> {
+        self.fresh_state(position).map(|_| ())
+    }
+
+    fn backbone_step(&mut self) -> Result<(), LmError> {
+        let st = self
+            .state
+            .as_mut()
+            .ok_or_else(|| LmError::Input("reset before stepping".into()))?;
+        let out = self.lm.feed_frame(st, &self.frame)?;
+        self.c0 = pick(
+            &out.c0_logits,
+            self.batch,
+            self.cfg_scale,
+            self.sampler,
+            &mut self.noise,
+        )?;
+        self.hidden = out.hidden;
+        Ok(())
+    }
+
+    fn decoder_frame(&mut self) -> Result<(), LmError> {
+        let mut st = self
+            .state
+            .take()
+            .ok_or_else(|| LmError::Input("reset before stepping".into()))?;
+        let (hidden, c0) = (std::mem::take(&mut self.hidden), std::mem::take(&mut self.c0));
+        let (batch, cfg, sampler, noise) = (self.batch, self.cfg_scale, self.sampler, &mut self.noise);
+        let result = self.lm.decode_frame(&mut st, &hidden, &c0, &mut |_, logits| {
+            pick(logits, batch, cfg, sampler, noise)
+        });
+        self.state = Some(st);
+        let codes = result?;
+        for (row, c) in self.frame.iter_mut().zip(codes) {
+            *row = c;
+        }
+        Ok(())
+    }
+}
+
+/// Drives a [`Codec`] engine for [`super::drive::bench_codec`] on one window of
+/// `frames` latent frames.
+pub struct CodecBench<'a> {
+    codec: &'a mut Codec,
+    frames: usize,
+    input: Vec<f32>,
+    timesteps: Vec<f32>,
+    latents: Vec<f32>,
+}
+
+impl<'a> CodecBench<'a> {
+    /// Inputs for a window of `frames` latent frames with guidance (batch 2).
+    pub fn new(codec: &'a mut Codec, frames: usize) -> Self {
+        let cfg = codec.config();
+        let (channels, latent) = (cfg.in_channels, cfg.out_channels);
+        let input = (0..2 * frames * channels)
+            .map(|i| ((i % 97) as f32 / 97.0) - 0.5)
+            .collect();
+        let latents = (0..frames * latent).map(|i| ((i % 89) as f32 / 89.0) - 0.5).collect();
+        Self {
+            codec,
+            frames,
+            input,
+            timesteps: vec![0.5, 0.5],
+            latents,
+        }
+    }
+}
+
+impl CodecStepper for CodecBench<'_> {
+    type Error = CodecError;
+
+    fn estimator_step(&mut self) -> Result<(), CodecError> {
+        self.codec
+            .estimator()
+            .velocity(&self.input, self.frames, &self.timesteps)
+            .map(|_| ())
+    }
+
+    fn decode_window(&mut self) -> Result<(), CodecError> {
+        self.codec.decode_latents(&self.latents).map(|_| ())
+    }
+}
