@@ -16,6 +16,8 @@ pub const CODEC_TABLES: &str = "codec_tables.safetensors";
 pub const CODEC_CONFIG: &str = "codec_config.json";
 /// Suffix of a graph's external weight file (`<graph>.onnx.data`).
 pub const GRAPH_DATA_SUFFIX: &str = ".onnx.data";
+/// Calibration statistics behind an engine's activation scales.
+pub const CALIBRATION: &str = "calibration.json";
 
 /// Folder of TensorRT artefacts inside an engine folder (`heart-build --target tensorrt`).
 pub const TENSORRT_DIR: &str = "trt";
@@ -61,6 +63,7 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
         CODEC_TABLES => EngineKind::CodecTables,
         CODEC_CONFIG => EngineKind::CodecConfig,
         TOKENIZER => EngineKind::Tokenizer,
+        CALIBRATION => EngineKind::Calibration,
         _ => return None,
     })
 }
@@ -138,6 +141,18 @@ pub mod io {
     pub fn new_value(i: usize) -> String {
         format!("new_value_{i}")
     }
+
+    /// Optional output (engines built with layer taps): layer `i`'s residual
+    /// stream at the last position, f32 `[B, D]`.
+    pub fn layer_tap(i: usize) -> String {
+        format!("tap.layer_{i}")
+    }
+
+    /// Output of calibration graphs only: the input of linear `linear`
+    /// (checkpoint name without `.weight`), f32 `[B, S, K]` (`[B, K]` for heads).
+    pub fn probe(linear: &str) -> String {
+        format!("probe.{linear}")
+    }
 }
 
 #[cfg(test)]
@@ -155,6 +170,7 @@ mod tests {
             (CODEC_TABLES, EngineKind::CodecTables),
             (CODEC_CONFIG, EngineKind::CodecConfig),
             (TOKENIZER, EngineKind::Tokenizer),
+            (CALIBRATION, EngineKind::Calibration),
             ("backbone.onnx.data", EngineKind::GraphData),
             ("trt/backbone_ctx.onnx", EngineKind::TensorRt),
             (

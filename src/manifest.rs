@@ -104,6 +104,34 @@ pub struct InputEntry {
     pub sha256: String,
 }
 
+/// A build profile (`configs/build/*.toml`) as recorded in a manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProfileEntry {
+    /// The profile's name (file stem).
+    pub name: String,
+    /// Where it was read from: a path, or `built-in` for a compiled-in profile.
+    pub source: String,
+    /// Lower-case hex SHA-256 of its text.
+    pub sha256: String,
+    /// The profile's full text.
+    pub text: String,
+}
+
+/// The calibration run behind an engine's activation scales.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationEntry {
+    /// The prompts file the run read.
+    pub prompts: String,
+    /// Lower-case hex SHA-256 of that file (the calibration set's hash).
+    pub prompts_sha256: String,
+    /// How scales were chosen from the statistics (`max`, `percentile`, `mse`).
+    pub method: String,
+    /// The statistics file in the engine folder.
+    pub stats: String,
+    /// Lower-case hex SHA-256 of the statistics file.
+    pub stats_sha256: String,
+}
+
 /// Where the engines run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -155,6 +183,12 @@ pub struct Manifest {
     /// HeartCodec configuration, when a codec was built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<CodecConfig>,
+    /// The build profile the LM graphs were exported with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_profile: Option<ProfileEntry>,
+    /// The calibration run behind the activation scales, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<CalibrationEntry>,
     /// Build inputs with their hashes.
     #[serde(default, rename = "input")]
     pub inputs: Vec<InputEntry>,
@@ -337,6 +371,8 @@ mod tests {
                 empty_id: 0,
             },
             codec: None,
+            build_profile: None,
+            calibration: None,
             inputs: vec![],
             files: vec![describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp32)).unwrap()],
         }

@@ -58,15 +58,21 @@ pub struct BuildArgs {
     /// gen_config.json (default: next to the model files or one level up).
     #[arg(long, value_name = "FILE")]
     pub gen_config: Option<PathBuf>,
-    /// LM weight precision.
-    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
-    pub precision: Precision,
+    /// LM precision; selects the build profile of that name unless --profile is given [default: fp32].
+    #[arg(long, value_parser = parse_precision)]
+    pub precision: Option<Precision>,
+    /// Build profile: a built-in name (fp32, fp16, fp8, fp4, fp4-w4a4) or a .toml file (see configs/build/).
+    #[arg(long, value_name = "NAME|FILE")]
+    pub profile: Option<String>,
     /// Codec weight precision (upstream warns that below fp32 audio degrades).
     #[arg(long, default_value = "fp32", value_parser = parse_precision)]
     pub codec_precision: Precision,
-    /// Calibration prompt directory (used by fp8/fp4 builds).
+    /// Calibration prompt set (folder with prompts.toml) for profiles that quantize activations [default: calibration].
     #[arg(long, value_name = "DIR")]
     pub calibration: Option<PathBuf>,
+    /// Also expose every layer's residual stream (`tap.layer_*` outputs) for `heart-eval ab`.
+    #[arg(long)]
+    pub layer_taps: bool,
     /// Engine target: portable ONNX graphs, or those plus TensorRT engines for
     /// this machine's GPU (needs a build with `--features gpu`; see docs/gpu.md).
     #[arg(long, value_enum, default_value = "onnx")]

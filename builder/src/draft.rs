@@ -71,7 +71,6 @@ pub fn plan(args: &DraftArgs, target: Precision, cfg: &MulaConfig) -> Result<Opt
         backbone_layers: layers(args.backbone_layers, cfg.backbone.num_layers, "draft-backbone-layers")?,
         decoder_layers: layers(args.decoder_layers, cfg.decoder.num_layers, "draft-decoder-layers")?,
     };
-    onnx_export::lm::numerics(plan.precision).with_context(|| format!("--draft-precision {}", plan.precision))?;
     let full = plan.backbone_layers == cfg.backbone.num_layers && plan.decoder_layers == cfg.decoder.num_layers;
     if full && plan.precision == target {
         bail!(
@@ -89,13 +88,12 @@ pub fn export(ckpt: &Checkpoint, cfg: &MulaConfig, plan: &DraftPlan, engine_dir:
     let mut cut = cfg.clone();
     cut.backbone.num_layers = plan.backbone_layers;
     cut.decoder.num_layers = plan.decoder_layers;
-    let nm = onnx_export::lm::numerics(plan.precision).context("the draft precision")?;
-    let mut files = onnx_export::lm::export_backbone(ckpt, &cut, nm, &dir.join(engine::BACKBONE_GRAPH))
+    let opts = onnx_export::lm::LmOptions::for_precision(plan.precision);
+    let (mut files, _) = onnx_export::lm::export_backbone(ckpt, &cut, &opts, &dir.join(engine::BACKBONE_GRAPH))
         .context("exporting the draft backbone")?;
-    files.extend(
-        onnx_export::lm::export_decoder(ckpt, &cut, nm, &dir.join(engine::DECODER_GRAPH))
-            .context("exporting the draft decoder")?,
-    );
+    let (decoder, _) = onnx_export::lm::export_decoder(ckpt, &cut, &opts, &dir.join(engine::DECODER_GRAPH))
+        .context("exporting the draft decoder")?;
+    files.extend(decoder);
     Ok(files)
 }
 

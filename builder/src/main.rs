@@ -1,10 +1,13 @@
 //! `heart-build`: checkpoints in, engine folder out. See `heart-build --help`.
 
 mod atomic;
+mod calibrate;
 mod cli;
 mod draft;
 mod pipeline;
+mod profile;
 mod safetensors_out;
+mod scales;
 mod synth;
 mod tensorrt;
 
@@ -55,6 +58,21 @@ pub fn bytes_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{msg:>12} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(what.to_string());
+    bar
+}
+
+/// A count progress bar (hidden with `--quiet`); its length is set by the caller.
+pub fn count_bar(quiet: bool, what: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} eta {eta}")
             .expect("valid template")
             .progress_chars("=> "),
     );

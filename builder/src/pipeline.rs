@@ -13,12 +13,15 @@ use onnx_export::external::WrittenFile;
 
 use crate::atomic::AtomicDir;
 use crate::bytes_bar;
+use crate::calibrate;
 use crate::cli::BuildArgs;
 use crate::draft;
+use crate::profile::Profile;
 
 /// Runs `heart-build` with `args`.
 pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
-    check_precisions(args)?;
+    let profile = check_precisions(args)?;
+    let precision = profile.precision;
     let gpu = crate::tensorrt::preflight(args.target)?;
     let start = Instant::now();
     let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
@@ -29,7 +32,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         .map(CodecCheckpoint::discover_and_open)
         .transpose()
         .context("loading the HeartCodec checkpoint")?;
-    let draft_plan = draft::plan(&args.draft(), args.precision, &mula.config)?;
+    let draft_plan = draft::plan(&args.draft(), precision, &mula.config)?;
     let loaded = start.elapsed();
 
     let out = AtomicDir::new(&args.out, args.force)?;
@@ -39,9 +42,27 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
             eprintln!("{what}");
         }
     };
-    stage(&format!("exporting HeartMuLa graphs ({})", args.precision));
-    let mut written = onnx_export::lm::export_lm(&mula.checkpoint, &mula.config, args.precision, dir)
-        .context("exporting the HeartMuLa graphs")?;
+    if profile.calibration.is_some() {
+        stage("calibrating activation scales on the fp32 model");
+    }
+    let bar = crate::count_bar(quiet || profile.calibration.is_none(), "calibrate");
+    let lm = calibrate::prepare(
+        &profile,
+        args.calibration.as_deref(),
+        args.layer_taps,
+        &mula,
+        dir,
+        &|i, n| {
+            bar.set_length(n as u64);
+            bar.set_position(i as u64);
+        },
+    )?;
+    bar.finish_and_clear();
+    stage(&format!("exporting HeartMuLa graphs (profile {})", profile.entry.name));
+    let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &lm.options, dir)
+        .context("exporting the HeartMuLa graphs")?
+        .files;
+    written.extend(lm.stats_file);
     if let Some(plan) = &draft_plan {
         stage(&format!("exporting the speculative-decoding draft ({plan})"));
         written.extend(draft::export(&mula.checkpoint, &mula.config, plan, dir)?);
@@ -65,7 +86,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
             let set = crate::tensorrt::EngineSet {
                 model: &mula.config,
                 codec: codec.as_ref().map(|c| &c.config),
-                lm: args.precision,
+                lm: precision,
                 codec_precision: args.codec_precision,
             };
             let (target, engines) = crate::tensorrt::build(gpu, dir, &set, quiet)?;
@@ -105,7 +126,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let mut files = written
         .iter()
         .map(|w| {
-            let entry = describe(dir, w, args.precision, args.codec_precision)?;
+            let entry = describe(dir, w, precision, args.codec_precision)?;
             bar.inc(entry.size);
             Ok(entry)
         })
@@ -119,11 +140,13 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         format_version: FORMAT_VERSION,
         heart_version: env!("CARGO_PKG_VERSION").to_string(),
         target,
-        precision: args.precision,
+        precision,
         codec_precision: codec.as_ref().map(|_| args.codec_precision),
         model: mula.config.clone(),
         gen_config: mula.gen_config,
         codec: codec.as_ref().map(|c| c.config.clone()),
+        build_profile: Some(profile.entry.clone()),
+        calibration: lm.entry,
         inputs,
         files,
     };
@@ -135,7 +158,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         println!(
             "Built {} ({} LM{}) in {:.1} s: {} files, {:.1} MB",
             final_dir.display(),
-            args.precision,
+            precision,
             codec
                 .as_ref()
                 .map(|_| format!(", {} codec", args.codec_precision))
@@ -162,24 +185,22 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     Ok(())
 }
 
-fn check_precisions(args: &BuildArgs) -> Result<()> {
-    if matches!(args.precision, Precision::Fp8 | Precision::Fp4) {
-        bail!(
-            "--precision {}: not supported yet (FP8 and NVFP4 engines need the calibration and quantization \
-             work that has not landed); use fp32 or fp16",
-            args.precision
-        );
-    }
+/// Resolves the build profile and checks the flags that depend on it.
+fn check_precisions(args: &BuildArgs) -> Result<Profile> {
+    let profile = Profile::resolve(args.profile.as_deref(), args.precision)?;
     if !matches!(args.codec_precision, Precision::Fp32 | Precision::Fp16) {
         bail!(
             "--codec-precision {}: the codec is built at fp32 or fp16 only",
             args.codec_precision
         );
     }
-    if args.calibration.is_some() {
-        bail!("--calibration is only used by fp8/fp4 builds, which are not supported yet");
+    if args.calibration.is_some() && profile.calibration.is_none() {
+        bail!(
+            "--calibration: profile `{}` quantizes no activations, so it is built without calibration",
+            profile.entry.name
+        );
     }
-    Ok(())
+    Ok(profile)
 }
 
 fn hash_input(role: &str, path: &Path) -> Result<InputEntry> {

@@ -6,7 +6,8 @@
 //! The residual stream, RMSNorm statistics, RoPE and the softmax run in f32 at
 //! every precision. [`Numerics::compute`] is the dtype of matmul inputs, of the
 //! attention probabilities fed to `P·V` and of the KV cache; [`Numerics::weights`]
-//! the dtype weights are stored in (f32 or f16 today).
+//! the dtype dense weights are stored in (f32 or f16); quantized linear layers
+//! (FP8, NVFP4) are emitted by [`crate::linears`] and dequantize to `compute`.
 //!
 //! # Attention and the KV cache
 //! ONNX Runtime's `com.microsoft.GroupQueryAttention` was the first choice (it
@@ -34,6 +35,7 @@ use heart::config::FlavorParams;
 
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, Layout, Value};
+use crate::linears::{LinearGroup, Linears};
 
 /// Storage and compute dtypes of one graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,11 +47,14 @@ pub struct Numerics {
 }
 
 /// What every layer of one decoder stack needs: the checkpoint, the stack's
-/// hyper-parameters and the graph's numerics.
+/// name and hyper-parameters and the graph's numerics.
 #[derive(Clone, Copy)]
 pub struct Stack<'a> {
     /// The checkpoint weights are streamed from.
     pub ckpt: &'a Checkpoint,
+    /// `backbone` or `decoder`: the checkpoint prefix, which picks the
+    /// [`LinearGroup`]s of its layers.
+    pub name: &'a str,
     /// Hyper-parameters of this stack (backbone or decoder flavor).
     pub params: &'a FlavorParams,
     /// Storage and compute dtypes.
@@ -162,19 +167,20 @@ pub fn linear(g: &mut GraphBuilder, x: &Value, w: &TensorRef<'_>, nm: Numerics) 
 }
 
 /// SwiGLU MLP `w2(silu(w1 x) ⊙ w3 x)` on compute-dtype input.
-pub fn swiglu(g: &mut GraphBuilder, st: Stack<'_>, prefix: &str, x: &Value) -> Result<Value> {
-    let (ckpt, nm) = (st.ckpt, st.nm);
+pub fn swiglu(g: &mut GraphBuilder, st: Stack<'_>, lin: &mut Linears<'_>, prefix: &str, x: &Value) -> Result<Value> {
+    let ckpt = st.ckpt;
     let (d, f) = (st.params.embed_dim, st.params.intermediate_dim);
+    let group = LinearGroup::mlp(st.name);
     let w1 = expect_shape(ckpt, &format!("{prefix}.w1.weight"), &[f, d])?;
     let w3 = expect_shape(ckpt, &format!("{prefix}.w3.weight"), &[f, d])?;
     let w2 = expect_shape(ckpt, &format!("{prefix}.w2.weight"), &[d, f])?;
-    let gate = linear(g, x, &w1, nm)?;
-    let up = linear(g, x, &w3, nm)?;
+    let gate = lin.linear(g, x, &w1, group, 3)?;
+    let up = lin.linear(g, x, &w3, group, 3)?;
     let h = g.with_scope(prefix, |g| {
         let a = g.silu(&gate);
         g.mul(&a, &up)
     });
-    linear(g, &h, &w2, nm)
+    lin.linear(g, &h, &w2, group, 3)
 }
 
 /// Interleaved-pair rotation of `x` `[B, S, N, hd]` (f32):
@@ -230,6 +236,7 @@ pub fn attn_context(
 pub fn transformer_layer(
     g: &mut GraphBuilder,
     st: Stack<'_>,
+    lin: &mut Linears<'_>,
     prefix: &str,
     x: &Value,
     ctx: &AttnContext,
@@ -240,13 +247,13 @@ pub fn transformer_layer(
     let sa = expect_shape(ckpt, &format!("{prefix}.sa_norm.scale"), &[d])?;
     let n = rms_norm(g, x, &sa, p.norm_eps)?;
     let n = cast_if(g, &n, DType::F32, nm.compute);
-    let attn = attention(g, st, &format!("{prefix}.attn"), &n, ctx, past)?;
+    let attn = attention(g, st, lin, &format!("{prefix}.attn"), &n, ctx, past)?;
     let attn_out = cast_if(g, &attn.x, nm.compute, DType::F32);
     let h = g.with_scope(prefix, |g| g.add(x, &attn_out));
     let mn = expect_shape(ckpt, &format!("{prefix}.mlp_norm.scale"), &[d])?;
     let n2 = rms_norm(g, &h, &mn, p.norm_eps)?;
     let n2 = cast_if(g, &n2, DType::F32, nm.compute);
-    let mlp = swiglu(g, st, &format!("{prefix}.mlp"), &n2)?;
+    let mlp = swiglu(g, st, lin, &format!("{prefix}.mlp"), &n2)?;
     let mlp = cast_if(g, &mlp, nm.compute, DType::F32);
     let out = g.with_scope(prefix, |g| g.add(&h, &mlp));
     Ok(LayerOut {
@@ -261,6 +268,7 @@ pub fn transformer_layer(
 pub fn attention(
     g: &mut GraphBuilder,
     st: Stack<'_>,
+    lin: &mut Linears<'_>,
     prefix: &str,
     x: &Value,
     ctx: &AttnContext,
@@ -273,9 +281,10 @@ pub fn attention(
     let wk = expect_shape(ckpt, &format!("{prefix}.k_proj.weight"), &[kv * hd, d])?;
     let wv = expect_shape(ckpt, &format!("{prefix}.v_proj.weight"), &[kv * hd, d])?;
     let wo = expect_shape(ckpt, &format!("{prefix}.output_proj.weight"), &[d, h * hd])?;
-    let q = linear(g, x, &wq, nm)?;
-    let k = linear(g, x, &wk, nm)?;
-    let v = linear(g, x, &wv, nm)?;
+    let group = LinearGroup::attention(st.name);
+    let q = lin.linear(g, x, &wq, group, 3)?;
+    let k = lin.linear(g, x, &wk, group, 3)?;
+    let v = lin.linear(g, x, &wv, group, 3)?;
     let (hd_i, kv_i) = (hd as i64, kv as i64);
     let out = g.with_scope(prefix, |g| {
         // Rotate in f32 (the reference upcasts for RoPE), then back to compute.
@@ -318,7 +327,7 @@ pub fn attention(
         let o3 = g.reshape(&o5, &[0, 0, -1]);
         (o3, new_key, new_value)
     });
-    let x = linear(g, &out.0, &wo, nm)?;
+    let x = lin.linear(g, &out.0, &wo, group, 3)?;
     Ok(LayerOut {
         x,
         new_key: out.1,

@@ -6,6 +6,8 @@
 //! - [`external`]: the external data writer and [`WrittenFile`].
 //! - [`codec`]: the HeartCodec graphs, tables and config ([`codec::export_codec`]).
 //! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
+//! - [`linears`]: how the LM's linear layers are emitted (dense, quantized by
+//!   a [`linears::QuantPlan`], probed for calibration).
 //! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
 //!   ([`lm::export_lm`]).
 //! - [`quant`]: quantized weights and activations (NVFP4, FP8), portable and
@@ -19,6 +21,7 @@ pub mod codec;
 pub mod error;
 pub mod external;
 pub mod graph;
+pub mod linears;
 pub mod lm;
 pub mod ops;
 pub mod quant;

@@ -22,7 +22,10 @@
 //! runtime maps it and touches only the rows a prompt uses).
 //!
 //! Graph I/O names and shapes are in [`heart::engine::io`]; the attention/KV
-//! cache design is in [`crate::blocks`].
+//! cache design is in [`crate::blocks`]. What is quantized, and how, is an
+//! [`LmOptions`] (see [`crate::linears`]): [`export_lm`] takes the default for a
+//! precision, [`export_lm_with`] any options (build profiles, calibration
+//! variants with `probe.*` outputs, `tap.layer_*` outputs for the A/B).
 
 use std::path::Path;
 
@@ -34,28 +37,74 @@ use heart::precision::Precision;
 use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
-use crate::graph::{Attr, DType, Dim, GraphBuilder, Layout, Value};
+use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
+pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
+use crate::linears::{Linears, Lowering};
 use crate::tables::{Table, write_f32_tables};
 
-/// Numerics of the LM graphs at `precision`.
-pub fn numerics(precision: Precision) -> Result<Numerics> {
+/// Dense numerics of `precision`: fp32, or fp16 weights and compute. For fp8
+/// and fp4 these are the dtypes of everything that is not quantized (fp16).
+pub fn numerics(precision: Precision) -> Numerics {
     match precision {
-        Precision::Fp32 => Ok(Numerics {
+        Precision::Fp32 => Numerics {
             weights: DType::F32,
             compute: DType::F32,
-        }),
-        Precision::Fp16 => Ok(Numerics {
+        },
+        Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => Numerics {
             weights: DType::F16,
             compute: DType::F16,
-        }),
-        Precision::Fp8 | Precision::Fp4 => Err(ExportError::Unsupported {
-            what: format!("HeartMuLa export at {precision} is not implemented yet (fp32 and fp16 are)"),
-        }),
+        },
     }
 }
 
+/// The groups quantized by default: every linear layer of both stacks and the
+/// projection; the heads stay dense (the default build profiles say why).
+pub const DEFAULT_QUANTIZED: [LinearGroup; 5] = [
+    LinearGroup::BackboneAttention,
+    LinearGroup::BackboneMlp,
+    LinearGroup::DecoderAttention,
+    LinearGroup::DecoderMlp,
+    LinearGroup::Projection,
+];
+
+impl LmOptions {
+    /// The default export of `precision`: dense fp32 / fp16, or weight-only
+    /// FP8 / NVFP4 (portable lowering) of [`DEFAULT_QUANTIZED`] with fp16
+    /// compute. No probes, no taps.
+    pub fn for_precision(precision: Precision) -> Self {
+        let weights = match precision {
+            Precision::Fp32 | Precision::Fp16 => None,
+            Precision::Fp8 => Some(QuantFormat::Fp8),
+            Precision::Fp4 => Some(QuantFormat::Nvfp4),
+        };
+        Self {
+            numerics: numerics(precision),
+            quant: weights.map(|weights| QuantPlan {
+                weights,
+                lowering: Lowering::Portable,
+                groups: DEFAULT_QUANTIZED.into_iter().collect(),
+                activations: None,
+            }),
+            probes: Default::default(),
+            layer_taps: false,
+        }
+    }
+}
+
+/// What [`export_lm_with`] wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmExport {
+    /// Every file written, with sizes.
+    pub files: Vec<WrittenFile>,
+    /// `probe.*` outputs of the backbone graph.
+    pub backbone_probes: Vec<ProbeSite>,
+    /// `probe.*` outputs of the decoder graph.
+    pub decoder_probes: Vec<ProbeSite>,
+}
+
 /// Exports the backbone and decoder graphs and the embedding tables of the
-/// HeartMuLa checkpoint `ckpt` into `out_dir` (which must exist). Returns every
+/// HeartMuLa checkpoint `ckpt` into `out_dir` (which must exist) with the
+/// default options of `precision` ([`LmOptions::for_precision`]). Returns every
 /// file written, with sizes.
 pub fn export_lm(
     ckpt: &Checkpoint,
@@ -63,16 +112,32 @@ pub fn export_lm(
     precision: Precision,
     out_dir: &Path,
 ) -> Result<Vec<WrittenFile>> {
-    let nm = numerics(precision)?;
-    let mut files = export_backbone(ckpt, cfg, nm, &out_dir.join(engine::BACKBONE_GRAPH))?;
-    files.extend(export_decoder(ckpt, cfg, nm, &out_dir.join(engine::DECODER_GRAPH))?);
-    files.push(export_tables(ckpt, cfg, &out_dir.join(engine::LM_TABLES))?);
-    Ok(files)
+    Ok(export_lm_with(ckpt, cfg, &LmOptions::for_precision(precision), out_dir)?.files)
 }
 
-/// Writes `backbone.onnx` (+ data).
-pub fn export_backbone(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &Path) -> Result<Vec<WrittenFile>> {
+/// [`export_lm`] with explicit options.
+pub fn export_lm_with(ckpt: &Checkpoint, cfg: &MulaConfig, opts: &LmOptions, out_dir: &Path) -> Result<LmExport> {
+    let (mut files, backbone_probes) = export_backbone(ckpt, cfg, opts, &out_dir.join(engine::BACKBONE_GRAPH))?;
+    let (decoder_files, decoder_probes) = export_decoder(ckpt, cfg, opts, &out_dir.join(engine::DECODER_GRAPH))?;
+    files.extend(decoder_files);
+    files.push(export_tables(ckpt, cfg, &out_dir.join(engine::LM_TABLES))?);
+    Ok(LmExport {
+        files,
+        backbone_probes,
+        decoder_probes,
+    })
+}
+
+/// Writes `backbone.onnx` (+ data); returns the files and its probes.
+pub fn export_backbone(
+    ckpt: &Checkpoint,
+    cfg: &MulaConfig,
+    opts: &LmOptions,
+    path: &Path,
+) -> Result<(Vec<WrittenFile>, Vec<ProbeSite>)> {
     let p = &cfg.backbone;
+    let nm = opts.numerics;
+    let mut lin = Linears::new(opts);
     let mut g = GraphBuilder::create(path, "heartmula_backbone")?;
     g.metadata("heart.graph", "backbone");
     let embeds = g.input(
@@ -80,15 +145,15 @@ pub fn export_backbone(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: 
         DType::F32,
         &[Dim::from("batch"), "seq".into(), p.embed_dim.into()],
     );
-    let (x, cache) = stack(&mut g, ckpt, "backbone", p, nm, &embeds)?;
+    let (x, cache, taps) = stack(&mut g, &mut lin, ckpt, "backbone", p, &embeds)?;
     let hidden_all = final_norm(&mut g, ckpt, "backbone", p, &x)?;
-    let hidden = last_position(&mut g, "backbone", &hidden_all);
+    let hidden = g.with_scope("backbone", |g| last_position(g, &hidden_all));
     let v = cfg.audio_vocab_size;
     let head = expect_shape(ckpt, "codebook0_head.weight", &[v, p.embed_dim])?;
     let h = cast_if(&mut g, &hidden_all, DType::F32, nm.compute);
-    let logits_all = blocks::linear(&mut g, &h, &head, nm)?;
+    let logits_all = lin.linear(&mut g, &h, &head, LinearGroup::Codebook0Head, 3)?;
     let logits_all = cast_if(&mut g, &logits_all, nm.compute, DType::F32);
-    let logits = last_position(&mut g, "codebook0_head", &logits_all);
+    let logits = g.with_scope("codebook0_head", |g| last_position(g, &logits_all));
     g.output(
         &hidden,
         io::HIDDEN,
@@ -100,13 +165,21 @@ pub fn export_backbone(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: 
     let per_position = |n: usize| [Dim::from("batch"), "seq".into(), n.into()];
     g.output(&hidden_all, io::HIDDEN_ALL, DType::F32, &per_position(p.embed_dim));
     g.output(&logits_all, io::C0_LOGITS_ALL, DType::F32, &per_position(v));
-    g.finish()
+    output_taps(&mut g, p, &taps);
+    lin.finish(g)
 }
 
-/// Writes `decoder.onnx` (+ data).
-pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &Path) -> Result<Vec<WrittenFile>> {
+/// Writes `decoder.onnx` (+ data); returns the files and its probes.
+pub fn export_decoder(
+    ckpt: &Checkpoint,
+    cfg: &MulaConfig,
+    opts: &LmOptions,
+    path: &Path,
+) -> Result<(Vec<WrittenFile>, Vec<ProbeSite>)> {
     let (pb, p) = (&cfg.backbone, &cfg.decoder);
     let v = cfg.audio_vocab_size;
+    let nm = opts.numerics;
+    let mut lin = Linears::new(opts);
     let mut g = GraphBuilder::create(path, "heartmula_decoder")?;
     g.metadata("heart.graph", "decoder");
     let embeds = g.input(
@@ -117,17 +190,18 @@ pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &
     let codebook = g.input(io::CODEBOOK, DType::I64, &[]);
     let proj = expect_shape(ckpt, "projection.weight", &[p.embed_dim, pb.embed_dim])?;
     let e = cast_if(&mut g, &embeds, DType::F32, nm.compute);
-    let x = blocks::linear(&mut g, &e, &proj, nm)?;
+    let x = lin.linear(&mut g, &e, &proj, LinearGroup::Projection, 3)?;
     let x = cast_if(&mut g, &x, nm.compute, DType::F32);
-    let (x, cache) = stack(&mut g, ckpt, "decoder", p, nm, &x)?;
+    let (x, cache, taps) = stack(&mut g, &mut lin, ckpt, "decoder", p, &x)?;
     let normed = final_norm(&mut g, ckpt, "decoder", p, &x)?;
-    let h = last_position(&mut g, "decoder", &normed);
+    let h = g.with_scope("decoder", |g| last_position(g, &normed));
     let heads_t = expect_shape(ckpt, "audio_head", &[cfg.audio_num_codebooks - 1, p.embed_dim, v])?;
     let heads = (0..cfg.audio_num_codebooks - 1)
-        .map(|i| g.weight_named(&format!("audio_head.{i}"), &heads_t, nm.weights, Layout::Index(i)))
+        .map(|i| lin.audio_head(&mut g, &heads_t, i))
         .collect::<Result<Vec<_>>>()?;
+    let h = cast_if(&mut g, &h, DType::F32, nm.compute);
+    let h = lin.input(&mut g, &h, "audio_head", p.embed_dim, LinearGroup::AudioHead, 2)?;
     let logits = g.with_scope("audio_head", |g| -> Result<Value> {
-        let h = cast_if(g, &h, DType::F32, nm.compute);
         let l = select_head(g, &codebook, &h, &heads, 1, nm.compute)?;
         Ok(cast_if(g, &l, nm.compute, DType::F32))
     })?;
@@ -142,7 +216,8 @@ pub fn export_decoder(ckpt: &Checkpoint, cfg: &MulaConfig, nm: Numerics, path: &
         DType::F32,
         &[Dim::from("batch"), "codebooks".into(), v.into()],
     );
-    g.finish()
+    output_taps(&mut g, p, &taps);
+    lin.finish(g)
 }
 
 /// The decoder's `logits_all`. On a whole-frame call (`S` = `heads + 1` rows:
@@ -246,17 +321,23 @@ pub fn export_tables(ckpt: &Checkpoint, cfg: &MulaConfig, path: &Path) -> Result
     )
 }
 
+/// What [`stack`] returns: the residual stream after the last layer, each
+/// layer's `(new_key, new_value)`, and (with layer taps) each layer's output.
+type StackOut = (Value, Vec<(Value, Value)>, Vec<Value>);
+
 /// Declares the shared inputs and cache inputs of a stack `{prefix}.layers.*`,
 /// runs its layers on the f32 residual stream `x` and returns the result with
-/// each layer's `(new_key, new_value)`.
+/// each layer's `(new_key, new_value)` and, when `lin`'s options ask for layer
+/// taps, each layer's output.
 fn stack(
     g: &mut GraphBuilder,
+    lin: &mut Linears<'_>,
     ckpt: &Checkpoint,
     prefix: &str,
     p: &FlavorParams,
-    nm: Numerics,
     x: &Value,
-) -> Result<(Value, Vec<(Value, Value)>)> {
+) -> Result<StackOut> {
+    let nm = lin.numerics();
     let (kv, hd) = (p.num_kv_heads, p.head_dim());
     let positions = g.input(io::POSITIONS, DType::I64, &[Dim::from("seq")]);
     let bias = g.input(io::ATTN_BIAS, DType::F32, &[Dim::from("seq"), "total".into()]);
@@ -268,15 +349,44 @@ fn stack(
         })
         .collect();
     let ctx = blocks::attn_context(g, p, &positions, &bias, &past[0].1)?;
-    let st = Stack { ckpt, params: p, nm };
+    let st = Stack {
+        ckpt,
+        name: prefix,
+        params: p,
+        nm,
+    };
+    let taps = lin.layer_taps();
     let mut x = x.clone();
     let mut new = Vec::with_capacity(past.len());
+    let mut layer_outs = Vec::new();
     for (i, (pk, pv)) in past.iter().enumerate() {
-        let out = blocks::transformer_layer(g, st, &format!("{prefix}.layers.{i}"), &x, &ctx, (pk, pv))?;
+        let layer = format!("{prefix}.layers.{i}");
+        let out = blocks::transformer_layer(g, st, lin, &layer, &x, &ctx, (pk, pv))?;
         new.push((out.new_key, out.new_value));
         x = out.x;
+        if taps {
+            layer_outs.push(g.with_scope(&layer, |g| last_position(g, &x)));
+        }
     }
-    Ok((x, new))
+    Ok((x, new, layer_outs))
+}
+
+/// `x[:, -1, :]` of a `[B, S, D]` value.
+fn last_position(g: &mut GraphBuilder, x: &Value) -> Value {
+    let s = g.slice(x, &[-1], &[i64::MAX], &[1]);
+    g.squeeze(&s, &[1])
+}
+
+/// Declares the layer taps (`tap.layer_{i}`, f32 `[B, D]`) as graph outputs.
+fn output_taps(g: &mut GraphBuilder, p: &FlavorParams, taps: &[Value]) {
+    for (i, t) in taps.iter().enumerate() {
+        g.output(
+            t,
+            &io::layer_tap(i),
+            DType::F32,
+            &[Dim::from("batch"), p.embed_dim.into()],
+        );
+    }
 }
 
 /// Declares every layer's new keys/values as graph outputs.
@@ -293,14 +403,6 @@ fn output_cache(g: &mut GraphBuilder, p: &FlavorParams, nm: Numerics, cache: &[(
 fn final_norm(g: &mut GraphBuilder, ckpt: &Checkpoint, prefix: &str, p: &FlavorParams, x: &Value) -> Result<Value> {
     let scale = expect_shape(ckpt, &format!("{prefix}.norm.scale"), &[p.embed_dim])?;
     blocks::rms_norm(g, x, &scale, p.norm_eps)
-}
-
-/// The last position of `x` `[B, S, N]`, as `[B, N]`.
-fn last_position(g: &mut GraphBuilder, scope: &str, x: &Value) -> Value {
-    g.with_scope(scope, |g| {
-        let s = g.slice(x, &[-1], &[i64::MAX], &[1]);
-        g.squeeze(&s, &[1])
-    })
 }
 
 fn key_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {

@@ -4,6 +4,8 @@
 //! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`conform`]: the conformance harness behind `heart-conform`.
+//! - [`eval`]: quality A/B of engine folders (`heart-eval`) and the tapped
+//!   frame loop calibration uses.
 //! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
 //! - [`mem`]: peak / current resident memory.
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.
@@ -15,6 +17,7 @@ pub mod backend;
 pub mod bench;
 pub mod codec;
 pub mod conform;
+pub mod eval;
 pub mod lm;
 pub mod mem;
 pub mod ort_env;

@@ -29,6 +29,8 @@ fn manifest(dir: &std::path::Path) -> Manifest {
             empty_id: 0,
         },
         codec: None,
+        build_profile: None,
+        calibration: None,
         inputs: vec![],
         files: vec![
             describe_file(dir, "decoder.onnx", EngineKind::Decoder, Some(Precision::Fp16)).unwrap(),

@@ -270,6 +270,22 @@ impl QuantEmitter {
         portable::nvfp4_activation(g, x, act, dtype)
     }
 
+    /// Portable FP8 E4M3FN fake-quantization of `x` with the static per-tensor
+    /// `scale` (calibrated `amax / 448`): `E4M3(x / scale) · scale`, bit-exact
+    /// against [`heart::quant::fp8::encode_scaled`] then
+    /// [`heart::quant::fp8::e4m3_to_f32`] times `scale`. `name` prefixes the
+    /// scale initializer.
+    pub fn fp8_activation_portable(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        scale: f32,
+        dtype: DType,
+    ) -> Result<Value> {
+        portable::fp8_activation(g, x, name, scale, dtype)
+    }
+
     /// Writes the graph, then stamps the FLOAT4E2M1 type on the TensorRT
     /// initializers and raises the opset to what they need (see [`tensorrt`]).
     pub fn finish(self, g: GraphBuilder) -> Result<Vec<WrittenFile>> {

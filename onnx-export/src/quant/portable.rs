@@ -206,6 +206,44 @@ pub(super) fn nvfp4_activation(g: &mut GraphBuilder, x: &Value, act: ActQuant<'_
     }))
 }
 
+/// Emits the FP8 fake-quantization of `x` with a static per-tensor `scale`:
+/// `Cast(x / scale → E4M3FN, saturate)` (round to nearest even, ±448 on
+/// overflow, as [`heart::quant::fp8::f32_to_e4m3`]) then `Cast` back and `Mul`.
+/// Casts, not a `QuantizeLinear`/`DequantizeLinear` pair: a Q→DQ pair on an
+/// activation feeding a `MatMul` is what ONNX Runtime's FP8 QDQ fusion
+/// mishandles (dependencies.md §3 case B).
+pub(super) fn fp8_activation(g: &mut GraphBuilder, x: &Value, name: &str, scale: f32, dtype: DType) -> Result<Value> {
+    check_float(name, dtype)?;
+    if !(scale.is_finite() && scale > 0.0) {
+        return Err(ExportError::Unsupported {
+            what: format!(
+                "activation `{name}`: FP8 scale {scale} (must be finite and > 0; \
+                 a calibrated amax of 0 means the input never carries signal)"
+            ),
+        });
+    }
+    let s = g.init_f32(&format!("{name}.fp8_scale"), DType::F32, &[], &[scale])?;
+    Ok(g.with_scope(&format!("{name}.fp8"), |g| {
+        let xf = if dtype == DType::F32 {
+            x.clone()
+        } else {
+            g.cast(x, DType::F32)
+        };
+        let y = g.div(&xf, &s);
+        let code = g.node(
+            "Cast",
+            &[&y],
+            vec![
+                Attr::int("to", i64::from(DType::F8E4M3FN.onnx())),
+                Attr::int("saturate", 1),
+            ],
+        );
+        let back = g.cast(&code, DType::F32);
+        let out = g.mul(&back, &s);
+        cast_from_f32(g, out, dtype)
+    }))
+}
+
 /// Per block of `xb` (`[N, B, 16]`): `E4M3((amax / 6) / global) * global`,
 /// shape `[N, B, 1]`.
 fn block_divisor(g: &mut GraphBuilder, xb: &Value, global: &Value, zero_point: &Value) -> Value {

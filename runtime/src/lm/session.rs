@@ -167,6 +167,11 @@ impl StackGraph {
         &self.path
     }
 
+    /// Names of every graph output (cache outputs included).
+    pub fn output_names(&self) -> Vec<String> {
+        self.session.outputs().iter().map(|o| o.name().to_string()).collect()
+    }
+
     /// Runs `s` new rows (`embeds` `[batch, s, D]`) at the cache's next
     /// positions, appends their keys/values and returns the `outputs` asked for.
     /// `codebook` feeds the decoder's `codebook` input.

@@ -1,0 +1,403 @@
+//! How the LM graphs emit their linear layers: dense at the graph's
+//! [`Numerics`], or quantized by a [`QuantPlan`] through [`QuantEmitter`], and
+//! optionally *probed* (their inputs exposed as extra graph outputs for the
+//! calibration run).
+//!
+//! # Groups
+//! Every linear layer belongs to one [`LinearGroup`]; a build profile lists the
+//! groups it quantizes. The others stay dense at the compute dtype. Embeddings
+//! (summed by the runtime from `lm_tables.safetensors`, f32) and norms (f32
+//! vectors) are not linear layers and are never quantized.
+//!
+//! # Activations
+//! With [`QuantPlan::activations`], the input of every quantized linear is
+//! fake-quantized (quantize → dequantize) before its `MatMul`, with a static
+//! scale from the calibrated amax of that input: NVFP4 global scale
+//! `amax / (6 · 448)` (block scales come from the data at run time) or FP8
+//! per-tensor scale `amax / 448`. Linears that read the same value (q/k/v,
+//! w1/w3) share one quantizer when their amax agree, so the graph quantizes each
+//! input once.
+//!
+//! # Probes
+//! A calibration variant is exported with [`LmOptions::probes`]: the input of
+//! every linear of those groups becomes an f32 graph output
+//! `probe.<linear>` (named after the first linear that reads it; linears
+//! sharing an input share the probe). [`ProbeSite`] lists them so the
+//! calibration run knows which linears each output stands for.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::str::FromStr;
+
+use heart::checkpoint::TensorRef;
+use heart::engine;
+use heart::quant::fp8::fp8_scale;
+use heart::quant::nvfp4::nvfp4_global_scale;
+
+use crate::blocks::{self, Numerics, cast_if};
+use crate::error::{ExportError, Result};
+use crate::external::WrittenFile;
+use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
+use crate::quant::{ActQuant, QuantEmitter, QuantizedWeight, WeightScheme};
+
+/// Groups of linear layers a build profile can quantize.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinearGroup {
+    /// `backbone.layers.*.attn.{q,k,v,output}_proj`.
+    BackboneAttention,
+    /// `backbone.layers.*.mlp.{w1,w2,w3}`.
+    BackboneMlp,
+    /// `decoder.layers.*.attn.{q,k,v,output}_proj`.
+    DecoderAttention,
+    /// `decoder.layers.*.mlp.{w1,w2,w3}`.
+    DecoderMlp,
+    /// `projection` (backbone width → decoder width).
+    Projection,
+    /// `codebook0_head` (backbone hidden → codebook-0 logits).
+    Codebook0Head,
+    /// `audio_head` (decoder hidden → codebook 1..7 logits).
+    AudioHead,
+}
+
+impl LinearGroup {
+    /// Every group, in profile order.
+    pub const ALL: [LinearGroup; 7] = [
+        Self::BackboneAttention,
+        Self::BackboneMlp,
+        Self::DecoderAttention,
+        Self::DecoderMlp,
+        Self::Projection,
+        Self::Codebook0Head,
+        Self::AudioHead,
+    ];
+
+    /// The profile spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BackboneAttention => "backbone.attention",
+            Self::BackboneMlp => "backbone.mlp",
+            Self::DecoderAttention => "decoder.attention",
+            Self::DecoderMlp => "decoder.mlp",
+            Self::Projection => "projection",
+            Self::Codebook0Head => "codebook0_head",
+            Self::AudioHead => "audio_head",
+        }
+    }
+
+    /// The attention group of stack `prefix` (`backbone` or `decoder`).
+    pub fn attention(prefix: &str) -> Self {
+        if prefix == "decoder" {
+            Self::DecoderAttention
+        } else {
+            Self::BackboneAttention
+        }
+    }
+
+    /// The MLP group of stack `prefix` (`backbone` or `decoder`).
+    pub fn mlp(prefix: &str) -> Self {
+        if prefix == "decoder" {
+            Self::DecoderMlp
+        } else {
+            Self::BackboneMlp
+        }
+    }
+}
+
+impl fmt::Display for LinearGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for LinearGroup {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|g| g.as_str()).collect();
+            format!("unknown linear group `{s}` (expected one of {})", names.join(", "))
+        })
+    }
+}
+
+/// Storage format of quantized weights and of quantized activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// NVFP4: E2M1 values, E4M3 scale per 16-element block, f32 global scale.
+    Nvfp4,
+    /// FP8 E4M3FN: per output channel for weights, per tensor for activations.
+    Fp8,
+}
+
+/// Which lowering the quantized weights and activations get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lowering {
+    /// Standard operators ONNX Runtime CPU runs, bit-exact (the only one that runs here).
+    Portable,
+    /// NVIDIA's TensorRT form (FLOAT4E2M1 initializers, `trt::` activation quantizer).
+    TensorRt,
+}
+
+/// Activation quantization of a plan: the format and the calibrated amax of
+/// each quantized linear's input, keyed by linear name
+/// (`backbone.layers.0.attn.q_proj`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Activations {
+    /// Format the activations are fake-quantized to.
+    pub format: QuantFormat,
+    /// Calibrated input amax per linear.
+    pub amax: BTreeMap<String, f32>,
+}
+
+/// Which linear layers are quantized, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantPlan {
+    /// Weight format of the quantized groups.
+    pub weights: QuantFormat,
+    /// Lowering of weights and activations.
+    pub lowering: Lowering,
+    /// The groups quantized; the others stay dense.
+    pub groups: BTreeSet<LinearGroup>,
+    /// Activation quantization (W4A4, W8A8), or `None` for weight-only.
+    pub activations: Option<Activations>,
+}
+
+impl QuantPlan {
+    /// The [`WeightScheme`] of this plan's weights.
+    pub fn scheme(&self) -> WeightScheme {
+        match (self.weights, self.lowering) {
+            (QuantFormat::Nvfp4, Lowering::Portable) => WeightScheme::Nvfp4Portable,
+            (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
+            // DequantizeLinear of FP8 codes is standard ONNX: TensorRT takes it as is.
+            (QuantFormat::Fp8, _) => WeightScheme::Fp8Portable,
+        }
+    }
+}
+
+/// Everything that decides how the LM graphs are exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LmOptions {
+    /// Dtypes of dense weights, activations and the KV cache.
+    pub numerics: Numerics,
+    /// Quantized linear layers, if any.
+    pub quant: Option<QuantPlan>,
+    /// Groups whose linear inputs are exposed as `probe.*` outputs (calibration).
+    pub probes: BTreeSet<LinearGroup>,
+    /// Expose each layer's last-position residual stream as `tap.layer_{i}`.
+    pub layer_taps: bool,
+}
+
+/// A `probe.*` output of a calibration graph.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeSite {
+    /// Graph output name.
+    pub output: String,
+    /// Size of the last axis (the linears' input features).
+    pub features: usize,
+    /// The linears reading this value (checkpoint names without `.weight`).
+    pub linears: Vec<String>,
+}
+
+/// Emits the linear layers of one graph; see the module doc. Finish the graph
+/// with [`Linears::finish`].
+pub struct Linears<'p> {
+    opts: &'p LmOptions,
+    quant: QuantEmitter,
+    probes: Vec<(ProbeSite, Value, usize)>,
+    probe_of: HashMap<String, usize>,
+    quantized_inputs: HashMap<(String, u32), Value>,
+}
+
+impl<'p> Linears<'p> {
+    /// An emitter for one graph exported with `opts`.
+    pub fn new(opts: &'p LmOptions) -> Self {
+        Self {
+            opts,
+            quant: QuantEmitter::new(),
+            probes: Vec::new(),
+            probe_of: HashMap::new(),
+            quantized_inputs: HashMap::new(),
+        }
+    }
+
+    /// Storage and compute dtypes of the graph.
+    pub fn numerics(&self) -> Numerics {
+        self.opts.numerics
+    }
+
+    /// Whether the graph exposes each layer's output (`tap.layer_{i}`).
+    pub fn layer_taps(&self) -> bool {
+        self.opts.layer_taps
+    }
+
+    /// `x · Wᵀ` for the checkpoint Linear weight `t` (`[out, in]`) of `group`,
+    /// on compute-dtype `x` of rank `rank` (3 in the stacks, 2 for heads).
+    pub fn linear(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        t: &TensorRef<'_>,
+        group: LinearGroup,
+        rank: usize,
+    ) -> Result<Value> {
+        let &[out, inp] = t.shape else {
+            return Err(ExportError::Shape {
+                tensor: t.name.to_string(),
+                expected: "a 2-D Linear weight [out, in]".into(),
+                got: format!("shape {:?}", t.shape),
+            });
+        };
+        let name = t.name.trim_end_matches(".weight");
+        let x = self.input(g, x, name, inp, group, rank)?;
+        let w = match self.plan_for(group) {
+            None => return blocks::linear(g, &x, t, self.opts.numerics),
+            Some(plan) => {
+                let values = t.to_f32()?;
+                self.quantized_weight(g, t.name, &values, (out, inp), plan.scheme())?
+            }
+        };
+        Ok(g.with_scope(name, |g| g.matmul(&x, &w)))
+    }
+
+    /// Prepares the input `x` (`[..., features]`, compute dtype, rank `rank`) of
+    /// linear `name` of `group`: records a probe when asked, and fake-quantizes
+    /// it when the plan quantizes activations of `group`.
+    pub fn input(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        features: usize,
+        group: LinearGroup,
+        rank: usize,
+    ) -> Result<Value> {
+        if self.opts.probes.contains(&group) {
+            self.probe(x, name, features, rank);
+        }
+        let Some(acts) = self.plan_for(group).and_then(|p| p.activations.as_ref()) else {
+            return Ok(x.clone());
+        };
+        let lowering = self.opts.quant.as_ref().map_or(Lowering::Portable, |p| p.lowering);
+        let amax = *acts.amax.get(name).ok_or_else(|| ExportError::Unsupported {
+            what: format!(
+                "activation quantization of `{name}` needs its calibrated input amax, \
+                 and the calibration statistics have none"
+            ),
+        })?;
+        let key = (x.name().to_string(), amax.to_bits());
+        if let Some(q) = self.quantized_inputs.get(&key) {
+            return Ok(q.clone());
+        }
+        let dtype = self.opts.numerics.compute;
+        let act_name = format!("{name}.input");
+        let q = match (acts.format, lowering) {
+            (QuantFormat::Nvfp4, lowering) => {
+                let scheme = match lowering {
+                    Lowering::Portable => WeightScheme::Nvfp4Portable,
+                    Lowering::TensorRt => WeightScheme::Nvfp4TensorRt,
+                };
+                let act = ActQuant {
+                    name: &act_name,
+                    features,
+                    global: nvfp4_global_scale(amax),
+                };
+                self.quant.activation(g, x, act, scheme, dtype)?
+            }
+            (QuantFormat::Fp8, Lowering::Portable) => {
+                self.quant
+                    .fp8_activation_portable(g, x, &act_name, fp8_scale(amax), dtype)?
+            }
+            (QuantFormat::Fp8, Lowering::TensorRt) => {
+                return Err(ExportError::Unsupported {
+                    what: format!("FP8 activation quantization of `{name}` in the TensorRT lowering"),
+                });
+            }
+        };
+        self.quantized_inputs.insert(key, q.clone());
+        Ok(q)
+    }
+
+    /// Head `i` of the stacked `audio_head` `[heads, in, out]` as an `[in, out]`
+    /// compute-dtype weight, quantized when [`LinearGroup::AudioHead`] is.
+    pub fn audio_head(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>, i: usize) -> Result<Value> {
+        let name = format!("{}.{i}", t.name);
+        let Some(plan) = self.plan_for(LinearGroup::AudioHead) else {
+            return g.weight_named(&name, t, self.opts.numerics.weights, Layout::Index(i));
+        };
+        let &[heads, inp, out] = t.shape else {
+            return Err(ExportError::Shape {
+                tensor: t.name.to_string(),
+                expected: "a stacked head [heads, in, out]".into(),
+                got: format!("shape {:?}", t.shape),
+            });
+        };
+        if i >= heads {
+            return Err(ExportError::Shape {
+                tensor: t.name.to_string(),
+                expected: format!("head {i}"),
+                got: format!("{heads} heads"),
+            });
+        }
+        let mut in_out = vec![0f32; inp * out];
+        t.read_f32_into(i * inp * out, &mut in_out)?;
+        let out_in: Vec<f32> = (0..out)
+            .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
+            .collect();
+        self.quantized_weight(g, &name, &out_in, (out, inp), plan.scheme())
+    }
+
+    /// Adds the probe outputs, writes the graph and returns the files and probes.
+    pub fn finish(self, mut g: GraphBuilder) -> Result<(Vec<WrittenFile>, Vec<ProbeSite>)> {
+        let mut sites = Vec::with_capacity(self.probes.len());
+        for (site, value, rank) in self.probes {
+            let v = cast_if(&mut g, &value, self.opts.numerics.compute, DType::F32);
+            let mut dims = vec![Dim::from("batch")];
+            if rank == 3 {
+                dims.push("seq".into());
+            }
+            dims.push(site.features.into());
+            g.output(&v, &site.output, DType::F32, &dims);
+            sites.push(site);
+        }
+        Ok((self.quant.finish(g)?, sites))
+    }
+
+    fn plan_for(&self, group: LinearGroup) -> Option<&'p QuantPlan> {
+        self.opts.quant.as_ref().filter(|p| p.groups.contains(&group))
+    }
+
+    fn probe(&mut self, x: &Value, linear: &str, features: usize, rank: usize) {
+        match self.probe_of.get(x.name()) {
+            Some(&i) => self.probes[i].0.linears.push(linear.to_string()),
+            None => {
+                self.probe_of.insert(x.name().to_string(), self.probes.len());
+                let site = ProbeSite {
+                    output: engine::io::probe(linear),
+                    features,
+                    linears: vec![linear.to_string()],
+                };
+                self.probes.push((site, x.clone(), rank));
+            }
+        }
+    }
+
+    /// Quantizes a row-major `[out, in]` weight and emits it as a dequantized
+    /// `[in, out]` compute-dtype value.
+    fn quantized_weight(
+        &mut self,
+        g: &mut GraphBuilder,
+        name: &str,
+        values: &[f32],
+        (out, inp): (usize, usize),
+        scheme: WeightScheme,
+    ) -> Result<Value> {
+        let dtype = self.opts.numerics.compute;
+        match scheme.quantize(name, values, out, inp)? {
+            QuantizedWeight::Nvfp4(w) if scheme == WeightScheme::Nvfp4TensorRt => {
+                self.quant.nvfp4_tensorrt(g, name, &w, dtype)
+            }
+            QuantizedWeight::Nvfp4(w) => self.quant.nvfp4_portable(g, name, &w, dtype),
+            QuantizedWeight::Fp8(w) => self.quant.fp8_portable(g, name, &w, dtype),
+        }
+    }
+}
