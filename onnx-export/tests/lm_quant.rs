@@ -350,7 +350,10 @@ fn calibration_variants_expose_probes_and_taps() {
         &[&io::layer_tap(2), io::HIDDEN, "probe.codebook0_head"],
     );
     assert_eq!(outs[0].len(), D, "tap: last position of one batch row");
-    assert_eq!(outs[1], outs[2], "the head's probe is the final-norm hidden state");
+    // The head runs on every position (speculative scoring needs them all); its
+    // probe's last position is the final-norm hidden state.
+    let probe = &outs[2];
+    assert_eq!(outs[1], probe[probe.len() - D..], "the head's probe is the final-norm hidden state");
 }
 
 #[test]
