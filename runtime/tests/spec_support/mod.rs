@@ -82,9 +82,9 @@ fn early_exit_engine() -> &'static Path {
         let (mut cfg, _) = lm_support::configs();
         cfg.backbone.num_layers = 1;
         cfg.decoder.num_layers = 1;
-        let nm = onnx_export::lm::numerics(Precision::Fp32).unwrap();
-        onnx_export::lm::export_backbone(&ckpt, &cfg, nm, &draft.join(heart::engine::BACKBONE_GRAPH)).unwrap();
-        onnx_export::lm::export_decoder(&ckpt, &cfg, nm, &draft.join(heart::engine::DECODER_GRAPH)).unwrap();
+        let opts = onnx_export::lm::LmOptions::for_precision(Precision::Fp32);
+        onnx_export::lm::export_backbone(&ckpt, &cfg, &opts, &draft.join(heart::engine::BACKBONE_GRAPH)).unwrap();
+        onnx_export::lm::export_decoder(&ckpt, &cfg, &opts, &draft.join(heart::engine::DECODER_GRAPH)).unwrap();
         dir
     })
     .path()
