@@ -194,13 +194,15 @@ pub fn export_decoder(
     let x = cast_if(&mut g, &x, nm.compute, DType::F32);
     let (x, cache, taps) = stack(&mut g, &mut lin, ckpt, "decoder", p, &x)?;
     let normed = final_norm(&mut g, ckpt, "decoder", p, &x)?;
-    let h = g.with_scope("decoder", |g| last_position(g, &normed));
     let heads_t = expect_shape(ckpt, "audio_head", &[cfg.audio_num_codebooks - 1, p.embed_dim, v])?;
     let heads = (0..cfg.audio_num_codebooks - 1)
         .map(|i| lin.audio_head(&mut g, &heads_t, i))
         .collect::<Result<Vec<_>>>()?;
-    let h = cast_if(&mut g, &h, DType::F32, nm.compute);
-    let h = lin.input(&mut g, &h, "audio_head", p.embed_dim, LinearGroup::AudioHead, 2)?;
+    // The heads' input, fake-quantized once for both outputs when the profile
+    // quantizes it (per row, so the last row of the result is the last row's).
+    let normed = cast_if(&mut g, &normed, DType::F32, nm.compute);
+    let normed = lin.input(&mut g, &normed, "audio_head", p.embed_dim, LinearGroup::AudioHead, 3)?;
+    let h = g.with_scope("decoder", |g| last_position(g, &normed));
     let logits = g.with_scope("audio_head", |g| -> Result<Value> {
         let l = select_head(g, &codebook, &h, &heads, 1, nm.compute)?;
         Ok(cast_if(g, &l, nm.compute, DType::F32))
@@ -226,8 +228,10 @@ pub fn export_decoder(
 /// `[B, heads, V]`: every codebook's logits given the frame's earlier codes, in
 /// one call (speculative scoring). On any other call it is an empty
 /// `[B, 0, V]`: the `If` skips the head products, so the per-codebook walk pays
-/// nothing for this output. `normed` is the f32 final-norm output `[B, S, D]`,
-/// `logits` the call's f32 `[B, V]` output (the empty branch slices it).
+/// nothing for this output. `normed` is the heads' input `[B, S, D]` (the
+/// final-norm output in the compute dtype, fake-quantized when the heads'
+/// activations are), `logits` the call's f32 `[B, V]` output (the empty branch
+/// slices it).
 fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[Value], dtype: DType) -> Result<Value> {
     let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
     let whole = g.const_i64(&[heads.len() as i64 + 1]);
@@ -240,7 +244,6 @@ fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[V
             .map(|(i, head)| {
                 let j = i as i64 + 1;
                 let h = g.slice(normed, &[j], &[j + 1], &[1]);
-                let h = cast_if(g, &h, DType::F32, dtype);
                 g.matmul(&h, head)
             })
             .collect();

@@ -136,9 +136,6 @@ fn run_backbone(path: &Path, cfg: &MulaConfig, outputs: &[&str]) -> Vec<Vec<f32>
     let (cache32, cache16) = (vec![0f32; n], vec![half::f16::ZERO; n]);
     let f16 = cache_is_f16(path);
     let positions: Vec<i64> = (0..ROWS as i64).collect();
-    fn view(dims: Vec<usize>, data: &[f32]) -> ort::session::SessionInputValue<'_> {
-        ort::value::TensorRef::from_array_view((dims, data)).unwrap().into()
-    }
     let cache = |dims: Vec<usize>| -> ort::session::SessionInputValue<'_> {
         if f16 {
             ort::value::TensorRef::from_array_view((dims, cache16.as_slice()))
@@ -350,10 +347,12 @@ fn calibration_variants_expose_probes_and_taps() {
         &[&io::layer_tap(2), io::HIDDEN, "probe.codebook0_head"],
     );
     assert_eq!(outs[0].len(), D, "tap: last position of one batch row");
-    // The head runs on every position (speculative scoring needs them all); its
-    // probe's last position is the final-norm hidden state.
-    let probe = &outs[2];
-    assert_eq!(outs[1], probe[probe.len() - D..], "the head's probe is the final-norm hidden state");
+    assert_eq!(
+        outs[2].len(),
+        ROWS * D,
+        "the head reads the final norm at every position"
+    );
+    assert_eq!(outs[1], outs[2][(ROWS - 1) * D..], "whose last row is `hidden`");
 }
 
 #[test]
@@ -429,4 +428,74 @@ fn tensorrt_lowering_of_the_lm_has_fp4_initializers_and_trt_quantizers() {
         let expected = 4 * if stack == "backbone" { 3 } else { 2 } + usize::from(stack == "decoder");
         assert_eq!(trt_quantizers, expected, "{graph}");
     }
+}
+
+/// Runs the decoder on one whole frame (`heads + 1` rows, empty cache) with
+/// `codebook` and returns (`logits`, `logits_all`).
+fn run_decoder_frame(path: &Path, cfg: &MulaConfig, codebook: i64) -> (Vec<f32>, Vec<f32>) {
+    let mut s = session(path, Opts::Default);
+    let rows = cfg.audio_num_codebooks;
+    let normal = Normal::new(0.0f32, 1.0).unwrap();
+    let mut r = rng(9);
+    let embeds: Vec<f32> = (0..rows * D).map(|_| normal.sample(&mut r)).collect();
+    let bias: Vec<f32> = (0..rows)
+        .flat_map(|row| (0..rows).map(move |c| if c <= row { 0.0 } else { f32::NEG_INFINITY }))
+        .collect();
+    let positions: Vec<i64> = (0..rows as i64).collect();
+    let (kv, hd) = (cfg.decoder.num_kv_heads, cfg.decoder.head_dim());
+    let cache: Vec<f32> = Vec::new();
+    let k = [codebook];
+    let mut feeds: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
+        (io::EMBEDS.into(), view(vec![1, rows, D], &embeds)),
+        (io::ATTN_BIAS.into(), view(vec![rows, rows], &bias)),
+        (
+            io::POSITIONS.into(),
+            ort::value::TensorRef::from_array_view(([rows], positions.as_slice()))
+                .unwrap()
+                .into(),
+        ),
+        (
+            io::CODEBOOK.into(),
+            ort::value::TensorRef::from_array_view(((), &k[..])).unwrap().into(),
+        ),
+    ];
+    for i in 0..cfg.decoder.num_layers {
+        feeds.push((io::past_key(i), view(vec![1, kv, hd, 0], &cache)));
+        feeds.push((io::past_value(i), view(vec![1, kv, 0, hd], &cache)));
+    }
+    let out = s.run(feeds).unwrap();
+    let get = |n: &str| out[n].try_extract_tensor::<f32>().unwrap().1.to_vec();
+    (get(io::LOGITS), get(io::LOGITS_ALL))
+}
+
+fn view(dims: Vec<usize>, data: &[f32]) -> ort::session::SessionInputValue<'_> {
+    ort::value::TensorRef::from_array_view((dims, data)).unwrap().into()
+}
+
+#[test]
+fn whole_frame_logits_match_the_per_codebook_logits_with_quantized_head_inputs() {
+    let (ckpt, cfg) = load();
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(&cfg, QuantFormat::Fp8, Some(QuantFormat::Fp8), 3.0);
+    let plan = opts.quant.as_mut().unwrap();
+    plan.groups.insert(LinearGroup::AudioHead);
+    plan.activations.as_mut().unwrap().amax.insert("audio_head".into(), 0.5);
+    let path = dir.path().join(engine::DECODER_GRAPH);
+    lm::export_decoder(&ckpt, &cfg, &opts, &path).unwrap();
+    let heads = cfg.audio_num_codebooks - 1;
+    let (logits, all) = run_decoder_frame(&path, &cfg, heads as i64);
+    let v = cfg.audio_vocab_size;
+    assert_eq!(all.len(), heads * v);
+    assert_eq!(
+        &all[(heads - 1) * v..],
+        logits.as_slice(),
+        "the last head's row of logits_all is the per-codebook logits, fake-quantized input included"
+    );
+    let dense = dir.path().join("dense.onnx");
+    lm::export_decoder(&ckpt, &cfg, &options(&cfg, QuantFormat::Fp8, None, 3.0), &dense).unwrap();
+    assert_ne!(
+        run_decoder_frame(&dense, &cfg, heads as i64).0,
+        logits,
+        "the head input was quantized"
+    );
 }
