@@ -275,7 +275,10 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
         sessions: SessionConfig::default(),
     };
     let same = run_ab(&rt, &opts("same")).unwrap();
-    assert_eq!(same.audio_identical, same.prompts, "one codec, one noise: identical audio");
+    assert_eq!(
+        same.audio_identical, same.prompts,
+        "one codec, one noise: identical audio"
+    );
     assert_eq!(same.measured().snr_db, Some(f64::INFINITY));
     let fp16 = run_ab(&rt, &opts("fp16-codec")).unwrap();
     let snr = fp16.audio_snr_db.expect("both folders have a codec");
