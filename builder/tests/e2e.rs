@@ -2,38 +2,16 @@
 //! bundled fixture pass every conformance case, and `heart-run` turns tags +
 //! lyrics into a deterministic WAV.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+
+use support::{build, heart_run_bin, run};
 
 use heart_runtime::conform::{self, ConformContext, Verdict};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")
-}
-
-/// `heart-run` is a binary of the runtime package; `cargo test --workspace`
-/// builds it next to `heart-build`.
-fn heart_run_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heart-build")).with_file_name("heart-run");
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
-}
-
-fn run(bin: &Path, args: &[&str]) -> Output {
-    Command::new(bin).args(args).output().expect("binary runs")
-}
-
-fn build(args: &[&str]) {
-    let o = run(Path::new(env!("CARGO_BIN_EXE_heart-build")), args);
-    assert!(
-        o.status.success(),
-        "heart-build {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 fn build_fixture_engines(out: &Path, precision: &str) {

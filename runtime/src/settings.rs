@@ -23,6 +23,10 @@ pub mod defaults {
     pub const CODEC_GUIDANCE: f32 = 1.25;
     /// Song length in seconds (upstream example: 240 000 ms).
     pub const DURATION_S: f32 = 240.0;
+    /// Frames drafted per speculative round when `--speculate` is given without a
+    /// value (speculation itself is off unless asked for: it keeps the output
+    /// distribution but draws other samples for the same seed).
+    pub const SPECULATE_K: usize = crate::lm::DEFAULT_DRAFT_FRAMES;
 }
 
 /// Settings that may come from a flag or a preset; `None` = not given there.
@@ -47,6 +51,11 @@ pub struct SettingsArgs {
     /// Classifier-free guidance of the codec; 1.0 halves its work [default: 1.25].
     #[arg(long, value_name = "X")]
     pub codec_guidance: Option<f32>,
+    /// Speculative decoding with the engine's draft: K frames drafted per round
+    /// (`--speculate` alone = 4, 0 = off). Same distribution as plain sampling,
+    /// other samples for a seed [default: 0].
+    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "4")]
+    pub speculate: Option<usize>,
 }
 
 /// Fully resolved settings.
@@ -64,6 +73,8 @@ pub struct Settings {
     pub flow_steps: usize,
     /// Codec guidance.
     pub codec_guidance: f32,
+    /// Frames drafted per speculative round (0 = plain decoding).
+    pub speculate: usize,
 }
 
 /// Errors of preset loading and validation.
@@ -129,6 +140,7 @@ impl SettingsArgs {
                 .codec_guidance
                 .or(preset.codec_guidance)
                 .unwrap_or(defaults::CODEC_GUIDANCE),
+            speculate: self.speculate.or(preset.speculate).unwrap_or(0),
         };
         s.validate()?;
         Ok(s)
@@ -232,6 +244,38 @@ mod tests {
         };
         let err = flags.resolve(&SettingsArgs::default()).unwrap_err().to_string();
         assert_eq!(err, "--temperature 0: expected a positive number");
+    }
+
+    #[test]
+    fn speculation_is_off_unless_asked_for() {
+        let none = SettingsArgs::default().resolve(&SettingsArgs::default()).unwrap();
+        assert_eq!(none.speculate, 0);
+        let preset: SettingsArgs = toml::from_str("speculate = 2").unwrap();
+        assert_eq!(SettingsArgs::default().resolve(&preset).unwrap().speculate, 2);
+        let off = SettingsArgs {
+            speculate: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(
+            off.resolve(&preset).unwrap().speculate,
+            0,
+            "--speculate 0 overrides the preset"
+        );
+    }
+
+    #[test]
+    fn bare_speculate_flag_drafts_the_default_frames() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            settings: SettingsArgs,
+        }
+        let parse = |args: &[&str]| Cli::try_parse_from(args).unwrap().settings.speculate;
+        assert_eq!(parse(&["x", "--speculate"]), Some(defaults::SPECULATE_K));
+        assert_eq!(parse(&["x", "--speculate", "--topk", "3"]), Some(defaults::SPECULATE_K));
+        assert_eq!(parse(&["x", "--speculate", "2"]), Some(2));
+        assert_eq!(parse(&["x"]), None);
     }
 
     #[test]

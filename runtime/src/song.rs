@@ -19,10 +19,11 @@ use serde::Serialize;
 
 use crate::codec::{Audio, Codec, DetokenizeParams, FlowParams, SeededNoise as FlowNoise};
 use crate::lm::embed::Prompt as LmPrompt;
-use crate::lm::frame_loop::{FrameEvent, GenParams, Sampling, StopReason, generate};
+use crate::lm::frame_loop::{FrameEvent, GenParams, Generation, Sampling, StopReason, generate};
 use crate::lm::model::HeartMula;
 use crate::lm::sampler::{SamplerParams, SeededNoise as RaceNoise};
 use crate::lm::session::SessionConfig;
+use crate::lm::speculative::{SpecEvent, SpecParams, SpecStats, generate_speculative};
 use crate::ort_env::OrtRuntime;
 use crate::settings::Settings;
 
@@ -35,6 +36,7 @@ pub struct Engine {
     manifest: Manifest,
     tokenizer: TextTokenizer,
     lm: HeartMula,
+    draft: Option<HeartMula>,
     codec: Option<Codec>,
 }
 
@@ -104,12 +106,26 @@ pub struct Song {
     pub stop: StopReason,
     /// Per-stage wall time.
     pub times: StageTimes,
+    /// Speculative-decoding counters, when the song was drafted (`--speculate K`).
+    pub speculation: Option<SpecStats>,
 }
 
 impl Engine {
     /// Opens `dir` through its manifest; every file is checked for size and the
     /// small ones for their SHA-256 ([`Verify::Quick`]) unless `verify` says more.
     pub fn open(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self> {
+        Self::open_inner(rt, dir, verify, false)
+    }
+
+    /// As [`Engine::open`], and also loads the speculative-decoding draft
+    /// (`draft/`, written by `heart-build --draft-precision` or
+    /// `--draft-backbone-layers`), which [`SongRequest`]s with
+    /// `settings.speculate > 0` need.
+    pub fn open_speculative(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self> {
+        Self::open_inner(rt, dir, verify, true)
+    }
+
+    fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self> {
         let manifest =
             Manifest::load(dir, verify).with_context(|| format!("opening engine folder {}", dir.display()))?;
         let rt = &crate::backend::for_engine(rt, dir, &manifest)?;
@@ -122,6 +138,26 @@ impl Engine {
             &SessionConfig::default(),
         )
         .with_context(|| format!("loading the LM engines of {}", dir.display()))?;
+        let draft = if with_draft {
+            if manifest.file(EngineKind::DraftBackbone).is_none() {
+                bail!(
+                    "engine folder {} has no speculative draft: rebuild it with `heart-build … --draft-precision \
+                     int4` (or --draft-backbone-layers N), or run without --speculate",
+                    dir.display()
+                );
+            }
+            let draft = HeartMula::open_draft(
+                rt,
+                dir,
+                &manifest.model,
+                &manifest.gen_config,
+                &SessionConfig::default(),
+            )
+            .with_context(|| format!("loading the draft engines of {}", dir.display()))?;
+            Some(draft)
+        } else {
+            None
+        };
         let codec = match &manifest.codec {
             Some(cfg) => Some(
                 Codec::open_with_config(rt, dir, cfg.clone())
@@ -134,6 +170,7 @@ impl Engine {
             manifest,
             tokenizer,
             lm,
+            draft,
             codec,
         })
     }
@@ -178,26 +215,23 @@ impl Engine {
             cfg_scale: s.cfg_scale,
             max_audio_length_ms: (f64::from(s.duration) * 1000.0).round() as u64,
         };
-        let mut noise = RaceNoise::new(req.seed);
-        let mut picker = Sampling {
-            params: SamplerParams {
-                temperature: s.temperature,
-                top_k: s.topk,
-            },
-            noise: &mut noise,
+        let sampler = SamplerParams {
+            temperature: s.temperature,
+            top_k: s.topk,
         };
-        let mut kept = 0usize;
-        let generation = generate(&mut self.lm, &lm_prompt, &params, &mut picker, &mut |e: &FrameEvent<
-            '_,
-        >| {
-            if e.kept {
-                kept += 1;
-                progress(Progress::Frame {
-                    frames: kept,
-                    max_frames: e.max_frames,
-                });
-            }
-        })?;
+        let models = Models {
+            lm: &mut self.lm,
+            draft: self.draft.as_mut(),
+            dir: &self.dir,
+        };
+        let (generation, speculation) = models.run(
+            &lm_prompt,
+            params,
+            sampler,
+            s.speculate,
+            req.seed,
+            &mut |frames, max_frames| progress(Progress::Frame { frames, max_frames }),
+        )?;
         let lm_time = t1.elapsed();
 
         let t2 = Instant::now();
@@ -234,7 +268,63 @@ impl Engine {
                 lm: lm_time,
                 codec: t2.elapsed(),
             },
+            speculation,
         })
+    }
+}
+
+/// The LM engines of an [`Engine`], borrowed apart from its codec.
+struct Models<'a> {
+    lm: &'a mut HeartMula,
+    draft: Option<&'a mut HeartMula>,
+    dir: &'a Path,
+}
+
+impl Models<'_> {
+    /// The frame loop: plain, or speculative with `draft_frames` per round.
+    /// `kept(frames, max_frames)` is called for every kept frame.
+    fn run(
+        self,
+        prompt: &LmPrompt,
+        generation: GenParams,
+        sampler: SamplerParams,
+        draft_frames: usize,
+        seed: u64,
+        kept: &mut dyn FnMut(usize, usize),
+    ) -> Result<(Generation, Option<SpecStats>)> {
+        let mut noise = RaceNoise::new(seed);
+        let mut count = 0usize;
+        if draft_frames == 0 {
+            let mut picker = Sampling {
+                params: sampler,
+                noise: &mut noise,
+            };
+            let out = generate(self.lm, prompt, &generation, &mut picker, &mut |e: &FrameEvent<'_>| {
+                if e.kept {
+                    count += 1;
+                    kept(count, e.max_frames);
+                }
+            })?;
+            return Ok((out, None));
+        }
+        let Some(draft) = self.draft else {
+            bail!(
+                "speculative decoding needs the draft engines: open {} with Engine::open_speculative",
+                self.dir.display()
+            );
+        };
+        let params = SpecParams {
+            generation,
+            sampler,
+            draft_frames,
+        };
+        let out = generate_speculative(self.lm, draft, prompt, &params, &mut noise, &mut |e: &SpecEvent<'_>| {
+            if e.kept {
+                count += 1;
+                kept(count, e.max_frames);
+            }
+        })?;
+        Ok((out.generation, Some(out.stats)))
     }
 }
 

@@ -11,6 +11,7 @@
 //! - [`drive`]: measurement drivers over two small traits, [`FrameStepper`]
 //!   (one LM frame) and [`CodecStepper`] (one Euler step, one window decode),
 //!   that the LM and codec runtimes implement ([`steppers`]: the real engines).
+//! - [`spec`]: speculative decoding against plain decoding in one run.
 //! - [`report`]: the [`BenchRecord`] (machine, engine identity, rows) as an
 //!   aligned table or JSON.
 //!
@@ -22,6 +23,7 @@ pub mod machine;
 pub mod peak;
 pub mod report;
 pub mod roofline;
+pub mod spec;
 pub mod stats;
 pub mod steppers;
 pub mod stream;

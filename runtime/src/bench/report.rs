@@ -17,6 +17,7 @@ use super::BenchError;
 use super::machine::MachineInfo;
 use super::peak::PeakFlops;
 use super::roofline::percent_of_floor;
+use super::spec::SpecBench;
 use super::stats::Stats;
 use super::stream::StreamResult;
 
@@ -127,6 +128,9 @@ pub struct BenchRecord {
     pub peak: Option<PeakFlops>,
     /// The figures, in measurement order.
     pub rows: Vec<Row>,
+    /// Speculative decoding against plain decoding, when measured.
+    #[serde(default)]
+    pub speculation: Option<SpecBench>,
 }
 
 impl BenchRecord {
@@ -139,6 +143,7 @@ impl BenchRecord {
             bandwidth: None,
             peak: None,
             rows: Vec::new(),
+            speculation: None,
         }
     }
 
@@ -187,6 +192,35 @@ impl BenchRecord {
         if !self.rows.is_empty() {
             out.push('\n');
             out.push_str(&render_rows(&self.rows));
+        }
+        if let Some(spec) = &self.speculation {
+            out.push('\n');
+            for r in &spec.runs {
+                let rates: Vec<String> = r
+                    .acceptance_per_codebook
+                    .iter()
+                    .map(|x| {
+                        if x.is_finite() {
+                            format!("{:.0}%", x * 100.0)
+                        } else {
+                            "-".into()
+                        }
+                    })
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "speculate K={}: acceptance per codebook {}; {} frames in {:.2} s (draft {:.2} s, target {:.2} \
+                     s); plain {} frames in {:.2} s",
+                    r.draft_frames,
+                    rates.join(" "),
+                    r.run.frames,
+                    r.run.seconds,
+                    r.draft_seconds,
+                    r.target_seconds,
+                    spec.plain.frames,
+                    spec.plain.seconds
+                );
+            }
         }
         out
     }

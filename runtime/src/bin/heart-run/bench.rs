@@ -4,18 +4,19 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
-use heart::manifest::Verify;
+use heart::manifest::{EngineKind, Verify};
 use heart_runtime::bench::drive::{CodecFloor, CodecPlan, LmFloor, LmPlan, bench_codec, bench_lm};
 use heart_runtime::bench::machine::MachineInfo;
 use heart_runtime::bench::report::{BenchRecord, EngineIdentity, Row};
 use heart_runtime::bench::roofline::LmRoofline;
+use heart_runtime::bench::spec::{SpecBench, SpecPlan, bench_speculation};
 use heart_runtime::bench::stats::{Repeats, Stats};
 use heart_runtime::bench::steppers::{CodecBench, LmStepper};
 use heart_runtime::bench::{peak, stream};
 use heart_runtime::codec::Codec;
-use heart_runtime::lm::{HeartMula, SessionConfig};
+use heart_runtime::lm::{HeartMula, SamplerParams, SessionConfig};
 use heart_runtime::settings::defaults;
 
 /// Arguments of `heart-run bench`.
@@ -43,9 +44,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = defaults::CFG_SCALE, value_name = "X")]
     cfg_scale: f32,
     /// Skip the codec measurements.
-    #[arg(long, conflicts_with = "no_lm")]
+    #[arg(long)]
     no_codec: bool,
-    /// Skip the LM measurements.
+    /// Skip the LM frame measurements (the speculative comparison still runs when asked for).
     #[arg(long)]
     no_lm: bool,
     /// Total MiB of the bandwidth kernel's arrays.
@@ -54,6 +55,16 @@ pub struct BenchArgs {
     /// Rounds of the peak-FLOP/s kernel per thread (each 384 FMAs with AVX-512).
     #[arg(long, default_value_t = 20_000_000, value_name = "N")]
     peak_rounds: usize,
+    /// Also compare speculative decoding (the engine's draft, `heart-build
+    /// --draft-precision`) with plain decoding, one run per K.
+    #[arg(long, value_delimiter = ',', value_name = "K,K,..")]
+    speculate: Vec<usize>,
+    /// Frame budget of each speculative-comparison generation.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    spec_frames: usize,
+    /// Seed of the speculative comparison's sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
     /// Print the record as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -75,9 +86,16 @@ pub fn run(args: &BenchArgs, ort_lib: Option<&std::path::Path>) -> Result<()> {
     record.bandwidth = Some(bandwidth);
     record.peak = Some(peak.clone());
 
-    record
-        .rows
-        .extend(bench_lm_engine(args, &rt, &manifest, bandwidth.read_gb_s)?);
+    if !args.no_lm {
+        record
+            .rows
+            .extend(bench_lm_engine(args, &rt, &manifest, bandwidth.read_gb_s)?);
+    }
+    if !args.speculate.is_empty() {
+        let spec = bench_spec(args, &rt, &manifest)?;
+        record.rows.extend(spec.rows()?);
+        record.speculation = Some(spec);
+    }
     if let (Some(cfg), false) = (&manifest.codec, args.no_codec) {
         let mut codec = Codec::open_with_config(&rt, &args.engines, cfg.clone())?;
         let codec_plan = CodecPlan::new(cfg, Repeats::new(1, args.repeat), args.flow_steps);
@@ -105,6 +123,38 @@ pub fn run(args: &BenchArgs, ort_lib: Option<&std::path::Path>) -> Result<()> {
         print!("{}", record.render_table());
     }
     Ok(())
+}
+
+/// Plain target, draft alone and speculative decoding per K, in one run.
+fn bench_spec(
+    args: &BenchArgs,
+    rt: &heart_runtime::ort_env::OrtRuntime,
+    manifest: &heart::manifest::Manifest,
+) -> Result<SpecBench> {
+    if manifest.file(EngineKind::DraftBackbone).is_none() {
+        bail!(
+            "--speculate: engine folder {} has no draft (build it with `heart-build … --draft-precision int4`)",
+            args.engines.display()
+        );
+    }
+    let (cfg, gen_cfg) = (&manifest.model, &manifest.gen_config);
+    let sessions = SessionConfig::default();
+    let mut target = HeartMula::open(rt, &args.engines, cfg, gen_cfg, &sessions)?;
+    let mut draft = HeartMula::open_draft(rt, &args.engines, cfg, gen_cfg, &sessions)
+        .with_context(|| format!("opening the draft of {}", args.engines.display()))?;
+    let plan = SpecPlan {
+        draft_frames: args.speculate.clone(),
+        frames: args.spec_frames,
+        prompt_len: args.prompt_tokens.max(1),
+        text_vocab: cfg.text_vocab_size,
+        cfg_scale: args.cfg_scale,
+        sampler: SamplerParams {
+            temperature: defaults::TEMPERATURE,
+            top_k: defaults::TOPK,
+        },
+        seed: args.seed,
+    };
+    Ok(bench_speculation(&mut target, &mut draft, &plan)?)
 }
 
 /// Load time and the frame rows of the LM.

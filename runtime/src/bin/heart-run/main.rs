@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand};
 use heart::manifest::Verify;
 use heart::prompt::read_text_arg;
 use heart_runtime::backend::BackendChoice;
+use heart_runtime::lm::SpecStats;
 use heart_runtime::settings::{Settings, SettingsArgs};
 use heart_runtime::song::{Engine, Progress, Song, SongRequest};
 use heart_runtime::wav::{WavFormat, write_wav};
@@ -115,6 +116,37 @@ struct Summary<'a> {
     lm_frames_per_s: f64,
     real_time_factor: f64,
     peak_rss_bytes: Option<u64>,
+    speculation: Option<SpecSummary>,
+}
+
+/// Speculative-decoding figures of the `--json` summary.
+#[derive(Debug, Serialize)]
+struct SpecSummary {
+    draft_frames: usize,
+    rounds: usize,
+    acceptance_per_codebook: Vec<f64>,
+    accepted_frames_per_round: f64,
+    frames_per_round: f64,
+    target_backbone_calls_per_frame: f64,
+    target_decoder_calls_per_frame: f64,
+    draft_s: f64,
+    target_s: f64,
+}
+
+impl SpecSummary {
+    fn new(draft_frames: usize, s: &SpecStats) -> Self {
+        Self {
+            draft_frames,
+            rounds: s.rounds,
+            acceptance_per_codebook: s.acceptance_rates(),
+            accepted_frames_per_round: s.accepted_frames_per_round(),
+            frames_per_round: s.frames_per_round(),
+            target_backbone_calls_per_frame: s.target_backbone_per_frame(),
+            target_decoder_calls_per_frame: s.target_decoder_per_frame(),
+            draft_s: s.draft_time.as_secs_f64(),
+            target_s: s.target_time.as_secs_f64(),
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -209,7 +241,11 @@ fn run(cli: &Cli) -> Result<()> {
     let start = Instant::now();
     let rt = heart_runtime::ort_env::init(cli.ort_lib.as_deref())?.with_backend(cli.backend);
     let verify = if cli.verify { Verify::Full } else { Verify::Quick };
-    let mut engine = Engine::open(&rt, engines, verify)?;
+    let mut engine = if settings.speculate > 0 {
+        Engine::open_speculative(&rt, engines, verify)?
+    } else {
+        Engine::open(&rt, engines, verify)?
+    };
     let request = SongRequest {
         tags,
         lyrics,
@@ -300,6 +336,10 @@ fn summarize<'a>(cli: &'a Cli, engines: &'a Path, settings: Settings, song: &Son
         lm_frames_per_s: song.frames as f64 / song.times.lm.as_secs_f64().max(1e-9),
         real_time_factor: total / audio_seconds.max(1e-9),
         peak_rss_bytes: heart_runtime::mem::peak_rss_bytes(),
+        speculation: song
+            .speculation
+            .as_ref()
+            .map(|st| SpecSummary::new(settings.speculate, st)),
     }
 }
 
@@ -330,4 +370,30 @@ fn print_summary(s: &Summary<'_>) {
             .unwrap_or_else(|| "n/a".into()),
         s.seed
     );
+    if let Some(sp) = &s.speculation {
+        let rates: Vec<String> = sp
+            .acceptance_per_codebook
+            .iter()
+            .map(|r| {
+                if r.is_nan() {
+                    "-".into()
+                } else {
+                    format!("{:.0}%", r * 100.0)
+                }
+            })
+            .collect();
+        println!(
+            "  speculation K={}: {} rounds, {:.2} drafted frames accepted per round, {:.2} frames per round; target \
+             calls per frame: backbone {:.2}, decoder {:.2}; draft {:.2} s, target {:.2} s",
+            sp.draft_frames,
+            sp.rounds,
+            sp.accepted_frames_per_round,
+            sp.frames_per_round,
+            sp.target_backbone_calls_per_frame,
+            sp.target_decoder_calls_per_frame,
+            sp.draft_s,
+            sp.target_s
+        );
+        println!("  acceptance per codebook: {}", rates.join(" "));
+    }
 }
