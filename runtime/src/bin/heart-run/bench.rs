@@ -65,6 +65,9 @@ pub struct BenchArgs {
     /// Seed of the speculative comparison's sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// ONNX Runtime intra-op threads of the LM sessions (0 = one per core).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    threads: usize,
     /// Print the record as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -138,7 +141,7 @@ fn bench_spec(
         );
     }
     let (cfg, gen_cfg) = (&manifest.model, &manifest.gen_config);
-    let sessions = SessionConfig::default();
+    let sessions = sessions(args);
     let mut target = HeartMula::open(rt, &args.engines, cfg, gen_cfg, &sessions)?;
     let mut draft = HeartMula::open_draft(rt, &args.engines, cfg, gen_cfg, &sessions)
         .with_context(|| format!("opening the draft of {}", args.engines.display()))?;
@@ -157,6 +160,13 @@ fn bench_spec(
     Ok(bench_speculation(&mut target, &mut draft, &plan)?)
 }
 
+fn sessions(args: &BenchArgs) -> SessionConfig {
+    SessionConfig {
+        intra_threads: args.threads,
+        ..SessionConfig::default()
+    }
+}
+
 /// Load time and the frame rows of the LM.
 fn bench_lm_engine(
     args: &BenchArgs,
@@ -170,7 +180,7 @@ fn bench_lm_engine(
         &args.engines,
         &manifest.model,
         &manifest.gen_config,
-        &SessionConfig::default(),
+        &sessions(args),
     )?;
     let rows = vec![Row::millis(
         "lm load",
