@@ -3,24 +3,18 @@
 //! notice, GPU choices fail with a clear message and no panic, and TensorRT
 //! folders built for another GPU are refused.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use support::heart_run_bin;
 
 use heart::manifest::{Manifest, Target, Verify};
 use heart_runtime::backend::{BackendChoice, GpuInfo, Probe, probe, resolve};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")
-}
-
-fn heart_run_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heart-build")).with_file_name("heart-run");
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
 }
 
 fn stderr(o: &Output) -> String {

@@ -6,7 +6,7 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{build, heart_run_bin, run};
+use support::{bench_json, build, heart_run_bin, row_names, run};
 
 use heart_runtime::conform::{self, ConformContext, Verdict};
 
@@ -206,35 +206,19 @@ fn heart_run_bench_reports_every_figure() {
     let root = tempfile::tempdir().unwrap();
     let engines = root.path().join("engines");
     build_fixture_engines(&engines, "fp32");
-    let o = run(
-        &heart_run_bin(),
-        &[
-            "bench",
-            "--engines",
-            engines.to_str().unwrap(),
-            "--frames",
-            "2",
-            "--repeat",
-            "1",
-            "--prompt-tokens",
-            "8",
-            "--positions",
-            "0,100",
-            "--stream-mib",
-            "8",
-            "--peak-rounds",
-            "1000",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let record: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
-    let names: Vec<&str> = record["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let record = bench_json(&[
+        "--engines",
+        engines.to_str().unwrap(),
+        "--frames",
+        "2",
+        "--repeat",
+        "1",
+        "--prompt-tokens",
+        "8",
+        "--positions",
+        "0,100",
+    ]);
+    let names = row_names(&record);
     for expected in [
         "prefill 8 tokens",
         "lm backbone step @ pos 0",

@@ -7,7 +7,7 @@ mod support;
 
 use std::path::Path;
 
-use support::{build, heart_run_bin, run};
+use support::{bench_json, build, heart_run_bin, row_names, run};
 
 /// Synthesizes a tiny checkpoint under `root` and builds `with-draft` (fp16
 /// draft) and `plain` (no draft) engine folders from it, both with the codec.
@@ -126,29 +126,19 @@ fn speculation_without_a_draft_is_refused_before_any_output() {
 fn bench_compares_speculation_with_plain_decoding_in_one_run() {
     let root = tempfile::tempdir().unwrap();
     engines(root.path());
-    let o = run(
-        &heart_run_bin(),
-        &[
-            "bench",
-            "--engines",
-            root.path().join("with-draft").to_str().unwrap(),
-            "--no-lm",
-            "--no-codec",
-            "--speculate",
-            "2,4",
-            "--spec-frames",
-            "6",
-            "--prompt-tokens",
-            "8",
-            "--stream-mib",
-            "8",
-            "--peak-rounds",
-            "1000",
-            "--json",
-        ],
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let record: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    let engines = root.path().join("with-draft");
+    let record = bench_json(&[
+        "--engines",
+        engines.to_str().unwrap(),
+        "--no-lm",
+        "--no-codec",
+        "--speculate",
+        "2,4",
+        "--spec-frames",
+        "6",
+        "--prompt-tokens",
+        "8",
+    ]);
     let spec = &record["speculation"];
     assert!(spec["plain"]["frames"].as_u64().unwrap() >= 1, "{spec}");
     assert!(spec["draft_alone"]["frames"].as_u64().unwrap() >= 1);
@@ -159,12 +149,7 @@ fn bench_compares_speculation_with_plain_decoding_in_one_run() {
         assert!(run["speedup"].as_f64().unwrap() > 0.0);
         assert!(run["run"]["frames"].as_u64().unwrap() >= 1);
     }
-    let names: Vec<&str> = record["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["name"].as_str().unwrap())
-        .collect();
+    let names = row_names(&record);
     for expected in ["plain decoding (target)", "draft alone", "speculate K=4 speed-up"] {
         assert!(names.contains(&expected), "{expected} missing from {names:?}");
     }

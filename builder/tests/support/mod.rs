@@ -1,5 +1,8 @@
 //! Helpers shared by the end-to-end tests: running the two binaries.
 
+// Each test crate includes this module and uses only some of it.
+#![allow(dead_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -28,4 +31,28 @@ pub fn build(args: &[&str]) {
         "heart-build {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// Flags that keep `heart-run bench`'s machine measurements short (tiny
+/// bandwidth arrays and FLOP loop) and make it print JSON.
+const QUICK_BENCH_JSON: [&str; 5] = ["--stream-mib", "8", "--peak-rounds", "1000", "--json"];
+
+/// Runs `heart-run bench` with `args` plus [`QUICK_BENCH_JSON`] and parses its record.
+pub fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&QUICK_BENCH_JSON);
+    let o = run(&heart_run_bin(), &all);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("--json prints JSON")
+}
+
+/// The `name` of every row of a bench record.
+pub fn row_names(record: &serde_json::Value) -> Vec<&str> {
+    record["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().expect("row name"))
+        .collect()
 }
