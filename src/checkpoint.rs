@@ -282,6 +282,14 @@ impl Checkpoint {
             };
         }
     }
+
+    /// [`Checkpoint::release`] for every tensor whose name starts with
+    /// `prefix` (e.g. `backbone.layers.3.` once that layer is exported).
+    pub fn release_prefix(&self, prefix: &str) {
+        for name in self.locations.keys().filter(|n| n.starts_with(prefix)) {
+            self.release(name);
+        }
+    }
 }
 
 impl Shard {

@@ -125,4 +125,15 @@ fn released_tensors_read_back_identically() {
     ckpt.release(name);
     ckpt.release("no.such.tensor");
     assert_eq!(ckpt.f32(name).unwrap(), before);
+
+    let layer: Vec<String> = ckpt
+        .names()
+        .filter(|n| n.starts_with("backbone.layers.0."))
+        .map(str::to_owned)
+        .collect();
+    assert!(layer.len() > 3, "{layer:?}");
+    let before: Vec<Vec<f32>> = layer.iter().map(|n| ckpt.f32(n).unwrap()).collect();
+    ckpt.release_prefix("backbone.layers.0.");
+    let after: Vec<Vec<f32>> = layer.iter().map(|n| ckpt.f32(n).unwrap()).collect();
+    assert_eq!(after, before);
 }

@@ -388,6 +388,9 @@ fn stack(
         let out = blocks::transformer_layer(g, st, lin, &layer, &x, &ctx, (pk, pv))?;
         new.push((out.new_key, out.new_value));
         x = out.x;
+        // The layer's weights are in the data file now: drop their checkpoint
+        // pages so a 16 GB export does not hold them all resident.
+        ckpt.release_prefix(&format!("{layer}."));
         if taps {
             layer_outs.push(g.with_scope(&layer, |g| last_position(g, &x)));
         }
