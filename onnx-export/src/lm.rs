@@ -33,6 +33,7 @@ use heart::checkpoint::Checkpoint;
 use heart::config::{FlavorParams, MulaConfig};
 use heart::engine::{self, io, tables as tn};
 use heart::precision::Precision;
+use heart::quant::blockwise::IntBits;
 
 use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
@@ -40,10 +41,12 @@ use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
 pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
 use crate::linears::{Linears, Lowering};
+use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 
 /// Dense numerics of `precision`: fp32, or fp16 weights and compute. For fp8
-/// and fp4 these are the dtypes of everything that is not quantized (fp16).
+/// and fp4 these are the dtypes of everything that is not quantized (fp16);
+/// int8 and int4 compute in f32 (ONNX Runtime's `MatMulNBits` CPU kernels).
 pub fn numerics(precision: Precision) -> Numerics {
     match precision {
         Precision::Fp32 => Numerics {
@@ -53,6 +56,10 @@ pub fn numerics(precision: Precision) -> Numerics {
         Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => Numerics {
             weights: DType::F16,
             compute: DType::F16,
+        },
+        Precision::Int8 | Precision::Int4 => Numerics {
+            weights: DType::F32,
+            compute: DType::F32,
         },
     }
 }
@@ -68,14 +75,17 @@ pub const DEFAULT_QUANTIZED: [LinearGroup; 5] = [
 ];
 
 impl LmOptions {
-    /// The default export of `precision`: dense fp32 / fp16, or weight-only
+    /// The default export of `precision`: dense fp32 / fp16, weight-only
     /// FP8 / NVFP4 (portable lowering) of [`DEFAULT_QUANTIZED`] with fp16
-    /// compute. No probes, no taps.
+    /// compute, or int8 / int4 `MatMulNBits` (accuracy level 4) of the same
+    /// groups with f32 compute. No probes, no taps.
     pub fn for_precision(precision: Precision) -> Self {
         let weights = match precision {
             Precision::Fp32 | Precision::Fp16 => None,
             Precision::Fp8 => Some(QuantFormat::Fp8),
             Precision::Fp4 => Some(QuantFormat::Nvfp4),
+            Precision::Int8 => Some(QuantFormat::Int(NBits::new(IntBits::Int8))),
+            Precision::Int4 => Some(QuantFormat::Int(NBits::new(IntBits::Int4))),
         };
         Self {
             numerics: numerics(precision),
