@@ -13,9 +13,9 @@
 //! [`QuantFormat::Int`] (int4 / int8 in 32-element blocks) makes each
 //! quantized linear one `com.microsoft.MatMulNBits` node that multiplies the
 //! f32 activations by the packed weight ([`crate::quant::nbits`]); the graph's
-//! compute dtype must be f32. The stacked `audio_head` is applied through `If`
-//! branches as a plain weight, so it cannot be quantized this way (an error);
-//! `codebook0_head` and every other linear can.
+//! compute dtype must be f32. Every group can be quantized this way, the heads
+//! included: each `audio_head` slice becomes a [`HeadWeight::NBits`] that the
+//! decoder's `If` branches apply with their own `MatMulNBits` node.
 //!
 //! # Activations
 //! With [`QuantPlan::activations`], the input of every quantized linear is
@@ -47,7 +47,7 @@ use crate::blocks::{self, Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
-use crate::quant::{ActQuant, NBits, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
+use crate::quant::{ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
 
 /// Groups of linear layers a build profile can quantize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -212,6 +212,25 @@ pub struct ProbeSite {
     pub linears: Vec<String>,
 }
 
+/// One `audio_head` slice as the decoder applies it.
+#[derive(Debug, Clone)]
+pub enum HeadWeight {
+    /// A dense `[in, out]` weight (compute dtype, or dequantized by the graph) for `MatMul`.
+    Dense(Value),
+    /// A blockwise weight for `MatMulNBits`.
+    NBits(NBitsWeight),
+}
+
+impl HeadWeight {
+    /// `x · head` for `x` `[..., in]`.
+    pub fn apply(&self, g: &mut GraphBuilder, x: &Value) -> Value {
+        match self {
+            Self::Dense(w) => g.matmul(x, w),
+            Self::NBits(w) => w.apply(g, x),
+        }
+    }
+}
+
 /// Emits the linear layers of one graph; see the module doc. Finish the graph
 /// with [`Linears::finish`].
 pub struct Linears<'p> {
@@ -344,12 +363,14 @@ impl<'p> Linears<'p> {
         Ok(q)
     }
 
-    /// Head `i` of the stacked `audio_head` `[heads, in, out]` as an `[in, out]`
-    /// compute-dtype weight, quantized when [`LinearGroup::AudioHead`] is.
-    pub fn audio_head(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>, i: usize) -> Result<Value> {
+    /// Head `i` of the stacked `audio_head` `[heads, in, out]`: an `[in, out]`
+    /// compute-dtype weight, quantized when [`LinearGroup::AudioHead`] is (a
+    /// `MatMulNBits` weight for int formats).
+    pub fn audio_head(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>, i: usize) -> Result<HeadWeight> {
         let name = format!("{}.{i}", t.name);
         let Some(plan) = self.plan_for(LinearGroup::AudioHead) else {
-            return g.weight_named(&name, t, self.opts.numerics.weights, Layout::Index(i));
+            let w = g.weight_named(&name, t, self.opts.numerics.weights, Layout::Index(i))?;
+            return Ok(HeadWeight::Dense(w));
         };
         let &[heads, inp, out] = t.shape else {
             return Err(ExportError::Shape {
@@ -370,7 +391,20 @@ impl<'p> Linears<'p> {
         let out_in: Vec<f32> = (0..out)
             .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
             .collect();
-        self.quantized_weight(g, &name, &out_in, (out, inp), plan.scheme())
+        let scheme = plan.scheme();
+        if let WeightScheme::MatMulNBits(nb) = scheme {
+            let w = quantize_blockwise(&out_in, out, inp, nb.bits)
+                .map_err(|e| ExportError::from(e.in_tensor(name.as_str())))?;
+            let dtype = self.opts.numerics.compute;
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, &name, &w, nb.accuracy, dtype)?));
+        }
+        Ok(HeadWeight::Dense(self.quantized_weight(
+            g,
+            &name,
+            &out_in,
+            (out, inp),
+            scheme,
+        )?))
     }
 
     /// Adds the probe outputs, writes the graph and returns the files and probes.

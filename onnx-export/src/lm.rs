@@ -39,8 +39,8 @@ use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
+use crate::linears::{HeadWeight, Linears, Lowering};
 pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
-use crate::linears::{Linears, Lowering};
 use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 
@@ -242,7 +242,13 @@ pub fn export_decoder(
 /// final-norm output in the compute dtype, fake-quantized when the heads'
 /// activations are), `logits` the call's f32 `[B, V]` output (the empty branch
 /// slices it).
-fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[Value], dtype: DType) -> Result<Value> {
+fn frame_logits(
+    g: &mut GraphBuilder,
+    normed: &Value,
+    logits: &Value,
+    heads: &[HeadWeight],
+    dtype: DType,
+) -> Result<Value> {
     let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
     let whole = g.const_i64(&[heads.len() as i64 + 1]);
     let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
@@ -254,7 +260,7 @@ fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[V
             .map(|(i, head)| {
                 let j = i as i64 + 1;
                 let h = g.slice(normed, &[j], &[j + 1], &[1]);
-                g.matmul(&h, head)
+                head.apply(g, &h)
             })
             .collect();
         let all = g.concat(&rows.iter().collect::<Vec<_>>(), 1);
@@ -267,34 +273,50 @@ fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[V
     Ok(g.if_(&is_whole, then, otherwise, 1).remove(0))
 }
 
-/// `h @ heads[codebook - first]` as a chain of `If`s on `codebook`. A `Gather`
-/// of the stacked `[7, D, V]` head would copy (and MLAS then repack) a 100 MB
-/// slice per decoder call at the real size; selecting among 7 initializers
-/// lets ORT prepack each head once (measured: 17 ms instead of 38 ms per call
-/// at `[2, 3072] × [3072, 8197]` f32). Codebooks past the last head use the last.
+/// `h @ heads[clip(codebook, first, last) - first]`: one `If` per head, each a
+/// direct child of the decoder graph, summed (a branch not taken gives a
+/// scalar 0, so the sum is the one product computed). A `Gather` of the
+/// stacked `[7, D, V]` head would copy (and MLAS then repack) a 100 MB slice
+/// per decoder call at the real size; selecting among 7 initializers lets ORT
+/// prepack each head once (measured: 17 ms instead of 38 ms per call at
+/// `[2, 3072] × [3072, 8197]` f32). The `If`s are side by side, not nested:
+/// ONNX Runtime 1.31.1 prepacks an outer initializer only for nodes one
+/// subgraph level below it. In a chain of nested `If`s the heads of codebooks
+/// 2–7 were two to seven levels down, and measured at `[2, 1024] × [1024,
+/// 8197]` a dense head took 5.5–9 ms instead of 0.9–1.3 ms (`MatMul` repacks
+/// its weight every call) and an int4 `MatMulNBits` head 41–55 ms instead of
+/// 0.09 ms (its unpacked fallback). Codebooks past the last head use the last
+/// (and before the first, the first).
 fn select_head(
     g: &mut GraphBuilder,
     codebook: &Value,
     h: &Value,
-    heads: &[Value],
+    heads: &[HeadWeight],
     first: i64,
     dtype: DType,
 ) -> Result<Value> {
-    let [head, rest @ ..] = heads else {
-        return Err(ExportError::Unsupported {
+    match heads {
+        [] => Err(ExportError::Unsupported {
             what: "a decoder without audio heads (audio_num_codebooks < 2)".into(),
-        });
-    };
-    if rest.is_empty() {
-        return Ok(g.matmul(h, head));
+        }),
+        [head] => Ok(head.apply(g, h)),
+        _ => {
+            let lo = g.scalar_i64(first);
+            let hi = g.scalar_i64(first + heads.len() as i64 - 1);
+            let index = g.node("Clip", &[codebook, &lo, &hi], vec![]);
+            let zero = g.scalar_f(0.0, dtype);
+            let mut terms = Vec::with_capacity(heads.len());
+            for (i, head) in heads.iter().enumerate() {
+                let k = first + i as i64;
+                let at_k = g.scalar_i64(k);
+                let is_k = g.node("Equal", &[&index, &at_k], vec![]);
+                let then = g.subgraph(&format!("audio_head_{k}"), |g| Ok(vec![(head.apply(g, h), dtype)]))?;
+                let otherwise = g.subgraph(&format!("audio_head_not_{k}"), |g| Ok(vec![(g.identity(&zero), dtype)]))?;
+                terms.push(g.if_(&is_k, then, otherwise, 1).remove(0));
+            }
+            Ok(g.node("Sum", &terms.iter().collect::<Vec<_>>(), vec![]))
+        }
     }
-    let k = g.scalar_i64(first);
-    let is_k = g.node("Equal", &[codebook, &k], vec![]);
-    let then = g.subgraph(&format!("audio_head_{first}"), |g| Ok(vec![(g.matmul(h, head), dtype)]))?;
-    let otherwise = g.subgraph(&format!("audio_head_after_{first}"), |g| {
-        Ok(vec![(select_head(g, codebook, h, rest, first + 1, dtype)?, dtype)])
-    })?;
-    Ok(g.if_(&is_k, then, otherwise, 1).remove(0))
 }
 
 /// Writes `lm_tables.safetensors`.

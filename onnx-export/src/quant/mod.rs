@@ -86,7 +86,7 @@ use heart::quant::nvfp4::{Nvfp4Tensor, quantize_nvfp4};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, GraphBuilder, Value};
-pub use nbits::{Accuracy, NBits};
+pub use nbits::{Accuracy, NBits, NBitsWeight};
 
 /// Session config entries (`SessionBuilder::with_config_entry`) that keep
 /// portable quantized weights packed in RAM: constant folding would otherwise

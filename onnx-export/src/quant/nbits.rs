@@ -110,6 +110,80 @@ impl NBits {
     }
 }
 
+/// A blockwise weight emitted into a graph, ready to be applied (possibly
+/// several times, or inside `If` branches, whose nodes may read the outer
+/// graph's initializers).
+#[derive(Debug, Clone)]
+pub struct NBitsWeight {
+    b: Value,
+    scales: Value,
+    zero_points: Value,
+    attrs: Vec<Attr>,
+    scope: String,
+}
+
+impl NBitsWeight {
+    /// Adds the initializers of the quantized `[N, K]` weight `w` named
+    /// `name` to `g`; the product is f32 only (`dtype` must be F32).
+    pub fn emit(
+        g: &mut GraphBuilder,
+        name: &str,
+        w: &BlockwiseTensor,
+        accuracy: Accuracy,
+        dtype: DType,
+    ) -> Result<Self> {
+        if dtype != DType::F32 {
+            return Err(ExportError::Unsupported {
+                what: format!("`{name}` as MatMulNBits with {dtype:?} activations (f32 only: its scales are f32)"),
+            });
+        }
+        let (n, k, bits) = (w.rows(), w.cols(), w.bits());
+        if n == 0 || k == 0 {
+            return Err(ExportError::Shape {
+                tensor: name.to_string(),
+                expected: "a non-empty weight [N, K]".into(),
+                got: format!("[{n}, {k}]"),
+            });
+        }
+        let blocks = w.k_blocks();
+        let b = g.init_stream(
+            &format!("{name}.nbits_b"),
+            DType::U8,
+            &[n, blocks, bits.blob_bytes()],
+            |s| s.push_bytes(w.packed()),
+        )?;
+        let scales = g.init_f32(&format!("{name}.nbits_scales"), DType::F32, &[n, blocks], w.scales())?;
+        let zero_points = g.init_stream(
+            &format!("{name}.nbits_zero_points"),
+            DType::U8,
+            &[n, bits.zero_point_row_bytes(blocks)],
+            |s| s.push_bytes(&w.packed_zero_points()),
+        )?;
+        Ok(Self {
+            b,
+            scales,
+            zero_points,
+            attrs: vec![
+                Attr::int("K", k as i64),
+                Attr::int("N", n as i64),
+                Attr::int("bits", bits.bits() as i64),
+                Attr::int("block_size", BLOCK as i64),
+                Attr::int("accuracy_level", accuracy.level()),
+            ],
+            scope: format!("{}.nbits", name.trim_end_matches(".weight")),
+        })
+    }
+
+    /// `x · Wᵀ`: one `MatMulNBits` node on f32 `x` `[..., K]`, giving `[..., N]`.
+    pub fn apply(&self, g: &mut GraphBuilder, x: &Value) -> Value {
+        g.with_scope(&self.scope, |g| {
+            let inputs = [Some(x), Some(&self.b), Some(&self.scales), Some(&self.zero_points)];
+            g.node_ext(MS_DOMAIN, "MatMulNBits", &inputs, 1, self.attrs.clone())
+                .remove(0)
+        })
+    }
+}
+
 /// Emits `x · Wᵀ` for the quantized `[N, K]` weight `w` named `name` as one
 /// `MatMulNBits` node; `x` is f32 `[..., K]`. Returns `y` f32 `[..., N]`.
 pub fn matmul_nbits(
@@ -120,43 +194,5 @@ pub fn matmul_nbits(
     accuracy: Accuracy,
     dtype: DType,
 ) -> Result<Value> {
-    if dtype != DType::F32 {
-        return Err(ExportError::Unsupported {
-            what: format!("`{name}` as MatMulNBits with {dtype:?} activations (f32 only: its scales are f32)"),
-        });
-    }
-    let (n, k, bits) = (w.rows(), w.cols(), w.bits());
-    if n == 0 || k == 0 {
-        return Err(ExportError::Shape {
-            tensor: name.to_string(),
-            expected: "a non-empty weight [N, K]".into(),
-            got: format!("[{n}, {k}]"),
-        });
-    }
-    let blocks = w.k_blocks();
-    let b = g.init_stream(
-        &format!("{name}.nbits_b"),
-        DType::U8,
-        &[n, blocks, bits.blob_bytes()],
-        |s| s.push_bytes(w.packed()),
-    )?;
-    let scales = g.init_f32(&format!("{name}.nbits_scales"), DType::F32, &[n, blocks], w.scales())?;
-    let zero_points = g.init_stream(
-        &format!("{name}.nbits_zero_points"),
-        DType::U8,
-        &[n, bits.zero_point_row_bytes(blocks)],
-        |s| s.push_bytes(&w.packed_zero_points()),
-    )?;
-    let attrs = vec![
-        Attr::int("K", k as i64),
-        Attr::int("N", n as i64),
-        Attr::int("bits", bits.bits() as i64),
-        Attr::int("block_size", BLOCK as i64),
-        Attr::int("accuracy_level", accuracy.level()),
-    ];
-    let scope = format!("{}.nbits", name.trim_end_matches(".weight"));
-    Ok(g.with_scope(&scope, |g| {
-        let inputs = [Some(x), Some(&b), Some(&scales), Some(&zero_points)];
-        g.node_ext(MS_DOMAIN, "MatMulNBits", &inputs, 1, attrs).remove(0)
-    }))
+    Ok(NBitsWeight::emit(g, name, w, accuracy, dtype)?.apply(g, x))
 }
