@@ -22,7 +22,7 @@ use onnx_export::quant::{Accuracy, NBits};
 use serde::Deserialize;
 
 /// Profiles compiled in, by name.
-pub const BUILT_IN: [(&str, &str); 7] = [
+pub const BUILT_IN: [(&str, &str); 8] = [
     ("fp32", include_str!("../../configs/build/fp32.toml")),
     ("fp16", include_str!("../../configs/build/fp16.toml")),
     ("fp8", include_str!("../../configs/build/fp8.toml")),
@@ -30,6 +30,7 @@ pub const BUILT_IN: [(&str, &str); 7] = [
     ("fp4-w4a4", include_str!("../../configs/build/fp4-w4a4.toml")),
     ("int8", include_str!("../../configs/build/int8.toml")),
     ("int4", include_str!("../../configs/build/int4.toml")),
+    ("int4-heads", include_str!("../../configs/build/int4-heads.toml")),
 ];
 
 /// The file's layout.
@@ -423,6 +424,9 @@ mod tests {
             assert_eq!(p.options.numerics, numerics(Precision::Fp32));
             assert!(p.activations.is_none() && p.calibration.is_none());
         }
+        let heads = Profile::resolve(Some("int4-heads"), Some(Precision::Int4)).unwrap();
+        let groups = &heads.options.quant.as_ref().unwrap().groups;
+        assert!(groups.contains(&LinearGroup::AudioHead) && groups.contains(&LinearGroup::Codebook0Head));
         let base = "[lm]\nprecision = \"int4\"\ncompute = \"fp32\"\nweights = \"int4\"\nquantize = [\"projection\"]\n";
         let p = Profile::parse("t", "t.toml", &format!("{base}accuracy_level = 0\n")).unwrap();
         let want = QuantFormat::Int(NBits {
