@@ -17,11 +17,19 @@ pub enum Precision {
     Fp8,
     /// NVFP4: E2M1 values, FP8-E4M3 scale per 16-element block, FP32 global scale.
     Fp4,
+    /// 8-bit unsigned integer weights in 32-element blocks along the input
+    /// dimension, an f32 scale and a uint8 zero point per block (ONNX Runtime's
+    /// `MatMulNBits`); f32 activations.
+    Int8,
+    /// 4-bit unsigned integer weights in 32-element blocks along the input
+    /// dimension, an f32 scale and a 4-bit zero point per block (ONNX Runtime's
+    /// `MatMulNBits`); f32 activations.
+    Int4,
 }
 
 impl Precision {
     /// All precisions, in CLI order.
-    pub const ALL: [Precision; 4] = [Self::Fp32, Self::Fp16, Self::Fp8, Self::Fp4];
+    pub const ALL: [Precision; 6] = [Self::Fp32, Self::Fp16, Self::Fp8, Self::Fp4, Self::Int8, Self::Int4];
 
     /// The CLI / manifest spelling.
     pub fn as_str(self) -> &'static str {
@@ -30,6 +38,8 @@ impl Precision {
             Self::Fp16 => "fp16",
             Self::Fp8 => "fp8",
             Self::Fp4 => "fp4",
+            Self::Int8 => "int8",
+            Self::Int4 => "int4",
         }
     }
 }
@@ -44,10 +54,10 @@ impl FromStr for Precision {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| format!("unknown precision `{s}` (expected one of fp32, fp16, fp8, fp4)"))
+        Self::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Self::ALL.iter().map(|p| p.as_str()).collect();
+            format!("unknown precision `{s}` (expected one of {})", names.join(", "))
+        })
     }
 }
 
@@ -60,6 +70,9 @@ mod tests {
         for p in Precision::ALL {
             assert_eq!(p.as_str().parse::<Precision>().unwrap(), p);
         }
-        assert!("bf16".parse::<Precision>().unwrap_err().contains("bf16"));
+        let err = "bf16".parse::<Precision>().unwrap_err();
+        assert!(err.contains("`bf16`") && err.contains("fp4, int8, int4"), "{err}");
+        assert_eq!("int4".parse::<Precision>().unwrap(), Precision::Int4);
+        assert_eq!(serde_json::to_string(&Precision::Int8).unwrap(), "\"int8\"");
     }
 }

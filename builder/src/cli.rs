@@ -61,7 +61,7 @@ pub struct BuildArgs {
     /// LM precision; selects the build profile of that name unless --profile is given [default: fp32].
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
-    /// Build profile: a built-in name (fp32, fp16, fp8, fp4, fp4-w4a4) or a .toml file (see configs/build/).
+    /// Build profile: a built-in name (fp32, fp16, fp8, fp4, fp4-w4a4, int8, int4, int4-heads) or a .toml file (see configs/build/).
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
     /// Codec weight precision (upstream warns that below fp32 audio degrades).

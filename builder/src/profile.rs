@@ -15,17 +15,22 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use heart::manifest::{ProfileEntry, sha256_bytes};
 use heart::precision::Precision;
+use heart::quant::blockwise::IntBits;
 use onnx_export::linears::Lowering;
 use onnx_export::lm::{LinearGroup, LmOptions, QuantFormat, QuantPlan, numerics};
+use onnx_export::quant::{Accuracy, NBits};
 use serde::Deserialize;
 
 /// Profiles compiled in, by name.
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub const BUILT_IN: [(&str, &str); 8] = [
     ("fp32", include_str!("../../configs/build/fp32.toml")),
     ("fp16", include_str!("../../configs/build/fp16.toml")),
     ("fp8", include_str!("../../configs/build/fp8.toml")),
     ("fp4", include_str!("../../configs/build/fp4.toml")),
     ("fp4-w4a4", include_str!("../../configs/build/fp4-w4a4.toml")),
+    ("int8", include_str!("../../configs/build/int8.toml")),
+    ("int4", include_str!("../../configs/build/int4.toml")),
+    ("int4-heads", include_str!("../../configs/build/int4-heads.toml")),
 ];
 
 /// The file's layout.
@@ -48,6 +53,8 @@ struct LmSection {
     lowering: LoweringKey,
     #[serde(default)]
     quantize: Vec<String>,
+    /// `MatMulNBits` accuracy level of int weights (0 or 4).
+    accuracy_level: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -56,6 +63,8 @@ enum Format {
     None,
     Nvfp4,
     Fp8,
+    Int8,
+    Int4,
 }
 
 impl Format {
@@ -63,12 +72,20 @@ impl Format {
         Self::None
     }
 
-    fn quant(self) -> Option<QuantFormat> {
+    /// The format, with `accuracy` for int weights.
+    fn quant(self, accuracy: Accuracy) -> Option<QuantFormat> {
+        let int = |bits| QuantFormat::Int(NBits { bits, accuracy });
         match self {
             Self::None => None,
             Self::Nvfp4 => Some(QuantFormat::Nvfp4),
             Self::Fp8 => Some(QuantFormat::Fp8),
+            Self::Int8 => Some(int(IntBits::Int8)),
+            Self::Int4 => Some(int(IntBits::Int4)),
         }
+    }
+
+    fn is_int(self) -> bool {
+        matches!(self, Self::Int8 | Self::Int4)
     }
 }
 
@@ -231,6 +248,8 @@ impl Profile {
             Format::None => lm.compute,
             Format::Nvfp4 => Precision::Fp4,
             Format::Fp8 => Precision::Fp8,
+            Format::Int8 => Precision::Int8,
+            Format::Int4 => Precision::Int4,
         };
         if lm.precision != expected {
             return Err(bad(
@@ -247,14 +266,15 @@ impl Profile {
             .map(|g| g.parse::<LinearGroup>())
             .collect::<Result<BTreeSet<_>, _>>()
             .map_err(|e| bad("lm.quantize", e))?;
-        let weights = lm.weights.quant();
+        let accuracy = check_int(lm).map_err(|(k, m)| bad(k, m))?;
+        let weights = lm.weights.quant(accuracy);
         if weights.is_some() == groups.is_empty() {
             return Err(bad(
                 "lm.quantize",
                 "must list the quantized groups exactly when `lm.weights` is not \"none\"".into(),
             ));
         }
-        let activations = lm.activations.quant();
+        let activations = lm.activations.quant(accuracy);
         let calibration = match (activations, file.calibration) {
             (None, _) => None,
             (Some(_), None) if weights.is_none() => {
@@ -295,6 +315,41 @@ impl Profile {
             calibration,
         })
     }
+}
+
+/// The rules of int weights (`MatMulNBits`): f32 compute, no static
+/// activation quantization, `accuracy_level` 0 or 4 (default 4) and only with
+/// int weights. Returns the accuracy; the error names the key.
+fn check_int(lm: &LmSection) -> Result<Accuracy, (&'static str, String)> {
+    if lm.activations.is_int() {
+        return Err((
+            "lm.activations",
+            "int8 and int4 are weight formats; int weights quantize activations through `accuracy_level`".into(),
+        ));
+    }
+    if !lm.weights.is_int() {
+        return match lm.accuracy_level {
+            None => Ok(Accuracy::Int8),
+            Some(_) => Err(("lm.accuracy_level", "applies to int8/int4 weights only".into())),
+        };
+    }
+    if lm.compute != Precision::Fp32 {
+        return Err((
+            "lm.compute",
+            format!(
+                "{} with int weights: MatMulNBits runs on f32 activations (use \"fp32\")",
+                lm.compute
+            ),
+        ));
+    }
+    if lm.activations != Format::None {
+        return Err((
+            "lm.activations",
+            "int weights take no static activation quantization (set `accuracy_level = 4` for int8 activations)".into(),
+        ));
+    }
+    let level = lm.accuracy_level.unwrap_or(4);
+    Accuracy::from_level(level).ok_or(("lm.accuracy_level", format!("{level} is not 0 or 4")))
 }
 
 /// Range checks of the `[calibration]` table; the error names the key.
@@ -350,6 +405,59 @@ mod tests {
         let err = Profile::resolve(Some("fp5"), None).unwrap_err().to_string();
         assert!(
             err.contains("no build profile `fp5`") && err.contains("fp4-w4a4"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn int_profiles_run_matmul_nbits_in_f32() {
+        for (name, bits) in [("int8", IntBits::Int8), ("int4", IntBits::Int4)] {
+            let p = Profile::resolve(None, Some(name.parse().unwrap())).unwrap();
+            assert_eq!(p.entry.name, name);
+            let plan = p.options.quant.as_ref().unwrap();
+            assert_eq!(plan.weights, QuantFormat::Int(NBits::new(bits)));
+            assert_eq!(NBits::new(bits).accuracy, Accuracy::Int8, "level 4 by default");
+            assert_eq!(
+                plan.groups,
+                Profile::built_in("fp4").unwrap().options.quant.unwrap().groups
+            );
+            assert_eq!(p.options.numerics, numerics(Precision::Fp32));
+            assert!(p.activations.is_none() && p.calibration.is_none());
+        }
+        let heads = Profile::resolve(Some("int4-heads"), Some(Precision::Int4)).unwrap();
+        let groups = &heads.options.quant.as_ref().unwrap().groups;
+        assert!(groups.contains(&LinearGroup::AudioHead) && groups.contains(&LinearGroup::Codebook0Head));
+        let base = "[lm]\nprecision = \"int4\"\ncompute = \"fp32\"\nweights = \"int4\"\nquantize = [\"projection\"]\n";
+        let p = Profile::parse("t", "t.toml", &format!("{base}accuracy_level = 0\n")).unwrap();
+        let want = QuantFormat::Int(NBits {
+            bits: IntBits::Int4,
+            accuracy: Accuracy::Float,
+        });
+        assert_eq!(p.options.quant.unwrap().weights, want);
+        let err = parse_err(&format!("{base}accuracy_level = 2\n"));
+        assert!(
+            err.contains("`lm.accuracy_level`") && err.contains("2 is not 0 or 4"),
+            "{err}"
+        );
+        let err = parse_err(&base.replace("compute = \"fp32\"", "compute = \"fp16\""));
+        assert!(err.contains("`lm.compute`") && err.contains("MatMulNBits"), "{err}");
+        let err = parse_err(&format!("{base}activations = \"fp8\"\n"));
+        assert!(err.contains("`lm.activations`"), "{err}");
+        let err = parse_err(&format!("{base}activations = \"int8\"\n"));
+        assert!(
+            err.contains("`lm.activations`") && err.contains("weight formats"),
+            "{err}"
+        );
+        let err = parse_err(&base.replace("precision = \"int4\"", "precision = \"int8\""));
+        assert!(
+            err.contains("`lm.precision`") && err.contains("expected \"int4\""),
+            "{err}"
+        );
+        let err = parse_err(
+            "[lm]\nprecision = \"fp4\"\ncompute = \"fp16\"\nweights = \"nvfp4\"\nquantize = [\"projection\"]\naccuracy_level = 4\n",
+        );
+        assert!(
+            err.contains("`lm.accuracy_level`") && err.contains("int8/int4 weights only"),
             "{err}"
         );
     }

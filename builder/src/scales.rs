@@ -123,6 +123,9 @@ pub fn quantization_error(x: &[f32], features: usize, amax: f32, format: QuantFo
             let s = fp8_scale(amax);
             x.iter().map(|&v| e4m3_to_f32(encode_scaled(v, s)) * s).collect()
         }
+        QuantFormat::Int(_) => {
+            anyhow::bail!("int4/int8 activations are not statically quantized (MatMulNBits does it)")
+        }
     };
     Ok(x.iter()
         .zip(&deq)

@@ -1,6 +1,7 @@
-//! The FP8/FP4 quality gate CI runs: `heart-build` (the real binary) builds
-//! fp16, fp8 (W8A8, calibrated), fp4 (W4A16) and fp4-w4a4 (W4A4, calibrated)
-//! engines from a synthesized tiny checkpoint and from the tiny-a fixture;
+//! The FP8/FP4/int quality gate CI runs: `heart-build` (the real binary) builds
+//! fp16, fp8 (W8A8, calibrated), fp4 (W4A16), fp4-w4a4 (W4A4, calibrated),
+//! int8, int4 and int4-heads (`MatMulNBits`, f32 compute) engines from a
+//! synthesized tiny checkpoint and from the tiny-a fixture;
 //! `heart-eval ab` (its `status` entry point, in-process) compares each with
 //! the fp16 engine under the committed `configs/ab-thresholds.toml` and must
 //! pass, while an fp4 engine of a different-seed checkpoint must fail the same
@@ -127,12 +128,12 @@ fn quantized_engines_of_a_synthesized_checkpoint_pass_the_gate_and_a_broken_one_
         heart_build(&["synth", "--size", "tiny", "--seed", seed, "--out", s(&out)]);
     }
     let mula = |seed: &str| p(&format!("ckpt{seed}")).join("HeartMuLa-oss-3B");
-    for profile in ["fp16", "fp8", "fp4", "fp4-w4a4"] {
+    for profile in ["fp16", "fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
         build(&mula("0"), profile, &p(profile));
     }
     build(&mula("1"), "fp4", &p("fp4-other-seed"));
 
-    for profile in ["fp8", "fp4", "fp4-w4a4"] {
+    for profile in ["fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
         generates(&p(profile));
         let (status, r) = ab(&p("fp16"), &p(profile), None, &p(&format!("report-{profile}")));
         println!("synth {profile}: {}", summary(&r));
@@ -152,10 +153,10 @@ fn quantized_engines_of_the_fixture_pass_their_gates() {
     let root = tempfile::tempdir().unwrap();
     let p = |n: &str| root.path().join(n);
     let mula = repo("tests/fixtures/tiny-a/heartmula");
-    for profile in ["fp16", "fp8", "fp4", "fp4-w4a4"] {
+    for profile in ["fp16", "fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
         build(&mula, profile, &p(profile));
     }
-    for profile in ["fp8", "fp4", "fp4-w4a4"] {
+    for profile in ["fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
         let gate = format!("tiny-a.{profile}");
         let (status, r) = ab(&p("fp16"), &p(profile), Some(&gate), &p(&format!("report-{profile}")));
         println!("tiny-a {profile}: {}", summary(&r));

@@ -1,8 +1,10 @@
-//! FP8 / FP4 engine builds through the real `heart-build`: the manifest
-//! records the build profile and the calibration (prompt set hash, statistics
-//! file and its hash); calibration statistics are reproducible for a seed and
-//! change with it; weight-only FP4 needs no calibration; profile and flag
-//! errors name the file, key or flag.
+//! FP8 / FP4 / int8 / int4 engine builds through the real `heart-build`: the
+//! manifest records the build profile and the calibration (prompt set hash,
+//! statistics file and its hash); calibration statistics are reproducible for a
+//! seed and change with it; weight-only FP4 needs no calibration; an int4
+//! engine with an int8 draft records both precisions, runs `MatMulNBits` and
+//! `heart-run` makes a WAV from it; profile and flag errors name the file, key
+//! or flag.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -193,5 +195,99 @@ fn profile_and_calibration_errors_name_what_is_wrong() {
         e.contains("needs a calibration prompt set") && e.contains("prompts.toml"),
         "{e}"
     );
+    assert!(!out.exists(), "nothing is left behind");
+}
+
+/// `heart-run`, built next to `heart-build` by `cargo test --workspace`.
+fn heart_run_bin() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_heart-build")).with_file_name("heart-run");
+    assert!(
+        bin.is_file(),
+        "{} not built: run the suite with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn int4_engine_with_an_int8_draft_generates_a_wav() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("int4");
+    let (mula, codec) = (fixture(), repo("tests/fixtures/tiny-a/heartcodec"));
+    let build = |extra: &[&str]| {
+        let mut args = vec!["--mula", s(&mula), "--codec", s(&codec), "--out", s(&out)];
+        args.extend(extra);
+        heart_build(&args)
+    };
+    let e = err(&build(&["--precision", "int4", "--draft-precision", "int4"]));
+    assert!(e.contains("is the target itself"), "{e}");
+    ok(&build(&["--precision", "int4", "--draft-precision", "int8"]));
+
+    let m = Manifest::load(&out, Verify::Full).unwrap();
+    assert_eq!(m.precision, heart::precision::Precision::Int4);
+    assert_eq!(m.build_profile.as_ref().unwrap().name, "int4");
+    assert!(m.calibration.is_none(), "weight-only: no calibration");
+    let precision = |kind| m.file(kind).unwrap().precision.map(|p| p.as_str());
+    assert_eq!(precision(EngineKind::Backbone), Some("int4"));
+    assert_eq!(precision(EngineKind::Decoder), Some("int4"));
+    assert_eq!(precision(EngineKind::DraftBackbone), Some("int8"));
+    assert_eq!(precision(EngineKind::DraftDecoder), Some("int8"));
+    for graph in ["backbone.onnx", "decoder.onnx", "draft/decoder.onnx"] {
+        let bytes = std::fs::read(out.join(graph)).unwrap();
+        assert!(
+            bytes.windows(11).any(|w| w == b"MatMulNBits"),
+            "{graph} runs MatMulNBits"
+        );
+    }
+
+    let wav = root.path().join("song.wav");
+    let o = Command::new(heart_run_bin())
+        .args(["--engines", s(&out), "--tags", "piano", "--lyrics", "[verse]\nla la"])
+        .args(["--duration", "1", "--seed", "3", "--quiet", "--out", s(&wav)])
+        .output()
+        .expect("heart-run runs");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut reader = hound::WavReader::open(&wav).unwrap();
+    assert_eq!(reader.spec().channels, 2);
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    assert!(
+        !samples.is_empty() && samples.iter().any(|&v| v != 0),
+        "audible samples"
+    );
+}
+
+#[test]
+fn int_profiles_refuse_fp16_compute_and_static_activations() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("e");
+    let bad = root.path().join("int4-fp16.toml");
+    let text = std::fs::read_to_string(repo("configs/build/int4.toml")).unwrap();
+    std::fs::write(&bad, text.replace("compute = \"fp32\"", "compute = \"fp16\"")).unwrap();
+    let e = err(&heart_build(&[
+        "--mula",
+        s(&fixture()),
+        "--profile",
+        s(&bad),
+        "--out",
+        s(&out),
+    ]));
+    assert!(
+        e.contains("int4-fp16.toml") && e.contains("`lm.compute`") && e.contains("MatMulNBits"),
+        "{e}"
+    );
+    std::fs::write(
+        &bad,
+        text.replace("weights = \"int4\"", "weights = \"int4\"\nactivations = \"fp8\""),
+    )
+    .unwrap();
+    let e = err(&heart_build(&[
+        "--mula",
+        s(&fixture()),
+        "--profile",
+        s(&bad),
+        "--out",
+        s(&out),
+    ]));
+    assert!(e.contains("`lm.activations`"), "{e}");
     assert!(!out.exists(), "nothing is left behind");
 }

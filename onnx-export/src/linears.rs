@@ -9,6 +9,14 @@
 //! (summed by the runtime from `lm_tables.safetensors`, f32) and norms (f32
 //! vectors) are not linear layers and are never quantized.
 //!
+//! # Blockwise integers
+//! [`QuantFormat::Int`] (int4 / int8 in 32-element blocks) makes each
+//! quantized linear one `com.microsoft.MatMulNBits` node that multiplies the
+//! f32 activations by the packed weight ([`crate::quant::nbits`]); the graph's
+//! compute dtype must be f32. Every group can be quantized this way, the heads
+//! included: each `audio_head` slice becomes a [`HeadWeight::NBits`] that the
+//! decoder's `If` branches apply with their own `MatMulNBits` node.
+//!
 //! # Activations
 //! With [`QuantPlan::activations`], the input of every quantized linear is
 //! fake-quantized (quantize → dequantize) before its `MatMul`, with a static
@@ -31,6 +39,7 @@ use std::str::FromStr;
 
 use heart::checkpoint::TensorRef;
 use heart::engine;
+use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::fp8_scale;
 use heart::quant::nvfp4::nvfp4_global_scale;
 
@@ -38,7 +47,7 @@ use crate::blocks::{self, Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
-use crate::quant::{ActQuant, QuantEmitter, QuantizedWeight, WeightScheme};
+use crate::quant::{ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
 
 /// Groups of linear layers a build profile can quantize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,6 +136,9 @@ pub enum QuantFormat {
     Nvfp4,
     /// FP8 E4M3FN: per output channel for weights, per tensor for activations.
     Fp8,
+    /// Blockwise int4 / int8 weights run by ONNX Runtime's `MatMulNBits`
+    /// (weights only: the operator's accuracy level decides the activations).
+    Int(NBits),
 }
 
 /// Which lowering the quantized weights and activations get.
@@ -170,6 +182,8 @@ impl QuantPlan {
             (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
             // DequantizeLinear of FP8 codes is standard ONNX: TensorRT takes it as is.
             (QuantFormat::Fp8, _) => WeightScheme::Fp8Portable,
+            // A contrib operator either way (ONNX Runtime's CPU and CUDA providers run it).
+            (QuantFormat::Int(nb), _) => WeightScheme::MatMulNBits(nb),
         }
     }
 }
@@ -196,6 +210,25 @@ pub struct ProbeSite {
     pub features: usize,
     /// The linears reading this value (checkpoint names without `.weight`).
     pub linears: Vec<String>,
+}
+
+/// One `audio_head` slice as the decoder applies it.
+#[derive(Debug, Clone)]
+pub enum HeadWeight {
+    /// A dense `[in, out]` weight (compute dtype, or dequantized by the graph) for `MatMul`.
+    Dense(Value),
+    /// A blockwise weight for `MatMulNBits`.
+    NBits(NBitsWeight),
+}
+
+impl HeadWeight {
+    /// `x · head` for `x` `[..., in]`.
+    pub fn apply(&self, g: &mut GraphBuilder, x: &Value) -> Value {
+        match self {
+            Self::Dense(w) => g.matmul(x, w),
+            Self::NBits(w) => w.apply(g, x),
+        }
+    }
 }
 
 /// Emits the linear layers of one graph; see the module doc. Finish the graph
@@ -249,13 +282,18 @@ impl<'p> Linears<'p> {
         };
         let name = t.name.trim_end_matches(".weight");
         let x = self.input(g, x, name, inp, group, rank)?;
-        let w = match self.plan_for(group) {
-            None => return blocks::linear(g, &x, t, self.opts.numerics),
-            Some(plan) => {
-                let values = t.to_f32()?;
-                self.quantized_weight(g, t.name, &values, (out, inp), plan.scheme())?
-            }
+        let Some(plan) = self.plan_for(group) else {
+            return blocks::linear(g, &x, t, self.opts.numerics);
         };
+        let values = t.to_f32()?;
+        let scheme = plan.scheme();
+        if let WeightScheme::MatMulNBits(nb) = scheme {
+            let w =
+                quantize_blockwise(&values, out, inp, nb.bits).map_err(|e| ExportError::from(e.in_tensor(t.name)))?;
+            let dtype = self.opts.numerics.compute;
+            return self.quant.matmul_nbits(g, &x, t.name, &w, nb.accuracy, dtype);
+        }
+        let w = self.quantized_weight(g, t.name, &values, (out, inp), scheme)?;
         Ok(g.with_scope(name, |g| g.matmul(&x, &w)))
     }
 
@@ -312,17 +350,27 @@ impl<'p> Linears<'p> {
                     what: format!("FP8 activation quantization of `{name}` in the TensorRT lowering"),
                 });
             }
+            (QuantFormat::Int(_), _) => {
+                return Err(ExportError::Unsupported {
+                    what: format!(
+                        "static int activation quantization of `{name}` (MatMulNBits quantizes its \
+                         activations itself, per its accuracy level)"
+                    ),
+                });
+            }
         };
         self.quantized_inputs.insert(key, q.clone());
         Ok(q)
     }
 
-    /// Head `i` of the stacked `audio_head` `[heads, in, out]` as an `[in, out]`
-    /// compute-dtype weight, quantized when [`LinearGroup::AudioHead`] is.
-    pub fn audio_head(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>, i: usize) -> Result<Value> {
+    /// Head `i` of the stacked `audio_head` `[heads, in, out]`: an `[in, out]`
+    /// compute-dtype weight, quantized when [`LinearGroup::AudioHead`] is (a
+    /// `MatMulNBits` weight for int formats).
+    pub fn audio_head(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>, i: usize) -> Result<HeadWeight> {
         let name = format!("{}.{i}", t.name);
         let Some(plan) = self.plan_for(LinearGroup::AudioHead) else {
-            return g.weight_named(&name, t, self.opts.numerics.weights, Layout::Index(i));
+            let w = g.weight_named(&name, t, self.opts.numerics.weights, Layout::Index(i))?;
+            return Ok(HeadWeight::Dense(w));
         };
         let &[heads, inp, out] = t.shape else {
             return Err(ExportError::Shape {
@@ -343,7 +391,20 @@ impl<'p> Linears<'p> {
         let out_in: Vec<f32> = (0..out)
             .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
             .collect();
-        self.quantized_weight(g, &name, &out_in, (out, inp), plan.scheme())
+        let scheme = plan.scheme();
+        if let WeightScheme::MatMulNBits(nb) = scheme {
+            let w = quantize_blockwise(&out_in, out, inp, nb.bits)
+                .map_err(|e| ExportError::from(e.in_tensor(name.as_str())))?;
+            let dtype = self.opts.numerics.compute;
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, &name, &w, nb.accuracy, dtype)?));
+        }
+        Ok(HeadWeight::Dense(self.quantized_weight(
+            g,
+            &name,
+            &out_in,
+            (out, inp),
+            scheme,
+        )?))
     }
 
     /// Adds the probe outputs, writes the graph and returns the files and probes.
@@ -398,6 +459,7 @@ impl<'p> Linears<'p> {
             }
             QuantizedWeight::Nvfp4(w) => self.quant.nvfp4_portable(g, name, &w, dtype),
             QuantizedWeight::Fp8(w) => self.quant.fp8_portable(g, name, &w, dtype),
+            QuantizedWeight::Blockwise(_) => Err(no_dense_weight(name)),
         }
     }
 }

@@ -33,17 +33,20 @@ use heart::checkpoint::Checkpoint;
 use heart::config::{FlavorParams, MulaConfig};
 use heart::engine::{self, io, tables as tn};
 use heart::precision::Precision;
+use heart::quant::blockwise::IntBits;
 
 use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
+use crate::linears::{HeadWeight, Linears, Lowering};
 pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
-use crate::linears::{Linears, Lowering};
+use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 
 /// Dense numerics of `precision`: fp32, or fp16 weights and compute. For fp8
-/// and fp4 these are the dtypes of everything that is not quantized (fp16).
+/// and fp4 these are the dtypes of everything that is not quantized (fp16);
+/// int8 and int4 compute in f32 (ONNX Runtime's `MatMulNBits` CPU kernels).
 pub fn numerics(precision: Precision) -> Numerics {
     match precision {
         Precision::Fp32 => Numerics {
@@ -53,6 +56,10 @@ pub fn numerics(precision: Precision) -> Numerics {
         Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => Numerics {
             weights: DType::F16,
             compute: DType::F16,
+        },
+        Precision::Int8 | Precision::Int4 => Numerics {
+            weights: DType::F32,
+            compute: DType::F32,
         },
     }
 }
@@ -68,14 +75,17 @@ pub const DEFAULT_QUANTIZED: [LinearGroup; 5] = [
 ];
 
 impl LmOptions {
-    /// The default export of `precision`: dense fp32 / fp16, or weight-only
+    /// The default export of `precision`: dense fp32 / fp16, weight-only
     /// FP8 / NVFP4 (portable lowering) of [`DEFAULT_QUANTIZED`] with fp16
-    /// compute. No probes, no taps.
+    /// compute, or int8 / int4 `MatMulNBits` (accuracy level 4) of the same
+    /// groups with f32 compute. No probes, no taps.
     pub fn for_precision(precision: Precision) -> Self {
         let weights = match precision {
             Precision::Fp32 | Precision::Fp16 => None,
             Precision::Fp8 => Some(QuantFormat::Fp8),
             Precision::Fp4 => Some(QuantFormat::Nvfp4),
+            Precision::Int8 => Some(QuantFormat::Int(NBits::new(IntBits::Int8))),
+            Precision::Int4 => Some(QuantFormat::Int(NBits::new(IntBits::Int4))),
         };
         Self {
             numerics: numerics(precision),
@@ -232,7 +242,13 @@ pub fn export_decoder(
 /// final-norm output in the compute dtype, fake-quantized when the heads'
 /// activations are), `logits` the call's f32 `[B, V]` output (the empty branch
 /// slices it).
-fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[Value], dtype: DType) -> Result<Value> {
+fn frame_logits(
+    g: &mut GraphBuilder,
+    normed: &Value,
+    logits: &Value,
+    heads: &[HeadWeight],
+    dtype: DType,
+) -> Result<Value> {
     let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
     let whole = g.const_i64(&[heads.len() as i64 + 1]);
     let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
@@ -244,7 +260,7 @@ fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[V
             .map(|(i, head)| {
                 let j = i as i64 + 1;
                 let h = g.slice(normed, &[j], &[j + 1], &[1]);
-                g.matmul(&h, head)
+                head.apply(g, &h)
             })
             .collect();
         let all = g.concat(&rows.iter().collect::<Vec<_>>(), 1);
@@ -257,55 +273,50 @@ fn frame_logits(g: &mut GraphBuilder, normed: &Value, logits: &Value, heads: &[V
     Ok(g.if_(&is_whole, then, otherwise, 1).remove(0))
 }
 
-/// `h @ heads[codebook - first]` (`h` is `[B, D]`), selected by one level of
-/// `If`s: one `If` per head, side by side, whose `then` branch is the head's
-/// `MatMul` and whose `else` branch is an empty `[B, 0]` slice of `h`; the
-/// results are concatenated along the vocabulary axis, so exactly one head is
-/// computed. Codebooks matching no head (past the last, or 0) use the last.
-///
-/// Why not a `Gather` of the stacked `[7, D, V]` head: it copies (and MLAS then
-/// repacks) the selected slice every call (measured 38 ms instead of 17 ms at
-/// `[2, 3072] × [3072, 8197]` f32). Why not a chain of nested `If`s (one per
-/// codebook, each `else` holding the next): ONNX Runtime 1.31.1 pre-packs the
-/// `MatMul` weights of a subgraph only at the first nesting level, so heads
-/// nested deeper were multiplied unpacked, 2.8× slower (small synthesized
-/// decoder, one thread: 4.0 ms against 1.4 ms per head call, measured).
+/// `h @ heads[clip(codebook, first, last) - first]`: one `If` per head, each a
+/// direct child of the decoder graph, summed (a branch not taken gives a
+/// scalar 0, so the sum is the one product computed). A `Gather` of the
+/// stacked `[7, D, V]` head would copy (and MLAS then repack) a 100 MB slice
+/// per decoder call at the real size; selecting among 7 initializers lets ORT
+/// prepack each head once (measured: 17 ms instead of 38 ms per call at
+/// `[2, 3072] × [3072, 8197]` f32). The `If`s are side by side, not nested:
+/// ONNX Runtime 1.31.1 prepacks an outer initializer only for nodes one
+/// subgraph level below it. In a chain of nested `If`s the heads of codebooks
+/// 2–7 were two to seven levels down, and measured at `[2, 1024] × [1024,
+/// 8197]` a dense head took 5.5–9 ms instead of 0.9–1.3 ms (`MatMul` repacks
+/// its weight every call) and an int4 `MatMulNBits` head 41–55 ms instead of
+/// 0.09 ms (its unpacked fallback). Codebooks past the last head use the last
+/// (and before the first, the first).
 fn select_head(
     g: &mut GraphBuilder,
     codebook: &Value,
     h: &Value,
-    heads: &[Value],
+    heads: &[HeadWeight],
     first: i64,
     dtype: DType,
 ) -> Result<Value> {
-    let Some((last, rest)) = heads.split_last() else {
-        return Err(ExportError::Unsupported {
+    match heads {
+        [] => Err(ExportError::Unsupported {
             what: "a decoder without audio heads (audio_num_codebooks < 2)".into(),
-        });
-    };
-    if rest.is_empty() {
-        return Ok(g.matmul(h, last));
+        }),
+        [head] => Ok(head.apply(g, h)),
+        _ => {
+            let lo = g.scalar_i64(first);
+            let hi = g.scalar_i64(first + heads.len() as i64 - 1);
+            let index = g.node("Clip", &[codebook, &lo, &hi], vec![]);
+            let zero = g.scalar_f(0.0, dtype);
+            let mut terms = Vec::with_capacity(heads.len());
+            for (i, head) in heads.iter().enumerate() {
+                let k = first + i as i64;
+                let at_k = g.scalar_i64(k);
+                let is_k = g.node("Equal", &[&index, &at_k], vec![]);
+                let then = g.subgraph(&format!("audio_head_{k}"), |g| Ok(vec![(head.apply(g, h), dtype)]))?;
+                let otherwise = g.subgraph(&format!("audio_head_not_{k}"), |g| Ok(vec![(g.identity(&zero), dtype)]))?;
+                terms.push(g.if_(&is_k, then, otherwise, 1).remove(0));
+            }
+            Ok(g.node("Sum", &terms.iter().collect::<Vec<_>>(), vec![]))
+        }
     }
-    let matches: Vec<Value> = (0..rest.len())
-        .map(|i| {
-            let k = g.scalar_i64(first + i as i64);
-            g.node("Equal", &[codebook, &k], vec![])
-        })
-        .collect();
-    let any = matches[1..]
-        .iter()
-        .fold(matches[0].clone(), |acc, m| g.node("Or", &[&acc, m], vec![]));
-    let otherwise = g.node("Not", &[&any], vec![]);
-    let mut parts = Vec::with_capacity(heads.len());
-    for (i, (head, cond)) in heads.iter().zip(matches.iter().chain([&otherwise])).enumerate() {
-        let index = first + i as i64;
-        let then = g.subgraph(&format!("audio_head_{index}"), |g| Ok(vec![(g.matmul(h, head), dtype)]))?;
-        let skip = g.subgraph(&format!("audio_head_{index}_skipped"), |g| {
-            Ok(vec![(g.slice(h, &[0], &[0], &[1]), dtype)])
-        })?;
-        parts.push(g.if_(cond, then, skip, 1).remove(0));
-    }
-    Ok(g.concat(&parts.iter().collect::<Vec<_>>(), 1))
 }
 
 /// Writes `lm_tables.safetensors`.

@@ -12,6 +12,7 @@ use heart::checkpoint::Checkpoint;
 use heart::config::MulaConfig;
 use heart::engine::{self, io};
 use heart::precision::Precision;
+use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::{Fp8Granularity, e4m3_to_f32, encode_scaled, fp8_scale, quantize_fp8};
 use heart::quant::nvfp4::{nvfp4_global_scale, quantize_nvfp4, quantize_nvfp4_with_global};
 use onnx_export::linears::{Activations, Lowering};
@@ -191,6 +192,7 @@ fn fake_quant(x: &[f32], k: usize, acts: Option<QuantFormat>, amax: f32) -> Vec<
             let s = fp8_scale(amax);
             x.iter().map(|&v| e4m3_to_f32(encode_scaled(v, s)) * s).collect()
         }
+        Some(QuantFormat::Int(_)) => panic!("int formats are weight-only"),
     }
 }
 
@@ -202,6 +204,7 @@ fn dequantized(ckpt: &Checkpoint, name: &str, weights: QuantFormat) -> (Vec<f32>
     let w = match weights {
         QuantFormat::Nvfp4 => quantize_nvfp4(&v, out, inp).unwrap().dequantize(),
         QuantFormat::Fp8 => quantize_fp8(&v, out, inp, Fp8Granularity::PerRow).unwrap().dequantize(),
+        QuantFormat::Int(nb) => quantize_blockwise(&v, out, inp, nb.bits).unwrap().dequantize(),
     };
     (w, out, inp)
 }

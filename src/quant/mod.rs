@@ -5,6 +5,9 @@
 //! - [`e2m1`]: FP4 E2M1 scalars, the 16-entry decode table and nibble packing.
 //! - [`nvfp4`]: NVFP4 tensors: E2M1 values in 16-element blocks along the last
 //!   dimension, one E4M3 scale per block, one FP32 global scale per tensor.
+//! - [`blockwise`]: int4 / int8 weights in 32-element blocks along the input
+//!   dimension, one f32 scale and one integer zero point per block, packed as
+//!   ONNX Runtime's `MatMulNBits` reads them.
 //! - [`calibration`]: the tag + lyrics prompt set the calibration run uses.
 //!
 //! These functions are the definition the ONNX lowerings are checked against: a
@@ -17,6 +20,7 @@
 //! Non-finite inputs are rejected with [`QuantError::NonFinite`], which names the
 //! element; wrap it with [`QuantError::in_tensor`] to name the tensor.
 
+pub mod blockwise;
 pub mod calibration;
 pub mod e2m1;
 pub mod fp8;

@@ -3,14 +3,18 @@
 //! One logical quantized weight — an [`Nvfp4Tensor`] or an [`Fp8Tensor`] from
 //! the bit-exact reference quantizers in [`heart::quant`] — is emitted as
 //! initializers plus the nodes that turn them back into the dense matrix a
-//! `MatMul` consumes. Every lowering returns the weight in MatMul layout
+//! `MatMul` consumes. Every such lowering returns the weight in MatMul layout
 //! `[in, out]` (the PyTorch `[out, in]` weight transposed), as f32, f16 or bf16.
+//! The blockwise integer weights ([`BlockwiseTensor`]) are the exception: ONNX
+//! Runtime multiplies them by the activations in one contrib operator, so
+//! [`QuantEmitter::linear`] emits the product itself ([`nbits`]).
 //!
 //! | scheme | runs on | stored per parameter | what the graph does each run |
 //! |---|---|---|---|
 //! | [`WeightScheme::Nvfp4Portable`] | ONNX Runtime CPU | 0.5 B codes + 1/16 B block scale + 4 B global per tensor | `Cast`, `Gather` (byte → two E2M1 values), `DequantizeLinear` of the FP8 block scales by the global scale, `Mul` |
 //! | [`WeightScheme::Fp8Portable`] | ONNX Runtime CPU | 1 B code + 4 B scale per output channel | `DequantizeLinear` (axis 1) |
 //! | [`WeightScheme::Nvfp4TensorRt`] | TensorRT ≥ 10.8 (not ONNX Runtime CPU) | as NVFP4 above | two-level `DequantizeLinear`, `Transpose` |
+//! | [`WeightScheme::MatMulNBits`] | ONNX Runtime (contrib operator) | int4: 0.5 B + 4 B scale + ½ B zero point per 32; int8: 1 B + 5 B per 32 | one `com.microsoft.MatMulNBits` (dequantizes inside the kernel) |
 //!
 //! Bytes read per frame for the weights are what is stored: 0.5 + 1/16 =
 //! 0.5625 byte per parameter for NVFP4 (plus 4 bytes per tensor), 1 byte (plus
@@ -70,16 +74,19 @@
 //!   [`Nvfp4Tensor::packed`]), `name.nvfp4_block_scales` FLOAT8E4M3FN
 //!   `[out, in/16]`, `name.nvfp4_global` f32 scalar. See [`tensorrt`].
 
+pub mod nbits;
 pub mod portable;
 pub mod tensorrt;
 
 use heart::checkpoint::TensorRef;
+use heart::quant::blockwise::{BlockwiseTensor, quantize_blockwise};
 use heart::quant::fp8::{Fp8Granularity, Fp8Tensor, quantize_fp8};
 use heart::quant::nvfp4::{Nvfp4Tensor, quantize_nvfp4};
 
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, GraphBuilder, Value};
+pub use nbits::{Accuracy, NBits, NBitsWeight};
 
 /// Session config entries (`SessionBuilder::with_config_entry`) that keep
 /// portable quantized weights packed in RAM: constant folding would otherwise
@@ -96,6 +103,8 @@ pub enum WeightScheme {
     Fp8Portable,
     /// NVFP4 as NVIDIA ModelOpt exports it for TensorRT (FLOAT4E2M1, opset ≥ 23).
     Nvfp4TensorRt,
+    /// Blockwise int4 / int8 run by ONNX Runtime's `MatMulNBits` ([`nbits`]).
+    MatMulNBits(NBits),
 }
 
 /// A weight quantized by the reference quantizers.
@@ -105,11 +114,14 @@ pub enum QuantizedWeight {
     Nvfp4(Nvfp4Tensor),
     /// FP8 E4M3FN.
     Fp8(Fp8Tensor),
+    /// Blockwise int4 / int8.
+    Blockwise(BlockwiseTensor),
 }
 
 impl WeightScheme {
     /// Quantizes a row-major `[out, inp]` weight called `name` for this scheme
-    /// (NVFP4 with its own global scale; FP8 per output channel).
+    /// (NVFP4 with its own global scale; FP8 per output channel; integers in
+    /// 32-element blocks along `inp`).
     pub fn quantize(self, name: &str, values: &[f32], out: usize, inp: usize) -> Result<QuantizedWeight> {
         let named = |e: heart::quant::QuantError| ExportError::from(e.in_tensor(name));
         Ok(match self {
@@ -118,6 +130,9 @@ impl WeightScheme {
             }
             Self::Fp8Portable => {
                 QuantizedWeight::Fp8(quantize_fp8(values, out, inp, Fp8Granularity::PerRow).map_err(named)?)
+            }
+            Self::MatMulNBits(nb) => {
+                QuantizedWeight::Blockwise(quantize_blockwise(values, out, inp, nb.bits).map_err(named)?)
             }
         })
     }
@@ -151,7 +166,8 @@ impl QuantEmitter {
     }
 
     /// `x · Wᵀ` for the checkpoint Linear weight `t` (`[out, in]`) quantized
-    /// with `scheme`, the weight dequantized to `dtype` (x's dtype). With
+    /// with `scheme`, the weight dequantized to `dtype` (x's dtype), or one
+    /// `MatMulNBits` node for [`WeightScheme::MatMulNBits`]. With
     /// `act_global`, the activations are first NVFP4-quantized with that
     /// calibrated global scale (W4A4; NVFP4 schemes only).
     ///
@@ -166,6 +182,17 @@ impl QuantEmitter {
         act_global: Option<f32>,
         dtype: DType,
     ) -> Result<Value> {
+        if let WeightScheme::MatMulNBits(nb) = scheme {
+            if act_global.is_some() {
+                return Err(nbits_activations(t.name));
+            }
+            let &[out, inp] = t.shape else {
+                return Err(not_2d(t));
+            };
+            let w = quantize_blockwise(&t.to_f32()?, out, inp, nb.bits)
+                .map_err(|e| ExportError::from(e.in_tensor(t.name)))?;
+            return self.matmul_nbits(g, x, t.name, &w, nb.accuracy, dtype);
+        }
         let w = self.linear_weight(g, t, scheme, dtype)?;
         let name = t.name.trim_end_matches(".weight");
         let x = match act_global {
@@ -188,6 +215,8 @@ impl QuantEmitter {
 
     /// Quantizes checkpoint Linear weight `t` (`[out, in]`) with `scheme` and
     /// emits it; returns the dequantized `[in, out]` weight as `dtype`.
+    /// [`WeightScheme::MatMulNBits`] has no dense weight and is an error here
+    /// (use [`Self::linear`]).
     pub fn linear_weight(
         &mut self,
         g: &mut GraphBuilder,
@@ -205,7 +234,22 @@ impl QuantEmitter {
             }
             QuantizedWeight::Nvfp4(w) => self.nvfp4_portable(g, t.name, &w, dtype),
             QuantizedWeight::Fp8(w) => portable::fp8_weight(g, t.name, &w, dtype),
+            QuantizedWeight::Blockwise(_) => Err(no_dense_weight(t.name)),
         }
+    }
+
+    /// `x · Wᵀ` for the blockwise weight `w` called `name` (`[N, K]`): one
+    /// `MatMulNBits` node on f32 `x`. See [`nbits`].
+    pub fn matmul_nbits(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        w: &BlockwiseTensor,
+        accuracy: Accuracy,
+        dtype: DType,
+    ) -> Result<Value> {
+        nbits::matmul_nbits(g, x, name, w, accuracy, dtype)
     }
 
     /// Portable NVFP4 weight `name` (`[out, in]`, `out` even) → dequantized
@@ -254,6 +298,7 @@ impl QuantEmitter {
                     act.name
                 ),
             }),
+            WeightScheme::MatMulNBits(_) => Err(nbits_activations(act.name)),
         }
     }
 
@@ -300,6 +345,26 @@ fn not_2d(t: &TensorRef<'_>) -> ExportError {
         tensor: t.name.to_string(),
         expected: "a 2-D Linear weight [out, in]".into(),
         got: format!("shape {:?}", t.shape),
+    }
+}
+
+/// The error for asking a dense weight of a `MatMulNBits` scheme.
+pub(crate) fn no_dense_weight(name: &str) -> ExportError {
+    ExportError::Unsupported {
+        what: format!(
+            "`{name}` as a dense weight with int4/int8 MatMulNBits quantization (the operator \
+             multiplies by the packed weight itself; only linear layers applied by one MatMul can use it)"
+        ),
+    }
+}
+
+/// The error for static activation quantization with `MatMulNBits` weights.
+fn nbits_activations(name: &str) -> ExportError {
+    ExportError::Unsupported {
+        what: format!(
+            "static activation quantization for `{name}` with int4/int8 weights (MatMulNBits \
+             quantizes activations itself at accuracy level 4)"
+        ),
     }
 }
 

@@ -31,6 +31,10 @@ pub const F32_BYTES: u64 = 4;
 /// Elements per NVFP4 block along the reduction dimension (one E4M3 scale each).
 pub const FP4_BLOCK: u64 = 16;
 
+/// Elements per int8/int4 (`MatMulNBits`) block along the reduction dimension
+/// (one f32 scale and one zero point each).
+pub const INT_BLOCK: u64 = 32;
+
 /// A weight matrix as a matmul reads it: `out` output features, each a dot
 /// product over `inner` elements (`[out, inner]` in checkpoint layout; a conv
 /// of kernel `k` over `c` channels has `inner = c · k`).
@@ -62,7 +66,17 @@ impl Matrix {
 /// - fp32: 4 per parameter; fp16: 2;
 /// - fp8 (E4M3FN, per-output-channel scales): 1 per parameter + one f32 scale per output feature;
 /// - fp4 (NVFP4): ½ per parameter + one E4M3 byte per block of 16 along `inner`
-///   (rows padded to whole blocks) + one f32 global scale per tensor.
+///   (rows padded to whole blocks) + one f32 global scale per tensor;
+/// - int8 (`MatMulNBits`): per block of 32 along `inner` (rows padded to whole
+///   blocks), 32 code bytes + a 4-byte f32 scale + a 1-byte zero point: 37/32
+///   ≈ 1.16 byte per parameter;
+/// - int4: per block of 32, 16 code bytes + a 4-byte scale, and the row's
+///   zero points packed two per byte (`ceil(blocks / 2)` per row): ≈ 20.5/32
+///   ≈ 0.64 byte per parameter.
+///
+/// This is what the engine stores. ONNX Runtime repacks int weights at load
+/// (and may keep per-block sums beside them for its int8-activation kernels),
+/// so the bytes its kernels stream can differ by a few percent.
 pub fn matrix_bytes(precision: Precision, m: Matrix) -> u64 {
     match precision {
         Precision::Fp32 => 4 * m.params(),
@@ -71,6 +85,14 @@ pub fn matrix_bytes(precision: Precision, m: Matrix) -> u64 {
         Precision::Fp4 => {
             let blocks_per_row = m.inner.div_ceil(FP4_BLOCK);
             m.out * blocks_per_row * (FP4_BLOCK / 2 + 1) + F32_BYTES
+        }
+        Precision::Int8 => {
+            let blocks_per_row = m.inner.div_ceil(INT_BLOCK);
+            m.out * blocks_per_row * (INT_BLOCK + F32_BYTES + 1)
+        }
+        Precision::Int4 => {
+            let blocks_per_row = m.inner.div_ceil(INT_BLOCK);
+            m.out * (blocks_per_row * (INT_BLOCK / 2 + F32_BYTES) + blocks_per_row.div_ceil(2))
         }
     }
 }
@@ -190,11 +212,12 @@ pub fn kv_read_bytes(p: &FlavorParams, positions: usize, batch: usize, elem_byte
 }
 
 /// Bytes per KV-cache element of an LM engine: the graphs keep the cache in
-/// their compute dtype, f32 for fp32 engines and f16 for fp16. fp8/fp4 LM
-/// graphs do not exist yet; they are assumed to compute (and cache) in f16.
+/// their compute dtype: f32 for fp32, int8 and int4 engines (`MatMulNBits`
+/// takes f32 activations on CPU), f16 for fp16, fp8 and fp4 (the built-in
+/// profiles compute in fp16).
 pub fn kv_elem_bytes(precision: Precision) -> u64 {
     match precision {
-        Precision::Fp32 => 4,
+        Precision::Fp32 | Precision::Int8 | Precision::Int4 => 4,
         Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => 2,
     }
 }
@@ -342,6 +365,14 @@ mod tests {
         assert_eq!(matrix_bytes(Precision::Fp4, m), 14_164_416 + 4);
         // Ragged rows pad to whole blocks: 20 columns = 2 blocks.
         assert_eq!(matrix_bytes(Precision::Fp4, Matrix::new(3, 20)), 3 * 2 * 9 + 4);
+        // int8: 96 blocks per row × (32 codes + 4 scale + 1 zero point) × 8197 rows.
+        assert_eq!(matrix_bytes(Precision::Int8, m), 8197 * 96 * 37);
+        // int4: 96 blocks × (16 codes + 4 scale) + 48 zero-point bytes per row.
+        assert_eq!(matrix_bytes(Precision::Int4, m), 8197 * (96 * 20 + 48));
+        // 48 columns = 2 blocks (the second half padding); 3 blocks → 2 zero-point bytes.
+        assert_eq!(matrix_bytes(Precision::Int8, Matrix::new(3, 48)), 3 * 2 * 37);
+        assert_eq!(matrix_bytes(Precision::Int4, Matrix::new(3, 48)), 3 * (2 * 20 + 1));
+        assert_eq!(matrix_bytes(Precision::Int4, Matrix::new(1, 65)), 3 * 20 + 2);
     }
 
     #[test]
@@ -377,6 +408,12 @@ mod tests {
             (2_843_928_576 - 57 * 3072) / 16 * 9 + 4 * 197 + 4 * 57 * 3072
         );
         assert_eq!(fp4.total(), 2_965_717_912);
+
+        // int4 and int8: f32 KV cache, as fp32.
+        let int4 = LmRoofline::new(&model, Precision::Int4, 2).frame_bytes(0);
+        assert_eq!(int4.decoder_kv, fp32.decoder_kv);
+        let int8 = LmRoofline::new(&model, Precision::Int8, 2).frame_bytes(0);
+        assert!(int4.total() * 3 < int8.total() * 2 && int8.total() * 3 < fp32.total());
     }
 
     #[test]
