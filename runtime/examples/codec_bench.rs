@@ -4,17 +4,22 @@
 //!
 //! Prints the export time, the estimator time per Euler step (one batched
 //! `[uncond, cond]` call at T = 744), the Euler solve of one window for each step
-//! count, and the scalar-decoder time per second of audio. Timings only; nothing
-//! is asserted.
+//! count, and the scalar-decoder time per second of audio, chunked (the CPU
+//! default) and whole-window, with the resident memory after each phase, the
+//! process peak, and the largest difference between the two decodes. Timings
+//! only; nothing is asserted (`runtime/tests/codec_chunked.rs` tests equality).
 //!
 //! ```text
 //! cargo run --release -p heart-runtime --example codec_bench -- --steps 10,4
 //! # smaller machine: full widths, fewer blocks
 //! cargo run --release -p heart-runtime --example codec_bench -- --layers 2 --layers2 1
+//! # an engine folder built before (e.g. `--work W` of an earlier run: W/engine)
+//! cargo run --release -p heart-runtime --example codec_bench -- --engine W/engine --steps 1
 //! ```
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -24,7 +29,9 @@ use heart::config::CodecConfig;
 use heart::precision::Precision;
 use heart::tensors::{TensorSpec, codec_tensor_specs};
 use heart_runtime::codec::geometry::WINDOW_LATENTS;
-use heart_runtime::codec::{Codec, FlowParams, NoiseSource, SeededNoise, WindowInputs, solve_window};
+use heart_runtime::codec::{
+    CODEC_CONFIG_FILE, Codec, FlowParams, NoiseSource, SeededNoise, WindowInputs, solve_window,
+};
 use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -56,37 +63,22 @@ struct Args {
     /// Engine precision (fp32 or fp16).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
+    /// An existing engine folder to time instead of synthesizing one (its codec
+    /// config is used; --layers, --layers2, --precision and --work are ignored).
+    #[arg(long)]
+    engine: Option<PathBuf>,
+    /// Latent frames per scalar-decoder call of the chunked decode.
+    #[arg(long, default_value_t = heart_runtime::codec::chunks::DEFAULT_CHUNK_LATENTS)]
+    decode_chunk: NonZeroUsize,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut cfg: CodecConfig = serde_json::from_str(FULL_CONFIG)?;
-    cfg.num_layers = args.layers;
-    cfg.num_layers_2 = args.layers2;
     let tmp = tempfile::tempdir()?;
-    let work = args.work.clone().unwrap_or_else(|| tmp.path().to_path_buf());
-    let (ckpt_dir, engine_dir) = (work.join("checkpoint"), work.join("engine"));
-    std::fs::create_dir_all(&ckpt_dir)?;
-    std::fs::create_dir_all(&engine_dir)?;
-
-    let t0 = Instant::now();
-    let params = synthesize(&cfg, &ckpt_dir.join("model.safetensors"))?;
-    println!(
-        "synthesized {:.1} M parameters in {:.1} s",
-        params as f64 / 1e6,
-        t0.elapsed().as_secs_f64()
-    );
-    let t0 = Instant::now();
-    let ckpt = Checkpoint::open(&ckpt_dir)?;
-    let files = onnx_export::codec::export_codec(&ckpt, &cfg, args.precision, &engine_dir)?;
-    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
-    println!(
-        "exported {} in {:.1} s ({:.2} GB)",
-        args.precision,
-        t0.elapsed().as_secs_f64(),
-        bytes as f64 / 1e9
-    );
-    drop(ckpt);
+    let (engine_dir, cfg) = match &args.engine {
+        Some(dir) => (dir.clone(), CodecConfig::from_file(&dir.join(CODEC_CONFIG_FILE))?),
+        None => build_engine(&args, args.work.as_deref().unwrap_or(tmp.path()))?,
+    };
 
     let rt = heart_runtime::ort_env::init(None)?;
     let t0 = Instant::now();
@@ -126,25 +118,88 @@ fn main() -> anyhow::Result<()> {
         solve_window(codec.estimator(), latent, inputs, flow)?;
         let s = t0.elapsed().as_secs_f64();
         println!(
-            "window solve, {steps:>2} steps: {s:.2} s ({:.3} s/step), RSS {}",
+            "window solve, {steps:>2} steps: {s:.2} s ({:.3} s/step), RSS {}, peak {}",
             s / steps as f64,
-            rss()
+            rss(),
+            peak()
         );
     }
 
-    let latents = vec![0.05f32; WINDOW_LATENTS * latent];
-    codec.decode_latents(&latents)?;
-    let t0 = Instant::now();
-    codec.decode_latents(&latents)?;
-    let s = t0.elapsed().as_secs_f64();
+    let mut latents = vec![0f32; WINDOW_LATENTS * latent];
+    noise.fill(&mut latents)?;
     let audio_s = (WINDOW_LATENTS * cfg.samples_per_latent()) as f64 / f64::from(cfg.sample_rate);
-    println!(
-        "scalar decode of one window ({audio_s:.2} s stereo audio): {s:.2} s = {:.3} s per audio second",
-        s / audio_s
-    );
-    let peak = heart_runtime::mem::peak_rss_bytes().unwrap_or(0) as f64 / 1e9;
-    println!("RSS after decode {}, peak {peak:.2} GB", rss());
+    // Chunked first: the process peak printed after it is the chunked decode's.
+    let chunked = time_decode(&mut codec, Some(args.decode_chunk), &latents, audio_s)?;
+    let whole = time_decode(&mut codec, None, &latents, audio_s)?;
+    let diff = chunked
+        .iter()
+        .zip(&whole)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    let peak = whole.iter().fold(0f32, |m, v| m.max(v.abs()));
+    println!("chunked vs whole-window audio: max |diff| {diff:e} (max |audio| {peak:.3})");
     Ok(())
+}
+
+/// Synthesizes the checkpoint of `args` under `work` and exports its engine;
+/// returns the engine folder and the codec config.
+fn build_engine(args: &Args, work: &Path) -> anyhow::Result<(PathBuf, CodecConfig)> {
+    let mut cfg: CodecConfig = serde_json::from_str(FULL_CONFIG)?;
+    cfg.num_layers = args.layers;
+    cfg.num_layers_2 = args.layers2;
+    let (ckpt_dir, engine_dir) = (work.join("checkpoint"), work.join("engine"));
+    std::fs::create_dir_all(&ckpt_dir)?;
+    std::fs::create_dir_all(&engine_dir)?;
+
+    let t0 = Instant::now();
+    let params = synthesize(&cfg, &ckpt_dir.join("model.safetensors"))?;
+    println!(
+        "synthesized {:.1} M parameters in {:.1} s",
+        params as f64 / 1e6,
+        t0.elapsed().as_secs_f64()
+    );
+    let t0 = Instant::now();
+    let ckpt = Checkpoint::open(&ckpt_dir)?;
+    let files = onnx_export::codec::export_codec(&ckpt, &cfg, args.precision, &engine_dir)?;
+    let bytes: u64 = files.iter().map(|f| f.bytes).sum();
+    println!(
+        "exported {} in {:.1} s ({:.2} GB)",
+        args.precision,
+        t0.elapsed().as_secs_f64(),
+        bytes as f64 / 1e9
+    );
+    Ok((engine_dir, cfg))
+}
+
+/// Decodes one window twice (warm-up, then timed) with decoder chunk `chunk`
+/// and prints the time per audio second and the memory after it.
+fn time_decode(
+    codec: &mut Codec,
+    chunk: Option<NonZeroUsize>,
+    latents: &[f32],
+    audio_s: f64,
+) -> anyhow::Result<Vec<f32>> {
+    codec.set_decode_chunk(chunk);
+    codec.decode_latents(latents)?;
+    let t0 = Instant::now();
+    let audio = codec.decode_latents(latents)?;
+    let s = t0.elapsed().as_secs_f64();
+    let label = chunk.map_or("whole window".to_string(), |c| format!("chunks of {c}"));
+    println!(
+        "scalar decode, {label} ({audio_s:.2} s stereo audio): {s:.2} s = {:.3} s per audio second; RSS {}, peak {}",
+        s / audio_s,
+        rss(),
+        peak()
+    );
+    Ok(audio)
+}
+
+/// Peak resident memory of the process so far, formatted.
+fn peak() -> String {
+    format!(
+        "{:.2} GB",
+        heart_runtime::mem::peak_rss_bytes().unwrap_or(0) as f64 / 1e9
+    )
 }
 
 /// Current resident memory, formatted.

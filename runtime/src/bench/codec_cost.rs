@@ -13,7 +13,10 @@
 //! of 2; per latent frame each conv costs `c_out · c_in · k` multiply–adds at
 //! its own time rate (×5, ×4, ×4, ×4, ×3 after each upsampling block, ×2 after
 //! the post-processor). Elementwise work (norms, PReLU, softmax, RoPE) is left
-//! out: it is O(T·D) against the matmuls' O(T·D²).
+//! out: it is O(T·D) against the matmuls' O(T·D²). The floor counts every latent
+//! frame once; the chunked CPU decode (`codec::chunks`) recomputes each chunk's
+//! context frames (836 frames per 744-frame window at the default chunk, 12 %
+//! more), which shows as a lower share of the floor.
 
 use heart::config::CodecConfig;
 use serde::{Deserialize, Serialize};

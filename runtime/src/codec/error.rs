@@ -62,6 +62,14 @@ pub enum CodecError {
         /// Actual element count.
         got: usize,
     },
+    /// Decoder chunks that do not tile the window they are applied to.
+    #[error("decoder chunks {spans} do not tile a window of {frames} latent frames")]
+    ChunkPlan {
+        /// The spans, debug-formatted.
+        spans: String,
+        /// Latent frames of the window.
+        frames: usize,
+    },
     /// Recorded noise ran out.
     #[error(transparent)]
     Noise(#[from] NoiseExhausted),

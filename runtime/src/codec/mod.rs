@@ -3,14 +3,27 @@
 //! Pipeline per window of 372 codes ([`geometry`]): RVQ lookup + conditioning in
 //! Rust ([`tables`]), Euler flow matching with CFG on the `flow_estimator.onnx`
 //! graph ([`flow`]), scalar decoding of the 744 latent frames on
-//! `scalar_decoder.onnx` (both audio channels as one batch of 2), then cross-fade
-//! assembly ([`assemble`]). Window `w > 0` takes its last-104-frame context from
-//! window `w − 1`'s final latents, so windows run in order.
+//! `scalar_decoder.onnx`, then cross-fade assembly ([`assemble`]). Window `w > 0`
+//! takes its last-104-frame context from window `w − 1`'s final latents, so
+//! windows run in order.
+//!
+//! Memory: the weights (5.95 GB of estimator and 0.34 GB of decoder at the
+//! released shapes, fp32) plus two working sets that do not grow with the song.
+//! Measured at the released shapes (`examples/codec_bench.rs`, RSS 6.1 GB after
+//! loading): the estimator's (batch 2 × 744 frames) about 0.4 GB; the scalar
+//! decoder's about 0.4 GB, because on the CPU each channel is decoded on its
+//! own and in chunks of [`chunks::DEFAULT_CHUNK_LATENTS`] frames with the
+//! context that makes the audio equal to the whole-window decode ([`chunks`];
+//! a whole window takes about 1.0 GB). Peak 7.3 GB, down from 8.9 GB with
+//! whole-window decoding and ONNX Runtime's memory pattern on
+//! ([`sessions`]). GPU backends decode the whole window (the TensorRT profile
+//! is built for it); [`Codec::set_decode_chunk`] changes either choice.
 //!
 //! Engine folder contents used here: [`CODEC_CONFIG_FILE`], [`TABLES_FILE`],
 //! [`FLOW_ESTIMATOR_FILE`], [`SCALAR_DECODER_FILE`] (+ their external data).
 
 pub mod assemble;
+pub mod chunks;
 pub mod error;
 pub mod flow;
 pub mod geometry;
@@ -18,12 +31,14 @@ pub mod noise;
 pub mod sessions;
 pub mod tables;
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use heart::config::CodecConfig;
 use ndarray::{Array2, ArrayView2};
 
 pub use assemble::{Assembler, Audio};
+pub use chunks::{ChunkSpan, DecoderContext};
 pub use error::{CodecError, Result};
 pub use flow::{FlowParams, VelocityField, WindowInputs, solve_window};
 pub use geometry::{TailPolicy, WindowPlan};
@@ -66,6 +81,7 @@ pub struct Codec {
     tables: CodecTables,
     estimator: FlowEstimator,
     decoder: ScalarDecoder,
+    decode_chunk: Option<NonZeroUsize>,
 }
 
 impl Codec {
@@ -91,12 +107,26 @@ impl Codec {
         }
         let estimator = FlowEstimator::open(rt, dir, cfg.in_channels, cfg.out_channels)?;
         let decoder = ScalarDecoder::open(rt, dir, cfg.latent_hidden_dim, cfg.samples_per_latent())?;
+        let on_cpu = matches!(rt.plan.backend, crate::backend::Backend::Cpu);
         Ok(Self {
             cfg,
             tables,
             estimator,
             decoder,
+            decode_chunk: on_cpu.then_some(chunks::DEFAULT_CHUNK_LATENTS),
         })
+    }
+
+    /// Decodes windows in chunks of `chunk` latent frames (`None`: the whole
+    /// window in one call). The audio is the same either way; chunks bound the
+    /// decoder's working set ([`chunks`]).
+    pub fn set_decode_chunk(&mut self, chunk: Option<NonZeroUsize>) {
+        self.decode_chunk = chunk;
+    }
+
+    /// Latent frames per decoder call (`None`: whole windows).
+    pub fn decode_chunk(&self) -> Option<NonZeroUsize> {
+        self.decode_chunk
     }
 
     /// The codec config.
@@ -186,8 +216,8 @@ impl Codec {
     /// Decodes one window's latents `[T, 2·latent_hidden_dim]` to planar stereo
     /// `[2, T · samples_per_latent]`: latent dims `0..128` are channel 0, `128..256`
     /// channel 1. The channels run one after the other (batch 1 each, the same
-    /// numbers as one batch of 2): a full-size window's decoder activations are
-    /// several GB per channel, and sequential calls halve the peak.
+    /// numbers as one batch of 2, half the working set), each in chunks of
+    /// [`Codec::decode_chunk`] frames when set.
     pub fn decode_latents(&mut self, latents: &[f32]) -> Result<Vec<f32>> {
         let half = self.cfg.latent_hidden_dim;
         let width = 2 * half;
@@ -205,9 +235,16 @@ impl Codec {
                 planar[k * frames + t] = v;
             }
         }
+        let spans = match self.decode_chunk {
+            Some(chunk) => chunks::plan_chunks(frames, chunk, DecoderContext::of(&self.cfg)),
+            None => vec![ChunkSpan {
+                input: 0..frames,
+                keep: 0..frames,
+            }],
+        };
         let mut audio = Vec::with_capacity(2 * frames * self.cfg.samples_per_latent());
         for channel in planar.chunks_exact(half * frames) {
-            audio.extend(self.decoder.decode(channel, 1, frames)?);
+            audio.extend(self.decoder.decode_chunked(channel, frames, &spans)?);
         }
         Ok(audio)
     }
