@@ -210,7 +210,7 @@ fn heart_run_bin() -> PathBuf {
 }
 
 #[test]
-fn int4_engine_with_an_int8_draft_generates_a_wav() {
+fn int4_engine_with_an_int8_draft_generates_a_wav_and_int4_drafts_an_fp32_target() {
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("int4");
     let (mula, codec) = (fixture(), repo("tests/fixtures/tiny-a/heartcodec"));
@@ -254,6 +254,24 @@ fn int4_engine_with_an_int8_draft_generates_a_wav() {
         !samples.is_empty() && samples.iter().any(|&v| v != 0),
         "audible samples"
     );
+
+    // An int4 draft for an fp32 target (speculative decoding).
+    let fp32 = root.path().join("fp32");
+    let args = [
+        "--mula",
+        s(&mula),
+        "--precision",
+        "fp32",
+        "--draft-precision",
+        "int4",
+        "--out",
+        s(&fp32),
+    ];
+    ok(&heart_build(&args));
+    let m = Manifest::load(&fp32, Verify::Full).unwrap();
+    assert_eq!(m.precision, heart::precision::Precision::Fp32);
+    let draft = m.file(EngineKind::DraftDecoder).unwrap();
+    assert_eq!(draft.precision, Some(heart::precision::Precision::Int4));
 }
 
 #[test]
