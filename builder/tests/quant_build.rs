@@ -6,11 +6,14 @@
 //! `heart-run` makes a WAV from it; profile and flag errors name the file, key
 //! or flag.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use heart::manifest::{EngineKind, Manifest, Verify, sha256_bytes, sha256_file};
 use heart::quant::calibration::CalibrationSet;
+use support::heart_run_bin;
 
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
@@ -196,17 +199,6 @@ fn profile_and_calibration_errors_name_what_is_wrong() {
         "{e}"
     );
     assert!(!out.exists(), "nothing is left behind");
-}
-
-/// `heart-run`, built next to `heart-build` by `cargo test --workspace`.
-fn heart_run_bin() -> PathBuf {
-    let bin = Path::new(env!("CARGO_BIN_EXE_heart-build")).with_file_name("heart-run");
-    assert!(
-        bin.is_file(),
-        "{} not built: run the suite with `cargo test --workspace`",
-        bin.display()
-    );
-    bin
 }
 
 #[test]
