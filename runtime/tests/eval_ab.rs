@@ -237,7 +237,7 @@ fn exit_status_follows_the_gate_and_a_broken_engine_fails() {
         json["checks"].as_array().unwrap().iter().any(|c| c["pass"] == false),
         "a failing check is recorded"
     );
-    assert!(report.join("report.md").is_file());
+    assert_report_plots(&report, &json);
 
     let (code, _, err) = run("fp16", &["--gate", "fp9"]);
     assert_eq!(code, 2);
@@ -248,6 +248,37 @@ fn exit_status_follows_the_gate_and_a_broken_engine_fails() {
     let (code, _, err) = run("nowhere", &[]);
     assert_eq!(code, 2);
     assert!(err.contains("manifest.toml"), "{err}");
+}
+
+/// Width and height from a PNG's signature and IHDR chunk.
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&bytes[12..16], b"IHDR", "first chunk");
+    let be = |at: usize| u32::from_be_bytes(bytes[at..at + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+/// The report folder has the plots, each a whole PNG of the plots' size
+/// that is not blank, named by `report.json` and shown by `report.md`.
+fn assert_report_plots(dir: &Path, json: &serde_json::Value) {
+    use heart_runtime::eval::plots::{CODEBOOK_AGREEMENT, GREEDY_AGREEMENT, PER_LAYER_ERROR, SIZE};
+    let want = [PER_LAYER_ERROR, CODEBOOK_AGREEMENT, GREEDY_AGREEMENT];
+    assert_eq!(json["plots"], serde_json::json!(want), "report.json lists the plots");
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    for file in want {
+        assert!(md.contains(&format!("]({file})")), "report.md shows {file}:\n{md}");
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        assert_eq!(png_size(&bytes), SIZE, "{file}");
+        let mut reader = png::Decoder::new(std::io::Cursor::new(&bytes)).read_info().unwrap();
+        let mut rgb = vec![0; reader.output_buffer_size().unwrap()];
+        let info = reader.next_frame(&mut rgb).unwrap();
+        assert_eq!(
+            (info.width, info.height, info.color_type),
+            (SIZE.0, SIZE.1, png::ColorType::Rgb)
+        );
+        let dark = rgb.chunks(3).filter(|p| p.iter().all(|&c| c < 100)).count();
+        assert!(dark > 1000, "{file}: {dark} dark pixels (text and axes)");
+    }
 }
 
 #[test]

@@ -135,6 +135,7 @@ struct Accumulators {
     backbone_layers: Vec<Running>,
     decoder_layers: Vec<Running>,
     greedy_agreement: Running,
+    greedy_per_frame: Vec<Running>,
     first_divergence: Running,
     greedy_identical: usize,
     snr: Running,
@@ -151,6 +152,7 @@ impl Accumulators {
             backbone_layers: vec![Running::default(); layers.0],
             decoder_layers: vec![Running::default(); layers.1],
             greedy_agreement: Running::default(),
+            greedy_per_frame: Vec::new(),
             first_divergence: Running::default(),
             greedy_identical: 0,
             snr: Running::default(),
@@ -279,8 +281,14 @@ fn compare_greedy(
     };
     let (ga, gb) = (run(a)?, run(b)?);
     let same = ga.iter().zip(&gb).filter(|(x, y)| x == y).count();
-    acc.greedy_agreement
-        .push(same as f64 / ga.len().max(gb.len()).max(1) as f64);
+    let frames = ga.len().max(gb.len());
+    acc.greedy_agreement.push(same as f64 / frames.max(1) as f64);
+    if acc.greedy_per_frame.len() < frames {
+        acc.greedy_per_frame.resize(frames, Running::default());
+    }
+    for (i, r) in acc.greedy_per_frame.iter_mut().enumerate().take(frames) {
+        r.push(f64::from(u8::from(ga.get(i) == gb.get(i))));
+    }
     match ga.iter().zip(&gb).position(|(x, y)| x != y) {
         Some(i) => acc.first_divergence.push(i as f64),
         None if ga.len() != gb.len() => acc.first_divergence.push(ga.len().min(gb.len()) as f64),
@@ -400,6 +408,7 @@ fn report(
             agreement: acc.greedy_agreement.summary().mean,
             identical_prompts: acc.greedy_identical,
             first_divergence: acc.first_divergence.summary(),
+            per_frame: acc.greedy_per_frame.iter().map(|r| r.summary().mean).collect(),
         },
         audio_snr_db: has_codecs.then(|| acc.snr.summary()),
         audio_identical: acc.snr_identical,

@@ -79,7 +79,7 @@ pub struct AbArgs {
     /// Print the report as JSON instead of the table.
     #[arg(long)]
     pub json: bool,
-    /// Also write report.json and report.md into this folder.
+    /// Also write report.json, report.md and the PNG plots into this folder.
     #[arg(long, value_name = "DIR")]
     pub report: Option<PathBuf>,
     /// Intra-op threads per session (0 = all cores).

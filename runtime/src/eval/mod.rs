@@ -6,11 +6,13 @@
 //! - [`metrics`]: cosine, sampling KL, top-1, relative error, SNR.
 //! - [`thresholds`]: the TOML quality gates.
 //! - [`report`]: the report, its checks and renderings.
+//! - [`plots`]: the report's PNG plots.
 //! - [`cli`]: the `heart-eval` command line.
 
 pub mod ab;
 pub mod cli;
 pub mod metrics;
+pub mod plots;
 pub mod report;
 pub mod tapped;
 pub mod thresholds;
@@ -41,6 +43,9 @@ pub enum EvalError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A plot of the report could not be drawn.
+    #[error(transparent)]
+    Plot(#[from] plots::PlotError),
     /// The engines or options cannot be compared.
     #[error("{0}")]
     Input(String),

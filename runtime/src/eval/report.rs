@@ -1,5 +1,5 @@
 //! The A/B report: what was measured, the gate's checks, and its renderings
-//! (a terminal table, `report.md`, `report.json`).
+//! (a terminal table, `report.md`, `report.json` and the [`plots`](super::plots)).
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::EvalError;
 use super::metrics::Summary;
+use super::plots::{self, Plot};
 use super::thresholds::{Check, Gate, Measured};
 
 /// Teacher-forced measures of one codebook.
@@ -41,6 +42,9 @@ pub struct GreedyStats {
     pub identical_prompts: usize,
     /// First differing frame, over the prompts that differ.
     pub first_divergence: Summary,
+    /// Per frame index: the fraction of prompts whose frame is identical in
+    /// both runs (a frame only one engine produced counts as different).
+    pub per_frame: Vec<f64>,
 }
 
 /// A prompt the A/B could not use.
@@ -188,17 +192,44 @@ impl AbReport {
         s
     }
 
-    /// Writes `report.json` and `report.md` into `dir` (created if needed).
+    /// Writes `report.json`, `report.md` and the PNG plots into `dir`
+    /// (created if needed); both reports name the plots.
     pub fn write(&self, dir: &Path) -> Result<(), EvalError> {
         let io = |path: &Path, e: std::io::Error| EvalError::Io {
             path: path.to_path_buf(),
             source: e,
         };
         std::fs::create_dir_all(dir).map_err(|e| io(dir, e))?;
+        let plots = plots::render(self)?;
+        for plot in &plots {
+            let path = dir.join(plot.file);
+            std::fs::write(&path, &plot.png).map_err(|e| io(&path, e))?;
+        }
         let json = dir.join("report.json");
-        let text = serde_json::to_string_pretty(self).map_err(|e| EvalError::Input(e.to_string()))?;
+        let written = Written {
+            report: self,
+            plots: plots.iter().map(|p| p.file).collect(),
+        };
+        let text = serde_json::to_string_pretty(&written).map_err(|e| EvalError::Input(e.to_string()))?;
         std::fs::write(&json, text).map_err(|e| io(&json, e))?;
         let md = dir.join("report.md");
-        std::fs::write(&md, self.markdown()).map_err(|e| io(&md, e))
+        std::fs::write(&md, self.markdown() + &plots_markdown(&plots)).map_err(|e| io(&md, e))
     }
+}
+
+/// `report.json`: the report with the plot files written beside it.
+#[derive(Serialize)]
+struct Written<'a> {
+    #[serde(flatten)]
+    report: &'a AbReport,
+    plots: Vec<&'static str>,
+}
+
+/// The plots section of `report.md`: one Markdown image per plot.
+fn plots_markdown(plots: &[Plot]) -> String {
+    let mut s = String::from("\n## plots\n");
+    for p in plots {
+        let _ = write!(s, "\n![{}]({})\n", p.title, p.file);
+    }
+    s
 }
