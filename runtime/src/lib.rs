@@ -8,6 +8,7 @@
 //!   frame loop calibration uses.
 //! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
 //! - [`mem`]: peak / current resident memory.
+//! - [`noise`]: seeded and recorded random streams (sampler and codec noise).
 //! - [`ort_env`]: finding and loading the ONNX Runtime library.
 //! - [`settings`]: generation settings, presets and upstream defaults.
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
@@ -20,6 +21,7 @@ pub mod conform;
 pub mod eval;
 pub mod lm;
 pub mod mem;
+pub mod noise;
 pub mod ort_env;
 pub mod settings;
 pub mod song;

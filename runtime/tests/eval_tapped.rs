@@ -1,7 +1,7 @@
 //! The tapped frame loop (`heart_runtime::eval::tapped`) on the tiny-a engine:
 //! it reproduces `generate` exactly (codes and logits, sampled and with an end
 //! of audio), replays forced codes, returns the taps it is asked for and names
-//! the ones a graph lacks.
+//! the ones a graph lacks, and stops when its observer fails.
 
 mod lm_support;
 
@@ -162,4 +162,40 @@ fn taps_are_returned_per_step_and_missing_ones_are_named() {
     );
     assert_eq!(obs.steps[2], (GraphKind::Decoder, 0, 2, 2, vec![2 * 2 * 12, 2 * 69]));
     assert_eq!(obs.steps[8], (GraphKind::Backbone, 1, 0, 2, vec![2 * 2 * 16]));
+}
+
+/// Fails when it sees frame `at`.
+struct FailAt {
+    at: usize,
+    seen: Vec<usize>,
+}
+
+impl TapObserver for FailAt {
+    fn frame(&mut self, f: &TappedFrame) -> Result<(), LmError> {
+        self.seen.push(f.index);
+        if f.index == self.at {
+            return Err(LmError::Input(format!("observer stops at frame {}", f.index)));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_observer_error_stops_the_run() {
+    let mut t = tapped(Precision::Fp32);
+    let gp = GenParams {
+        cfg_scale: 1.0,
+        max_audio_length_ms: 6 * 80,
+    };
+    let mut obs = FailAt {
+        at: 2,
+        seen: Vec::new(),
+    };
+    let codes = vec![vec![1i64; t.dims().codebooks]; 7];
+    let err = t
+        .run(&prompt(), &gp, &mut ForcedCodes { frames: &codes }, &mut obs)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("observer stops at frame 2"), "{err}");
+    assert_eq!(obs.seen, [0, 1, 2], "no frame is generated after the error");
 }

@@ -3,11 +3,12 @@
 //! Upstream draws each window's initial Euler state `x₀ ~ N(0, 1)` from torch's
 //! device RNG, which no port can reproduce. Production uses a seeded ChaCha stream
 //! ([`SeededNoise`]); conformance replays the fixture's recorded tensors
-//! ([`RecordedNoise`]).
+//! ([`RecordedNoise`]). Both streams are [`crate::noise`]'s, shared with the sampler.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use rand_distr::{Distribution, StandardNormal};
+use rand_distr::StandardNormal;
+
+pub use crate::noise::Exhausted as NoiseExhausted;
+use crate::noise::{Recorded, Seeded};
 
 /// A source of standard-normal values, consumed window by window.
 pub trait NoiseSource {
@@ -15,66 +16,23 @@ pub trait NoiseSource {
     fn fill(&mut self, out: &mut [f32]) -> Result<(), NoiseExhausted>;
 }
 
-/// A recorded noise stream ran out before the decode finished.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("recorded noise exhausted: {requested} values requested, {remaining} left")]
-pub struct NoiseExhausted {
-    /// Values asked for.
-    pub requested: usize,
-    /// Values that were left.
-    pub remaining: usize,
-}
-
-/// Deterministic Gaussian noise from a seed (ChaCha20, `StandardNormal`).
-#[derive(Debug, Clone)]
-pub struct SeededNoise {
-    rng: ChaCha20Rng,
-}
-
-impl SeededNoise {
-    /// A stream that depends only on `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: ChaCha20Rng::seed_from_u64(seed),
-        }
-    }
-}
-
-impl NoiseSource for SeededNoise {
-    fn fill(&mut self, out: &mut [f32]) -> Result<(), NoiseExhausted> {
-        for v in out {
-            *v = StandardNormal.sample(&mut self.rng);
-        }
-        Ok(())
-    }
-}
+/// Deterministic Gaussian noise from a seed (ChaCha20, `StandardNormal`):
+/// `SeededNoise::new(seed)`.
+pub type SeededNoise = Seeded<StandardNormal>;
 
 /// Replays a recorded tensor (e.g. the fixture's `noise` `[S, 744, 256]`) in order.
-#[derive(Debug, Clone)]
-pub struct RecordedNoise {
-    values: Vec<f32>,
-    pos: usize,
-}
+pub type RecordedNoise = Recorded;
 
-impl RecordedNoise {
-    /// Replays `values` from the start.
-    pub fn new(values: Vec<f32>) -> Self {
-        Self { values, pos: 0 }
+impl NoiseSource for Seeded<StandardNormal> {
+    fn fill(&mut self, out: &mut [f32]) -> Result<(), NoiseExhausted> {
+        self.draw_into(out);
+        Ok(())
     }
 }
 
-impl NoiseSource for RecordedNoise {
+impl NoiseSource for Recorded {
     fn fill(&mut self, out: &mut [f32]) -> Result<(), NoiseExhausted> {
-        let remaining = self.values.len() - self.pos;
-        if out.len() > remaining {
-            return Err(NoiseExhausted {
-                requested: out.len(),
-                remaining,
-            });
-        }
-        out.copy_from_slice(&self.values[self.pos..self.pos + out.len()]);
-        self.pos += out.len();
-        Ok(())
+        self.replay_into(out)
     }
 }
 
@@ -95,21 +53,5 @@ mod tests {
         let mut c = vec![0f32; 4];
         SeededNoise::new(8).fill(&mut c).unwrap();
         assert_ne!(&a[..4], &c[..]);
-    }
-
-    #[test]
-    fn recorded_noise_replays_then_reports_exhaustion() {
-        let mut r = RecordedNoise::new(vec![1.0, 2.0, 3.0]);
-        let mut two = [0f32; 2];
-        r.fill(&mut two).unwrap();
-        assert_eq!(two, [1.0, 2.0]);
-        let err = r.fill(&mut two).unwrap_err();
-        assert_eq!(
-            err,
-            NoiseExhausted {
-                requested: 2,
-                remaining: 1
-            }
-        );
     }
 }

@@ -16,6 +16,7 @@
 use std::error::Error;
 use std::sync::OnceLock;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -119,25 +120,16 @@ pub fn layer_error_png(layers: &LayerErrors, versus: &str) -> Result<Vec<u8>, Pl
     };
     let caption = format!("Per-layer hidden-state relative error, {versus}");
     draw(PER_LAYER_ERROR, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(caption, (FONT, 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(80)
+        let mut chart = chart_builder(root, &caption, 80)
             // A little below the floor, so that the floor's decade is labelled.
             .build_cartesian_2d(-0.5..all.len() as f64 - 0.5, (floor * 0.9..top).log_scale())?;
         let label = |x: &f64| layer_label(*x, nb, all.len());
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(GRID)
+        styled(&mut chart.configure_mesh())
             .x_labels(all.len().min(32))
             .x_label_formatter(&label)
             .y_label_formatter(&|y| format!("{y:.0e}"))
             .x_desc(desc)
             .y_desc("relative error ‖h_B − h_A‖ / ‖h_A‖")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
             .draw()?;
         let stacks = [
             ("backbone", BACKBONE, 0, nb),
@@ -179,30 +171,21 @@ pub fn codebook_agreement_png(
     let limit = gate.map(|(_, l)| l);
     let caption = format!("Per-codebook top-1 agreement (teacher-forced), {versus}");
     draw(CODEBOOK_AGREEMENT, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(caption, (FONT, 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
+        let mut chart = chart_builder(root, &caption, 64)
             // Integer ranges are inclusive: segments 0..=n-1.
             .build_cartesian_2d((0..(n - 1).max(0)).into_segmented(), 0.0..1.2)?;
         let label = |x: &SegmentValue<i32>| match x {
             SegmentValue::CenterOf(k) => k.to_string(),
             _ => String::new(),
         };
-        chart
-            .configure_mesh()
+        styled(&mut chart.configure_mesh())
             .disable_x_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(GRID)
             .x_labels(codebooks.len().max(1))
             .x_label_formatter(&label)
             .y_labels(12)
             .y_label_formatter(&unit_label)
             .x_desc("codebook (0 = backbone head, 1… = decoder heads)")
             .y_desc("fraction of frames with the same argmax")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
             .draw()?;
         // The limit first, so the bars and their values are drawn over it.
         if let Some((name, l)) = gate {
@@ -246,23 +229,13 @@ pub fn greedy_agreement_png(per_frame: &[f64], versus: &str) -> Result<Vec<u8>, 
     let caption = format!("Free-running greedy: identical frames, {versus}");
     let last = per_frame.len().saturating_sub(1).max(1) as f64;
     draw(GREEDY_AGREEMENT, |root| {
-        let mut chart = ChartBuilder::on(root)
-            .caption(caption, (FONT, 24))
-            .margin(16)
-            .x_label_area_size(48)
-            .y_label_area_size(64)
-            .build_cartesian_2d(-0.5..last + 0.5, -0.05..1.1)?;
-        chart
-            .configure_mesh()
-            .light_line_style(WHITE)
-            .bold_line_style(GRID)
+        let mut chart = chart_builder(root, &caption, 64).build_cartesian_2d(-0.5..last + 0.5, -0.05..1.1)?;
+        styled(&mut chart.configure_mesh())
             .x_labels(per_frame.len().clamp(2, 20))
             .x_label_formatter(&|x| whole(*x).map_or_else(String::new, |i| i.to_string()))
             .y_label_formatter(&unit_label)
             .x_desc("frame")
             .y_desc("fraction of prompts with identical frame")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
             .draw()?;
         chart.draw_series(LineSeries::new(points.clone(), BACKBONE.stroke_width(2)))?;
         chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, BACKBONE.filled())))?;
@@ -313,6 +286,31 @@ fn register_font() -> Result<(), String> {
             plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).map_err(invalid)
         })
         .clone()
+}
+
+/// A chart on `root` with the plots' caption, margins and label areas.
+fn chart_builder<'a, 'b, DB: DrawingBackend>(
+    root: &'a DrawingArea<DB, Shift>,
+    caption: &str,
+    y_label_area: u32,
+) -> ChartBuilder<'a, 'b, DB> {
+    let mut builder = ChartBuilder::on(root);
+    builder
+        .caption(caption, (FONT, 24))
+        .margin(16)
+        .x_label_area_size(48)
+        .y_label_area_size(y_label_area);
+    builder
+}
+
+/// The plots' grid and label styles on a mesh.
+fn styled<'m, 'a, 'b, X: Ranged, Y: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, Y, DB> {
+    mesh.light_line_style(WHITE)
+        .bold_line_style(GRID)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
 }
 
 /// A legend box in the given corner.

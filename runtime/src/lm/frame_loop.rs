@@ -20,11 +20,13 @@
 //! Who picks a code is a [`CodePicker`]: [`Sampling`] for generation, a forced
 //! sequence for teacher-forced conformance. Every `generate_frame` result,
 //! including a dropped end frame, is reported to an observer with the logits
-//! behind it (progress bars, conformance traces).
+//! behind it and the taps of its steps (progress bars, conformance traces,
+//! calibration and A/B measurements); [`try_generate`]'s observer may fail
+//! and so stop the loop.
 
 use super::LmError;
 use super::embed::Prompt;
-use super::model::{BackboneOut, HeartMula};
+use super::model::{BackboneOut, HeartMula, TapValues};
 use super::sampler::{NoiseSource, SamplerParams, cfg_mix, sample};
 
 /// Audio duration of one frame.
@@ -130,6 +132,9 @@ pub struct FrameEvent<'a> {
     pub decoder_logits: &'a [Vec<f32>],
     /// Logits handed to the picker per codebook (guided with CFG), each `[V]`.
     pub sampler_logits: &'a [Vec<f32>],
+    /// The tapped outputs of the frame's steps ([`HeartMula::set_taps`]):
+    /// the backbone step, then the decoder's; empty without taps.
+    pub taps: &'a [TapValues],
 }
 
 /// A finished generation.
@@ -163,7 +168,23 @@ pub fn generate(
     picker: &mut dyn CodePicker,
     observer: &mut dyn FnMut(&FrameEvent<'_>),
 ) -> Result<Generation, LmError> {
+    try_generate(lm, prompt, params, picker, &mut |event| {
+        observer(event);
+        Ok(())
+    })
+}
+
+/// [`generate`] with an observer that may fail: its first error ends the loop
+/// and is returned.
+pub fn try_generate(
+    lm: &mut HeartMula,
+    prompt: &Prompt,
+    params: &GenParams,
+    picker: &mut dyn CodePicker,
+    observer: &mut dyn FnMut(&FrameEvent<'_>) -> Result<(), LmError>,
+) -> Result<Generation, LmError> {
     params.validate()?;
+    lm.take_taps();
     let dims = lm.dims();
     let max_extra = params.max_extra_frames();
     let mut st = lm.new_state(params.batch(), prompt.len() + max_extra)?;
@@ -183,6 +204,7 @@ pub fn generate(
         };
         let step = frame_codes(lm, &mut st, &out, params, index, picker)?;
         let end = ends_generation(index, &step.codes[0], dims.audio_eos_id);
+        let taps = lm.take_taps();
         observer(&FrameEvent {
             index,
             max_frames: max_extra + 1,
@@ -191,7 +213,8 @@ pub fn generate(
             backbone: &out,
             decoder_logits: &step.decoder_logits,
             sampler_logits: &step.sampler_logits,
-        });
+            taps: &taps,
+        })?;
         phase = if end {
             Phase::Done(StopReason::EndOfAudio)
         } else {

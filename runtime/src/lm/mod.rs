@@ -22,9 +22,11 @@ pub mod speculative;
 use std::path::PathBuf;
 
 pub use embed::{Embedder, Prompt, Row};
-pub use frame_loop::{CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate};
+pub use frame_loop::{
+    CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate, try_generate,
+};
 pub use kv_cache::{CacheDtype, CacheShape, KvCache};
-pub use model::{BackboneAll, BackboneOut, HeartMula, LmDims, LmFiles, LmState, ScoredFrames};
+pub use model::{BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues};
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
 pub use session::{Optimization, SessionConfig};
 pub use speculative::{

@@ -7,6 +7,11 @@
 //! call, outputs at every position) and [`HeartMula::score_frames`] (every
 //! codebook of several whole frames in one decoder call, the frames folded
 //! into the batch).
+//!
+//! Taps: [`HeartMula::set_taps`] asks every backbone step and decoder walk
+//! step for extra graph outputs (calibration probes, per-layer residual
+//! streams); their values wait in [`HeartMula::take_taps`] until the frame
+//! loop hands them to its observer.
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +39,28 @@ pub struct LmDims {
     pub empty_id: i64,
     /// Backbone positions available (RoPE table and cache limit).
     pub max_seq_len: usize,
+}
+
+/// Which graph a step ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GraphKind {
+    /// `backbone.onnx`.
+    Backbone,
+    /// `decoder.onnx`.
+    Decoder,
+}
+
+/// The tapped outputs of one graph step ([`HeartMula::set_taps`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TapValues {
+    /// The graph that ran.
+    pub graph: GraphKind,
+    /// Decoder: the codebook whose logits the step produced (1..); backbone: 0.
+    pub codebook: usize,
+    /// Batch rows × new positions of the step.
+    pub rows: usize,
+    /// The taps' values, flattened f32, in the order they were asked for.
+    pub values: Vec<Vec<f32>>,
 }
 
 /// Chooses codebook `k`'s code per batch row from its raw decoder logits `[B, V]`.
@@ -164,6 +191,9 @@ pub struct HeartMula {
     decoder: StackGraph,
     embedder: Embedder,
     dims: LmDims,
+    backbone_taps: Vec<String>,
+    decoder_taps: Vec<String>,
+    tapped: Vec<TapValues>,
 }
 
 impl HeartMula {
@@ -236,6 +266,9 @@ impl HeartMula {
                 empty_id: gen_cfg.empty_id,
                 max_seq_len: cfg.backbone.max_seq_len,
             },
+            backbone_taps: Vec::new(),
+            decoder_taps: Vec::new(),
+            tapped: Vec::new(),
         })
     }
 
@@ -247,6 +280,79 @@ impl HeartMula {
     /// The embedding tables.
     pub fn embedder(&self) -> &Embedder {
         &self.embedder
+    }
+
+    /// Every output name of graph `kind`.
+    pub fn outputs(&self, kind: GraphKind) -> Vec<String> {
+        self.graph(kind).output_names()
+    }
+
+    /// Asks every step of graph `kind` in [`Self::backbone_step`] (and so
+    /// prefill and feeding) or [`Self::decode_frame`] for the outputs `names`
+    /// too, kept for [`Self::take_taps`]; an error names the first one the
+    /// graph does not have. The scoring steps take no taps.
+    pub fn set_taps(&mut self, kind: GraphKind, names: Vec<String>) -> Result<(), LmError> {
+        let graph = self.graph(kind);
+        if let Some(missing) = names.iter().find(|n| !graph.has_output(n)) {
+            return Err(LmError::Engine {
+                path: graph.path().to_path_buf(),
+                message: format!("graph has no output `{missing}` to tap"),
+            });
+        }
+        match kind {
+            GraphKind::Backbone => self.backbone_taps = names,
+            GraphKind::Decoder => self.decoder_taps = names,
+        }
+        Ok(())
+    }
+
+    /// The taps asked of graph `kind`, in order.
+    pub fn taps(&self, kind: GraphKind) -> &[String] {
+        match kind {
+            GraphKind::Backbone => &self.backbone_taps,
+            GraphKind::Decoder => &self.decoder_taps,
+        }
+    }
+
+    /// The tapped outputs of the steps run since the last call, in step order.
+    pub fn take_taps(&mut self) -> Vec<TapValues> {
+        std::mem::take(&mut self.tapped)
+    }
+
+    fn graph(&self, kind: GraphKind) -> &StackGraph {
+        match kind {
+            GraphKind::Backbone => &self.backbone,
+            GraphKind::Decoder => &self.decoder,
+        }
+    }
+
+    /// One step of graph `kind` returning the outputs `main`; with taps set,
+    /// asks for them too and keeps their values for [`Self::take_taps`].
+    fn tapped_step(
+        &mut self,
+        kind: GraphKind,
+        cache: &mut KvCache,
+        (embeds, s): (&[f32], usize),
+        codebook: usize,
+        main: &[&str],
+    ) -> Result<Vec<Vec<f32>>, LmError> {
+        let (graph, taps, codebook_input) = match kind {
+            GraphKind::Backbone => (&mut self.backbone, &self.backbone_taps, None),
+            GraphKind::Decoder => (&mut self.decoder, &self.decoder_taps, Some(codebook as i64)),
+        };
+        if taps.is_empty() {
+            return graph.step(cache, embeds, s, codebook_input, main);
+        }
+        let names: Vec<&str> = main.iter().copied().chain(taps.iter().map(String::as_str)).collect();
+        let mut out = graph.step(cache, embeds, s, codebook_input, &names)?;
+        let values = out.split_off(main.len());
+        self.tapped.push(TapValues {
+            graph: kind,
+            codebook,
+            rows: cache.shape().batch * s,
+            values,
+        });
+        Ok(out)
     }
 
     /// Checks that the graphs have the per-position outputs the scoring steps
@@ -347,9 +453,8 @@ impl HeartMula {
 
     /// A backbone step over `s` rows of summed embeddings `[B, s, D]`.
     pub fn backbone_step(&mut self, st: &mut LmState, embeds: &[f32], s: usize) -> Result<BackboneOut, LmError> {
-        let mut out = self
-            .backbone
-            .step(&mut st.backbone, embeds, s, None, &[io::HIDDEN, io::C0_LOGITS])?;
+        let main = [io::HIDDEN, io::C0_LOGITS];
+        let mut out = self.tapped_step(GraphKind::Backbone, &mut st.backbone, (embeds, s), 0, &main)?;
         let c0_logits = out.pop().unwrap_or_default();
         let hidden = out.pop().unwrap_or_default();
         Ok(BackboneOut { hidden, c0_logits })
@@ -383,9 +488,7 @@ impl HeartMula {
         }
         let mut s = 2;
         for k in 1..self.dims.codebooks {
-            let mut out = self
-                .decoder
-                .step(&mut st.decoder, &embeds, s, Some(k as i64), &[io::LOGITS])?;
+            let mut out = self.tapped_step(GraphKind::Decoder, &mut st.decoder, (&embeds, s), k, &[io::LOGITS])?;
             let logits = out.pop().unwrap_or_default();
             let chosen = pick(k, &logits)?;
             if chosen.len() != batch {

@@ -4,14 +4,14 @@
 //!
 //! The race is exact categorical sampling, so any noise source gives the
 //! reference distribution; conformance injects the reference's recorded `q`
-//! through [`RecordedNoise`] and reproduces its codes exactly. The same
+//! through [`RecordedNoise`] and reproduces its codes exactly. The streams
+//! themselves are [`crate::noise`]'s, shared with the codec. The same
 //! probabilities ([`top_k_probs`]) serve speculative acceptance tests.
 
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use rand_distr::{Distribution, Exp1};
+use rand_distr::Exp1;
 
 use super::LmError;
+use crate::noise::{Recorded, Seeded};
 
 /// Sampling knobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,57 +44,23 @@ pub trait NoiseSource {
     fn fill_exponential(&mut self, q: &mut [f32]) -> Result<(), LmError>;
 }
 
-/// Seeded ChaCha20 stream of Exp(1) draws (reproducible across platforms).
-#[derive(Debug, Clone)]
-pub struct SeededNoise {
-    rng: ChaCha20Rng,
-}
-
-impl SeededNoise {
-    /// A stream from `seed`.
-    pub fn new(seed: u64) -> Self {
-        Self {
-            rng: ChaCha20Rng::seed_from_u64(seed),
-        }
-    }
-}
-
-impl NoiseSource for SeededNoise {
-    fn fill_exponential(&mut self, q: &mut [f32]) -> Result<(), LmError> {
-        for v in q {
-            *v = Exp1.sample(&mut self.rng);
-        }
-        Ok(())
-    }
-}
+/// Seeded ChaCha20 stream of Exp(1) draws (reproducible across platforms):
+/// `SeededNoise::new(seed)`.
+pub type SeededNoise = Seeded<Exp1>;
 
 /// Replays recorded noise: one vocab-sized row per sampling decision, in order.
-#[derive(Debug, Clone)]
-pub struct RecordedNoise {
-    rows: Vec<f32>,
-    next: usize,
-}
+pub type RecordedNoise = Recorded;
 
-impl RecordedNoise {
-    /// Noise rows laid out back to back (`n_decisions × vocab`).
-    pub fn new(rows: Vec<f32>) -> Self {
-        Self { rows, next: 0 }
+impl NoiseSource for Seeded<Exp1> {
+    fn fill_exponential(&mut self, q: &mut [f32]) -> Result<(), LmError> {
+        self.draw_into(q);
+        Ok(())
     }
 }
 
-impl NoiseSource for RecordedNoise {
+impl NoiseSource for Recorded {
     fn fill_exponential(&mut self, q: &mut [f32]) -> Result<(), LmError> {
-        let end = self.next + q.len();
-        let src = self.rows.get(self.next..end).ok_or_else(|| {
-            LmError::Input(format!(
-                "recorded noise exhausted: {} values, decision needs {}..{end}",
-                self.rows.len(),
-                self.next
-            ))
-        })?;
-        q.copy_from_slice(src);
-        self.next = end;
-        Ok(())
+        self.replay_into(q).map_err(|e| LmError::Input(e.to_string()))
     }
 }
 
