@@ -276,14 +276,14 @@ fn encode_png(rgb: &[u8], (w, h): (u32, u32)) -> Result<Vec<u8>, png::EncodingEr
     Ok(out)
 }
 
-/// Registers DejaVu Sans (regular and bold) as [`FONT`] once per process.
+/// Registers DejaVu Sans as [`FONT`] once per process (every text is in its
+/// normal style, the fallback for any other).
 fn register_font() -> Result<(), String> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     REGISTERED
         .get_or_init(|| {
-            let invalid = |_| "the embedded DejaVu Sans font does not parse".to_string();
-            plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).map_err(invalid)?;
-            plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold()).map_err(invalid)
+            plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular())
+                .map_err(|_| "the embedded DejaVu Sans font does not parse".to_string())
         })
         .clone()
 }
