@@ -17,10 +17,12 @@
 //!
 //! `floor ms/frame = bytes / bandwidth`. Weight bytes follow one rule per
 //! precision, [`matrix_bytes`]; norms and biases stay f32 at every precision
-//! (the exporter stores them so). Every matrix, the heads included, is counted
-//! at the engine precision: profiles that keep the heads dense (fp4, int4) read
-//! more than this floor, a small share at the real size but most of int4's
-//! bytes at the synthesized small size (f32 heads: 0.27 of 0.41 GB a frame).
+//! (the exporter stores them so). Every matrix is counted at the engine
+//! precision but the two heads, which [`LmRoofline::from_manifest`] counts at
+//! the precision the build profile stores them ([`head_precision`]): the fp4,
+//! int4 and int8 profiles keep them dense, a small share of the bytes at the
+//! real size but most of int4's at the synthesized small size (f32 heads: 0.27
+//! of 0.41 GB a frame).
 //! The codec's costs live in [`super::codec_cost`] and use the same byte rule.
 
 use heart::config::{FlavorParams, MulaConfig};
@@ -177,6 +179,10 @@ pub struct LmWeights {
     pub backbone: Weights,
     /// Decoder stack, `projection` and one `audio_head` slice (read once per decoder call).
     pub decoder_call: Weights,
+    /// `codebook0_head` (also counted in `backbone`).
+    pub backbone_head: Matrix,
+    /// One `audio_head` slice (also counted in `decoder_call`).
+    pub audio_head: Matrix,
     /// Decoder calls per frame (`n_codebooks − 1`).
     pub decoder_calls: usize,
     /// Embedding rows gathered per frame (f32 rows of `embed_dim`).
@@ -193,14 +199,15 @@ impl LmWeights {
             model.audio_vocab_size,
             model.audio_num_codebooks,
         );
-        let backbone = llama_stack(&model.backbone).with(&[Matrix::new(v, d)]);
-        let decoder_call = llama_stack(&model.decoder).with(&[
-            Matrix::new(model.decoder.embed_dim, d),
-            Matrix::new(v, model.decoder.embed_dim),
-        ]);
+        let backbone_head = Matrix::new(v, d);
+        let audio_head = Matrix::new(v, model.decoder.embed_dim);
+        let backbone = llama_stack(&model.backbone).with(&[backbone_head]);
+        let decoder_call = llama_stack(&model.decoder).with(&[Matrix::new(model.decoder.embed_dim, d), audio_head]);
         Self {
             backbone,
             decoder_call,
+            backbone_head,
+            audio_head,
             decoder_calls: n_cb - 1,
             embedding_rows: (2 * n_cb - 1) as u64,
             embed_dim: d as u64,
@@ -264,6 +271,9 @@ pub struct LmRoofline {
     pub weights: LmWeights,
     /// Precision the weights are stored at.
     pub precision: Precision,
+    /// Precision of the two heads: `precision`, or the compute dtype when the
+    /// build profile keeps them dense (fp4, int4, int8 profiles do).
+    pub head_precision: Precision,
     /// Bytes per KV-cache element ([`kv_elem_bytes`] by default).
     pub kv_elem_bytes: u64,
     /// Batch rows (2 with CFG, 1 without).
@@ -280,6 +290,7 @@ impl LmRoofline {
         Self {
             weights: LmWeights::new(model),
             precision,
+            head_precision: precision,
             kv_elem_bytes: kv_elem_bytes(precision),
             batch,
             backbone: model.backbone,
@@ -288,8 +299,13 @@ impl LmRoofline {
     }
 
     /// The roofline of an engine folder's LM, from its manifest.
+    /// Heads are counted at the precision the engine's build profile stores
+    /// them (see [`head_precision`]).
     pub fn from_manifest(manifest: &Manifest, batch: usize) -> Self {
-        Self::new(&manifest.model, manifest.precision, batch)
+        Self {
+            head_precision: head_precision(manifest),
+            ..Self::new(&manifest.model, manifest.precision, batch)
+        }
     }
 
     /// Bytes of one frame whose backbone attends over `backbone_positions`
@@ -299,13 +315,50 @@ impl LmRoofline {
     pub fn frame_bytes(&self, backbone_positions: usize) -> FrameBytes {
         let w = &self.weights;
         let calls = w.decoder_calls;
+        // The heads are inside `backbone` / `decoder_call` at `precision`;
+        // swap their bytes for the bytes at `head_precision`.
+        let head = |m: Matrix| matrix_bytes(self.head_precision, m) as i64 - matrix_bytes(self.precision, m) as i64;
+        let backbone = w.backbone.bytes(self.precision) as i64 + head(w.backbone_head);
+        let decoder_call = w.decoder_call.bytes(self.precision) as i64 + head(w.audio_head);
         FrameBytes {
-            backbone_weights: w.backbone.bytes(self.precision),
-            decoder_weights: calls as u64 * w.decoder_call.bytes(self.precision),
+            backbone_weights: backbone as u64,
+            decoder_weights: calls as u64 * decoder_call as u64,
             embeddings: w.embedding_rows * w.embed_dim * F32_BYTES,
             backbone_kv: kv_read_bytes(&self.backbone, backbone_positions, self.batch, self.kv_elem_bytes),
             decoder_kv: calls as u64 * kv_read_bytes(&self.decoder, calls + 1, self.batch, self.kv_elem_bytes),
         }
+    }
+}
+
+/// The precision an engine stores its heads at: the engine precision when its
+/// build profile quantizes `codebook0_head` and `audio_head` (or it records no
+/// profile), else the profile's compute dtype (`[lm] compute`, fp32 unless
+/// it says fp16).
+pub fn head_precision(manifest: &Manifest) -> Precision {
+    match &manifest.build_profile {
+        Some(profile) => profile_head_precision(&profile.text, manifest.precision),
+        None => manifest.precision,
+    }
+}
+
+/// [`head_precision`] from a build profile's TOML text and the engine precision.
+pub fn profile_head_precision(profile: &str, precision: Precision) -> Precision {
+    let Ok(text) = profile.parse::<toml::Table>() else {
+        return precision;
+    };
+    let lm = text.get("lm").and_then(toml::Value::as_table);
+    let quantized = |group: &str| {
+        lm.and_then(|t| t.get("quantize"))
+            .and_then(toml::Value::as_array)
+            .is_some_and(|groups| groups.iter().any(|g| g.as_str() == Some(group)))
+    };
+    if quantized("codebook0_head") && quantized("audio_head") {
+        return precision;
+    }
+    match lm.and_then(|t| t.get("compute")).and_then(toml::Value::as_str) {
+        Some("fp16") => Precision::Fp16,
+        Some("fp32") => Precision::Fp32,
+        _ => precision,
     }
 }
 
@@ -328,6 +381,29 @@ pub fn percent_of_floor(floor_ms: f64, measured_ms: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dense_heads_are_counted_at_the_compute_dtype() {
+        let int4 = "[lm]\nprecision = \"int4\"\ncompute = \"fp32\"\nquantize = [\"backbone.mlp\", \"projection\"]\n";
+        assert_eq!(profile_head_precision(int4, Precision::Int4), Precision::Fp32);
+        let heads = "[lm]\ncompute = \"fp32\"\nquantize = [\"backbone.mlp\", \"codebook0_head\", \"audio_head\"]\n";
+        assert_eq!(profile_head_precision(heads, Precision::Int4), Precision::Int4);
+        let fp4 = "[lm]\ncompute = \"fp16\"\nquantize = [\"backbone.mlp\"]\n";
+        assert_eq!(profile_head_precision(fp4, Precision::Fp4), Precision::Fp16);
+        assert_eq!(profile_head_precision("not toml [", Precision::Fp8), Precision::Fp8);
+
+        let model = heartmula_3b();
+        let same = LmRoofline::new(&model, Precision::Int4, 2);
+        let dense = LmRoofline {
+            head_precision: Precision::Fp32,
+            ..same.clone()
+        };
+        let (a, b) = (same.frame_bytes(0), dense.frame_bytes(0));
+        let w = &same.weights;
+        let delta = |m: Matrix| matrix_bytes(Precision::Fp32, m) - matrix_bytes(Precision::Int4, m);
+        assert_eq!(b.backbone_weights - a.backbone_weights, delta(w.backbone_head));
+        assert_eq!(b.decoder_weights - a.decoder_weights, 7 * delta(w.audio_head));
+    }
     use heart::config::RawMulaConfig;
 
     /// The released HeartMuLa-oss-3B configuration (spec §1).
