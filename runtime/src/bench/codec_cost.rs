@@ -204,7 +204,7 @@ pub fn scalar_decoder_weights(cfg: &CodecConfig) -> Weights {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use heart::precision::Precision;
 

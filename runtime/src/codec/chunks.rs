@@ -116,19 +116,9 @@ pub fn computed_frames(spans: &[ChunkSpan]) -> usize {
 mod tests {
     use super::*;
 
-    fn config(json: serde_json::Value) -> CodecConfig {
-        serde_json::from_value(json).unwrap()
-    }
-
+    /// HeartCodec-oss's released config (shared with the cost model's tests).
     fn released() -> CodecConfig {
-        config(serde_json::json!({
-            "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
-            "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24, "num_layers": 24,
-            "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000, "num_samples": 2,
-            "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
-            "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
-            "init_channel": 64, "res_kernel_size": 7
-        }))
+        crate::bench::codec_cost::tests::heartcodec_oss()
     }
 
     fn chunk(n: usize) -> NonZeroUsize {
