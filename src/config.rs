@@ -138,6 +138,24 @@ pub struct MulaConfig {
 }
 
 impl MulaConfig {
+    /// The released HeartMuLa-oss-3B configuration (spec §1): the built-in
+    /// `llama-3B` backbone and `llama-300M` decoder, 128,256 text tokens, 8
+    /// codebooks of 8197 audio tokens.
+    pub fn heartmula_oss_3b() -> Self {
+        let raw = RawMulaConfig {
+            backbone_flavor: "llama-3B".into(),
+            decoder_flavor: "llama-300M".into(),
+            text_vocab_size: 128_256,
+            audio_vocab_size: 8197,
+            audio_num_codebooks: 8,
+            muq_dim: 512,
+            torch_dtype: None,
+            dtype: None,
+            tiny_flavors: BTreeMap::new(),
+        };
+        Self::resolve(raw).expect("the built-in flavors resolve (tested)")
+    }
+
     /// Reads and resolves a HeartMuLa `config.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let raw: RawMulaConfig = read_json(path)?;
@@ -293,6 +311,33 @@ pub struct CodecConfig {
 }
 
 impl CodecConfig {
+    /// The released HeartCodec-oss `config.json` (spec §1).
+    pub fn heartcodec_oss() -> Self {
+        Self {
+            dim: 512,
+            codebook_size: 8192,
+            codebook_dim: 32,
+            num_quantizers: 8,
+            attention_head_dim: 64,
+            in_channels: 1024,
+            num_attention_heads: 24,
+            num_layers: 24,
+            num_layers_2: 6,
+            out_channels: 256,
+            sample_rate: 48_000,
+            num_samples: 2,
+            upsample_factors: vec![5, 4, 4, 4, 3],
+            upsample_kernel_sizes: vec![10, 8, 8, 8, 6],
+            latent_hidden_dim: 128,
+            default_kernel_size: 7,
+            delay_kernel_size: 5,
+            init_channel: 64,
+            res_kernel_size: 7,
+        }
+    }
+}
+
+impl CodecConfig {
     /// Reads a HeartCodec `config.json` and checks the constraints upstream's
     /// `detokenize` imposes (spec §4, fixture README).
     pub fn from_file(path: &Path) -> Result<Self> {
@@ -403,6 +448,26 @@ fn describe_json_error(e: &serde_json::Error, text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn released_configs_match_their_config_json() {
+        let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
+            "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
+            "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512
+        }))
+        .unwrap();
+        assert_eq!(MulaConfig::heartmula_oss_3b(), MulaConfig::resolve(raw).unwrap());
+        let codec: CodecConfig = serde_json::from_value(serde_json::json!({
+            "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
+            "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24, "num_layers": 24,
+            "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000, "num_samples": 2,
+            "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
+            "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
+            "init_channel": 64, "res_kernel_size": 7
+        }))
+        .unwrap();
+        assert_eq!(CodecConfig::heartcodec_oss(), codec);
+    }
 
     #[test]
     fn builtin_flavors_match_spec() {

@@ -16,9 +16,8 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Parser;
-use heart::config::{CodecConfig, MulaConfig, RawMulaConfig};
+use heart::config::{CodecConfig, MulaConfig};
 use heart::precision::Precision;
 use heart_runtime::bench::codec_cost::{
     ESTIMATOR_BATCH, EstimatorWeights, WINDOW_LATENT_FRAMES, latent_frames_per_second, scalar_decoder_weights,
@@ -66,11 +65,11 @@ fn main() -> anyhow::Result<()> {
     let threads = args.threads.unwrap_or(defaults.threads);
     let mula = match &args.mula_config {
         Some(path) => MulaConfig::from_file(path)?,
-        None => heartmula_3b()?,
+        None => MulaConfig::heartmula_oss_3b(),
     };
     let codec = match &args.codec_config {
         Some(path) => CodecConfig::from_file(path)?,
-        None => heartcodec_oss()?,
+        None => CodecConfig::heartcodec_oss(),
     };
 
     // Smoke run: 3 MiB of arrays (in cache), one repeat, 1000 FMA rounds.
@@ -183,24 +182,4 @@ fn codec_table(codec: &CodecConfig, read_gb_s: f64, gflop_s: f64) -> String {
 
 fn gb(bytes: u64) -> String {
     format!("{:.3}", bytes as f64 / 1e9)
-}
-
-fn heartmula_3b() -> anyhow::Result<MulaConfig> {
-    let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
-        "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
-        "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512
-    }))?;
-    MulaConfig::resolve(raw).map_err(anyhow::Error::msg)
-}
-
-fn heartcodec_oss() -> anyhow::Result<CodecConfig> {
-    serde_json::from_value(serde_json::json!({
-        "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
-        "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24, "num_layers": 24,
-        "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000, "num_samples": 2,
-        "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
-        "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
-        "init_channel": 64, "res_kernel_size": 7
-    }))
-    .context("the built-in HeartCodec-oss config")
 }

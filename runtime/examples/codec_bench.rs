@@ -36,16 +36,6 @@ use ndarray::Array2;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// The released HeartCodec config (spec §1).
-const FULL_CONFIG: &str = r#"{
-  "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
-  "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24,
-  "num_layers": 24, "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000,
-  "num_samples": 2, "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
-  "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
-  "init_channel": 64, "res_kernel_size": 7
-}"#;
-
 #[derive(Parser)]
 struct Args {
     /// Work folder for the synthesized checkpoint and engine (default: a temp dir).
@@ -144,7 +134,7 @@ fn main() -> anyhow::Result<()> {
 /// Synthesizes the checkpoint of `args` under `work` and exports its engine;
 /// returns the engine folder and the codec config.
 fn build_engine(args: &Args, work: &Path) -> anyhow::Result<(PathBuf, CodecConfig)> {
-    let mut cfg: CodecConfig = serde_json::from_str(FULL_CONFIG)?;
+    let mut cfg = CodecConfig::heartcodec_oss();
     cfg.num_layers = args.layers;
     cfg.num_layers_2 = args.layers2;
     let (ckpt_dir, engine_dir) = (work.join("checkpoint"), work.join("engine"));

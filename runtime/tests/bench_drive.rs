@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use heart::config::{CodecConfig, MulaConfig, RawMulaConfig};
+use heart::config::{CodecConfig, MulaConfig};
 use heart::precision::Precision;
 use heart_runtime::bench::codec_cost::WINDOW_LATENT_FRAMES;
 use heart_runtime::bench::roofline::memory_floor_ms;
@@ -59,27 +59,6 @@ impl FrameStepper for FakeLm {
     }
 }
 
-fn heartmula_3b() -> MulaConfig {
-    let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
-        "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
-        "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512
-    }))
-    .unwrap();
-    MulaConfig::resolve(raw).unwrap()
-}
-
-fn heartcodec_oss() -> CodecConfig {
-    serde_json::from_value(serde_json::json!({
-        "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
-        "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24, "num_layers": 24,
-        "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000, "num_samples": 2,
-        "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
-        "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
-        "init_channel": 64, "res_kernel_size": 7
-    }))
-    .unwrap()
-}
-
 #[test]
 fn lm_driver_calls_in_plan_order_and_names_every_row() {
     let mut lm = FakeLm::default();
@@ -126,7 +105,7 @@ fn lm_driver_calls_in_plan_order_and_names_every_row() {
 #[test]
 fn lm_floors_come_from_the_roofline_at_each_position() {
     let floor = LmFloor {
-        roofline: LmRoofline::new(&heartmula_3b(), Precision::Fp32, 2),
+        roofline: LmRoofline::new(&MulaConfig::heartmula_oss_3b(), Precision::Fp32, 2),
         bandwidth_gb_s: 273.0,
     };
     let plan = LmPlan {
@@ -198,7 +177,7 @@ impl CodecStepper for FakeCodec {
 
 #[test]
 fn codec_driver_rows_floors_and_audio_scaling() {
-    let cfg = heartcodec_oss();
+    let cfg = CodecConfig::heartcodec_oss();
     let plan = CodecPlan::new(&cfg, Repeats::new(2, 3), 10);
     assert_eq!((plan.window_latent_frames, plan.hop_latent_frames), (744, 640));
     let floor = CodecFloor {
@@ -239,7 +218,7 @@ fn codec_driver_rows_floors_and_audio_scaling() {
 fn codec_driver_refuses_an_empty_plan() {
     let plan = CodecPlan {
         flow_steps: 0,
-        ..CodecPlan::new(&heartcodec_oss(), Repeats::new(0, 1), 10)
+        ..CodecPlan::new(&CodecConfig::heartcodec_oss(), Repeats::new(0, 1), 10)
     };
     let err = bench_codec(&mut FakeCodec::default(), &plan, None)
         .unwrap_err()

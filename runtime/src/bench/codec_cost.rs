@@ -204,26 +204,13 @@ pub fn scalar_decoder_weights(cfg: &CodecConfig) -> Weights {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use heart::precision::Precision;
 
-    /// HeartCodec-oss `config.json` (spec §1).
-    pub(crate) fn heartcodec_oss() -> CodecConfig {
-        serde_json::from_value(serde_json::json!({
-            "dim": 512, "codebook_size": 8192, "codebook_dim": 32, "num_quantizers": 8,
-            "attention_head_dim": 64, "in_channels": 1024, "num_attention_heads": 24, "num_layers": 24,
-            "num_layers_2": 6, "out_channels": 256, "sample_rate": 48000, "num_samples": 2,
-            "upsample_factors": [5, 4, 4, 4, 3], "upsample_kernel_sizes": [10, 8, 8, 8, 6],
-            "latent_hidden_dim": 128, "default_kernel_size": 7, "delay_kernel_size": 5,
-            "init_channel": 64, "res_kernel_size": 7
-        }))
-        .unwrap()
-    }
-
     #[test]
     fn estimator_parameters_match_spec_section_8() {
-        let w = EstimatorWeights::new(&heartcodec_oss());
+        let w = EstimatorWeights::new(&CodecConfig::heartcodec_oss());
         assert_eq!(w.all().params(), 1_486_920_192);
         // adaln_single + adaln_single_2.
         assert_eq!(w.per_call.params(), 17_313_792 + 67_657_728);
@@ -237,7 +224,7 @@ pub(crate) mod tests {
 
     #[test]
     fn estimator_step_flops_hand_worked() {
-        let w = EstimatorWeights::new(&heartcodec_oss());
+        let w = EstimatorWeights::new(&CodecConfig::heartcodec_oss());
         let per_token = 2 * 1_401_487_360u64 * 744 * 2;
         let per_call = 2 * (84_971_520u64 - 36_864) * 2;
         let attention = 4 * 744 * 744 * 55_296u64 * 2;
@@ -248,7 +235,7 @@ pub(crate) mod tests {
 
     #[test]
     fn scalar_decoder_cost_hand_worked() {
-        let cfg = heartcodec_oss();
+        let cfg = CodecConfig::heartcodec_oss();
         // Folded weights = stored 83,784,821 minus the 25,857 weight-norm gains (spec §8).
         assert_eq!(scalar_decoder_weights(&cfg).params(), 83_784_821 - 25_857);
         // decoder.0 + 5 up-convs + 25 residual units + post-processor + final conv (see module doc).

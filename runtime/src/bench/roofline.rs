@@ -392,7 +392,7 @@ mod tests {
         assert_eq!(profile_head_precision(fp4, Precision::Fp4), Precision::Fp16);
         assert_eq!(profile_head_precision("not toml [", Precision::Fp8), Precision::Fp8);
 
-        let model = heartmula_3b();
+        let model = MulaConfig::heartmula_oss_3b();
         let same = LmRoofline::new(&model, Precision::Int4, 2);
         let dense = LmRoofline {
             head_precision: Precision::Fp32,
@@ -404,17 +404,6 @@ mod tests {
         assert_eq!(b.backbone_weights - a.backbone_weights, delta(w.backbone_head));
         assert_eq!(b.decoder_weights - a.decoder_weights, 7 * delta(w.audio_head));
     }
-    use heart::config::RawMulaConfig;
-
-    /// The released HeartMuLa-oss-3B configuration (spec §1).
-    fn heartmula_3b() -> MulaConfig {
-        let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
-            "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
-            "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512
-        }))
-        .unwrap();
-        MulaConfig::resolve(raw).unwrap()
-    }
 
     #[test]
     fn parameter_counts_match_spec_section_8() {
@@ -424,7 +413,7 @@ mod tests {
         assert_eq!(llama_stack(&b).params(), 2_818_747_392);
         assert_eq!(llama_layer(&d).params(), 103_815_168);
         assert_eq!(llama_stack(&d).params(), 311_448_576);
-        let w = LmWeights::new(&heartmula_3b());
+        let w = LmWeights::new(&MulaConfig::heartmula_oss_3b());
         // backbone + codebook0_head; decoder + projection + one of 7 audio_head slices.
         assert_eq!(w.backbone.params(), 2_818_747_392 + 25_181_184);
         assert_eq!(w.decoder_call.params(), 311_448_576 + 9_437_184 + 176_268_288 / 7);
@@ -456,7 +445,7 @@ mod tests {
 
     #[test]
     fn frame_bytes_of_the_3b_model() {
-        let model = heartmula_3b();
+        let model = MulaConfig::heartmula_oss_3b();
         let fp32 = LmRoofline::new(&model, Precision::Fp32, 2).frame_bytes(0);
         // Every parameter at 4 bytes: 4 × (2,818,747,392 + 25,181,184).
         assert_eq!(fp32.backbone_weights, 11_375_714_304);
@@ -497,11 +486,11 @@ mod tests {
 
     #[test]
     fn backbone_kv_grows_linearly_with_position() {
-        let r = LmRoofline::new(&heartmula_3b(), Precision::Fp32, 2);
+        let r = LmRoofline::new(&MulaConfig::heartmula_oss_3b(), Precision::Fp32, 2);
         // 2 · 28 layers · 8 kv heads · 128 · 2048 positions · 4 B · 2 rows.
         assert_eq!(r.frame_bytes(2048).backbone_kv, 939_524_096);
         assert_eq!(r.frame_bytes(1024).backbone_kv * 2, r.frame_bytes(2048).backbone_kv);
-        let fp16 = LmRoofline::new(&heartmula_3b(), Precision::Fp16, 1);
+        let fp16 = LmRoofline::new(&MulaConfig::heartmula_oss_3b(), Precision::Fp16, 1);
         assert_eq!(fp16.frame_bytes(2048).backbone_kv, 939_524_096 / 4);
     }
 

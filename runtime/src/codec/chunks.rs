@@ -116,11 +116,6 @@ pub fn computed_frames(spans: &[ChunkSpan]) -> usize {
 mod tests {
     use super::*;
 
-    /// HeartCodec-oss's released config (shared with the cost model's tests).
-    fn released() -> CodecConfig {
-        crate::bench::codec_cost::tests::heartcodec_oss()
-    }
-
     fn chunk(n: usize) -> NonZeroUsize {
         NonZeroUsize::new(n).unwrap()
     }
@@ -131,14 +126,17 @@ mod tests {
         // ×5: 3·5+150 = 165; ×4: 166·4+150 = 814; ×4: 3410; ×4: 13794; ×3: 41535;
         // post-processor ×2 + 6 = 83076; final conv + 6 = 83082 samples
         // = 43.27 frames of 1920 samples → 44.
-        assert_eq!(DecoderContext::of(&released()), DecoderContext { left: 44, right: 2 });
+        assert_eq!(
+            DecoderContext::of(&CodecConfig::heartcodec_oss()),
+            DecoderContext { left: 44, right: 2 }
+        );
     }
 
     #[test]
     fn fixture_context_hand_worked() {
         // tiny-a codec: strides 3, 2, num_samples 2 (12 samples per frame).
         // 3·3+150 = 159; 160·2+150 = 470; 470·2+6 = 946; +6 = 952 → ⌈952/12⌉ = 80.
-        let mut cfg = released();
+        let mut cfg = CodecConfig::heartcodec_oss();
         cfg.upsample_factors = vec![3, 2];
         cfg.upsample_kernel_sizes = vec![6, 4];
         cfg.sample_rate = 300;
@@ -147,7 +145,7 @@ mod tests {
 
     #[test]
     fn released_window_plan() {
-        let ctx = DecoderContext::of(&released());
+        let ctx = DecoderContext::of(&CodecConfig::heartcodec_oss());
         let spans = plan_chunks(744, DEFAULT_CHUNK_LATENTS, ctx);
         let inputs: Vec<_> = spans.iter().map(|s| s.input.clone()).collect();
         assert_eq!(inputs, [0..258, 212..514, 468..744]);
