@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 bash scripts/setup-ort.sh
-cargo build --release --quiet -p heart-build -p heart-runtime
+cargo build --release --quiet -p heart-build -p heart-run
 bin=target/release
 
 size="${HEART_SIZE:-small}"

@@ -155,6 +155,26 @@ pub mod io {
     }
 }
 
+/// Input/output names of the two codec graphs.
+///
+/// `flow_estimator.onnx`: `x` f32 `[B, T, in_channels]` (channel concat of the
+/// Euler state, the in-context latents and `mu`), `timestep` f32 `[B]` →
+/// `velocity` f32 `[B, T, out_channels]`. `scalar_decoder.onnx`: `latents` f32
+/// `[N, latent_hidden_dim, T]` → `audio` f32 `[N, 1, T · samples_per_latent]`
+/// (`N` = audio channels).
+pub mod codec_io {
+    /// Estimator input: channel concat `[B, T, in_channels]`.
+    pub const ESTIMATOR_INPUT: &str = "x";
+    /// Estimator input: flow time per batch row `[B]`.
+    pub const ESTIMATOR_TIMESTEP: &str = "timestep";
+    /// Estimator output `[B, T, out_channels]`.
+    pub const ESTIMATOR_OUTPUT: &str = "velocity";
+    /// Scalar decoder input `[N, latent_hidden_dim, T]`.
+    pub const DECODER_INPUT: &str = "latents";
+    /// Scalar decoder output `[N, 1, T · samples_per_latent]`.
+    pub const DECODER_OUTPUT: &str = "audio";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

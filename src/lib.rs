@@ -6,6 +6,10 @@
 //! - [`tensors`]: expected tensor names and shapes per config; checkpoint validation.
 //! - [`prompt`]: text tokenizer and HeartMuLa prompt construction.
 //! - [`fixture`]: reader for golden-fixture folders and tolerance comparisons.
+//! - [`geometry`]: the 80 ms frame and HeartCodec's window geometry.
+//! - [`cost`]: the cost model (bytes per LM frame, codec FLOPs) behind the benchmark floors.
+//! - [`defaults`]: upstream's generation defaults.
+//! - [`profile`]: build profiles (`configs/build/*.toml`): schema and validation.
 //! - [`precision`]: the precisions engines are built at.
 //! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
 //! - [`quant`]: bit-exact FP8 E4M3FN / NVFP4 reference quantizers and the calibration prompt set.
@@ -13,12 +17,16 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod cost;
+pub mod defaults;
 pub mod engine;
 pub mod error;
 pub mod fixture;
+pub mod geometry;
 pub mod layout;
 pub mod manifest;
 pub mod precision;
+pub mod profile;
 pub mod prompt;
 pub mod quant;
 pub mod tensors;

@@ -42,6 +42,27 @@ impl Precision {
             Self::Int4 => "int4",
         }
     }
+
+    /// The dtype of activations, KV cache and unquantized weights of the
+    /// built-in build profile of this precision: f32 for fp32 and for int8 /
+    /// int4 (ONNX Runtime's `MatMulNBits` CPU kernels take f32 activations),
+    /// f16 for fp16, fp8 and fp4.
+    pub fn default_compute(self) -> Precision {
+        match self {
+            Self::Fp32 | Self::Int8 | Self::Int4 => Self::Fp32,
+            Self::Fp16 | Self::Fp8 | Self::Fp4 => Self::Fp16,
+        }
+    }
+
+    /// Bytes per element of a compute dtype (fp32 or fp16); `None` for the
+    /// storage-only formats.
+    pub fn compute_bytes(self) -> Option<u64> {
+        match self {
+            Self::Fp32 => Some(4),
+            Self::Fp16 => Some(2),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Precision {

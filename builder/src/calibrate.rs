@@ -25,8 +25,9 @@ use anyhow::{Context, Result};
 use heart::layout::MulaCheckpoint;
 use heart::manifest::CalibrationEntry;
 use heart::quant::calibration::CalibrationSet;
-use heart_runtime::eval::tapped::{GraphKind, TapObserver, TapStep, TappedLm};
-use heart_runtime::lm::{GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise, SessionConfig};
+use heart_backend::SessionConfig;
+use heart_runtime::lm::tapped::{GraphKind, TapObserver, TapStep, TappedLm};
+use heart_runtime::lm::{GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise};
 use onnx_export::external::WrittenFile;
 use onnx_export::linears::Activations;
 use onnx_export::lm::{LmOptions, ProbeSite, QuantFormat, numerics};
@@ -34,8 +35,9 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::profile::{CalibrationSettings, Method, Profile};
+use crate::profile::Profile;
 use crate::scales::{RowSample, mse_amax, percentile};
+use heart::profile::{CalibrationSettings, Method};
 
 /// The prompt set used when `--calibration` is not given.
 pub const DEFAULT_SET: &str = "calibration";
@@ -148,7 +150,7 @@ pub fn calibrate(
     };
     let export = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &opts, tmp.path())
         .context("exporting the fp32 calibration graphs")?;
-    let rt = heart_runtime::ort_env::init(None)?;
+    let rt = heart_backend::init(None)?;
     let mut lm = TappedLm::open(
         &rt,
         tmp.path(),
@@ -178,7 +180,7 @@ pub fn calibrate(
     let builder = mula.prompt_builder();
     let params = GenParams {
         cfg_scale: settings.cfg_scale,
-        max_audio_length_ms: settings.frames_per_prompt as u64 * heart_runtime::lm::frame_loop::FRAME_MS,
+        max_audio_length_ms: settings.frames_per_prompt as u64 * heart::geometry::FRAME_MS,
     };
     let sampler = SamplerParams {
         temperature: settings.temperature,

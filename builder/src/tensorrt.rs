@@ -3,7 +3,7 @@
 //!
 //! Opening each graph with the provider in build mode
 //! ([`TrtMode::Build`]) compiles its engine with the optimization profiles of
-//! [`heart_runtime::backend::profiles`], writes it and its `.profile` under
+//! [`heart_backend::profiles`], writes it and its `.profile` under
 //! `trt/engines/`, the timing cache under `trt/timing/`, and an EP-context
 //! model `trt/<graph>_ctx.onnx` that names the engine by a path relative to
 //! itself, so the finished folder can be renamed or moved. `heart-run` loads
@@ -18,7 +18,7 @@ use heart::config::{CodecConfig, MulaConfig};
 use heart::engine::{self, TENSORRT_DIR};
 use heart::manifest::Target;
 use heart::precision::Precision;
-use heart_runtime::backend::{Backend, BackendError, ExecutionPlan, GpuInfo, Probe, TrtMode, probe};
+use heart_backend::{Backend, BackendError, ExecutionPlan, GpuInfo, Probe, TrtMode, probe};
 use onnx_export::external::WrittenFile;
 
 use crate::cli::BuildTarget;
@@ -55,7 +55,7 @@ pub struct EngineSet<'a> {
 /// Builds the engines of every graph in `dir` on `gpu`, returning the
 /// manifest target and the files written under `trt/`.
 pub fn build(gpu: &GpuInfo, dir: &Path, set: &EngineSet<'_>, quiet: bool) -> Result<(Target, Vec<WrittenFile>)> {
-    let rt = heart_runtime::ort_env::init(None)?.with_plan(ExecutionPlan {
+    let rt = heart_backend::init(None)?.with_plan(ExecutionPlan {
         backend: Backend::TensorRt {
             device: gpu.ordinal,
             cache_dir: dir.join(TENSORRT_DIR),

@@ -6,17 +6,14 @@
 //! `heart-run` makes a WAV from it; profile and flag errors name the file, key
 //! or flag.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use heart::manifest::{EngineKind, Manifest, Verify, sha256_bytes, sha256_file};
 use heart::quant::calibration::CalibrationSet;
-use support::heart_run_bin;
 
 fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    heart_test_support::workspace_root().join(rel)
 }
 
 fn heart_build(args: &[&str]) -> Output {
@@ -40,9 +37,7 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-fn fixture() -> PathBuf {
-    repo("tests/fixtures/tiny-a/heartmula")
-}
+use heart_test_support::fixture_mula as fixture;
 
 /// A profile file: the built-in fp8 with `seed` and only 6 prompts.
 fn fp8_profile(dir: &Path, seed: u64) -> PathBuf {
@@ -233,7 +228,7 @@ fn int4_engine_with_an_int8_draft_generates_a_wav_and_int4_drafts_an_fp32_target
     }
 
     let wav = root.path().join("song.wav");
-    let o = Command::new(heart_run_bin())
+    let o = Command::new(heart_test_support::bin("heart-run"))
         .args(["--engines", s(&out), "--tags", "piano", "--lyrics", "[verse]\nla la"])
         .args(["--duration", "1", "--seed", "3", "--quiet", "--out", s(&wav)])
         .output()

@@ -8,9 +8,9 @@ use std::process::{Command, Output};
 
 use heart::manifest::{EngineKind, Manifest, Verify};
 use heart::precision::Precision;
+use heart_backend::SessionConfig;
 use heart_runtime::lm::{
-    GenParams, HeartMula, Prompt, SamplerParams, Sampling, SeededNoise, SessionConfig, SpecParams, generate,
-    generate_speculative,
+    GenParams, HeartMula, Prompt, SamplerParams, Sampling, SeededNoise, SpecParams, generate, generate_speculative,
 };
 
 fn heart_build(args: &[&str]) -> Output {
@@ -35,7 +35,7 @@ fn build(root: &Path, name: &str, extra: &[&str]) -> Output {
 
 /// Greedy frames with and without speculation on the engine at `dir`.
 fn greedy_both(dir: &Path, m: &Manifest, seed: u64) -> (Vec<Vec<i64>>, Vec<Vec<i64>>, f64) {
-    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let sessions = SessionConfig::default();
     let mut target = HeartMula::open(&rt, dir, &m.model, &m.gen_config, &sessions).unwrap();
     let mut draft = HeartMula::open_draft(&rt, dir, &m.model, &m.gen_config, &sessions).unwrap();

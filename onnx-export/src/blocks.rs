@@ -33,18 +33,10 @@
 use heart::checkpoint::{Checkpoint, TensorRef};
 use heart::config::FlavorParams;
 
+pub use crate::dense::{Numerics, cast_if, linear};
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, Layout, Value};
 use crate::linears::{LinearGroup, Linears};
-
-/// Storage and compute dtypes of one graph.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Numerics {
-    /// Dtype weights are stored in.
-    pub weights: DType,
-    /// Dtype of matmul activations and of the KV cache.
-    pub compute: DType,
-}
 
 /// What every layer of one decoder stack needs: the checkpoint, the stack's
 /// name and hyper-parameters and the graph's numerics.
@@ -141,11 +133,6 @@ pub fn expect_shape<'a>(ckpt: &'a Checkpoint, name: &str, shape: &[usize]) -> Re
     Ok(t)
 }
 
-/// Casts `x` to `to` unless it already is (`from`).
-pub fn cast_if(g: &mut GraphBuilder, x: &Value, from: DType, to: DType) -> Value {
-    if from == to { x.clone() } else { g.cast(x, to) }
-}
-
 /// torchtune RMSNorm on f32 input: `x / sqrt(mean(x²) + eps) · scale`, f32 out.
 pub fn rms_norm(g: &mut GraphBuilder, x: &Value, scale: &TensorRef<'_>, eps: f64) -> Result<Value> {
     let w = g.weight(scale, DType::F32, Layout::AsIs)?;
@@ -158,12 +145,6 @@ pub fn rms_norm(g: &mut GraphBuilder, x: &Value, scale: &TensorRef<'_>, eps: f64
         let normed = g.div(x, &rms);
         g.mul(&normed, &w)
     }))
-}
-
-/// `x · Wᵀ` for a PyTorch Linear weight `[out, in]` (stored transposed).
-pub fn linear(g: &mut GraphBuilder, x: &Value, w: &TensorRef<'_>, nm: Numerics) -> Result<Value> {
-    let wt = g.weight(w, nm.weights, Layout::Transposed)?;
-    Ok(g.with_scope(w.name.trim_end_matches(".weight"), |g| g.matmul(x, &wt)))
 }
 
 /// SwiGLU MLP `w2(silu(w1 x) ⊙ w3 x)` on compute-dtype input.

@@ -18,6 +18,7 @@
 
 pub mod blocks;
 pub mod codec;
+pub mod dense;
 pub mod error;
 pub mod external;
 pub mod graph;

@@ -34,100 +34,19 @@
 //! calibration run knows which linears each output stands for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::fmt;
-use std::str::FromStr;
 
 use heart::checkpoint::TensorRef;
 use heart::engine;
+pub use heart::profile::{LinearGroup, Lowering};
 use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::fp8_scale;
 use heart::quant::nvfp4::nvfp4_global_scale;
 
-use crate::blocks::{self, Numerics, cast_if};
+use crate::dense::{self, Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
 use crate::quant::{ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
-
-/// Groups of linear layers a build profile can quantize.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum LinearGroup {
-    /// `backbone.layers.*.attn.{q,k,v,output}_proj`.
-    BackboneAttention,
-    /// `backbone.layers.*.mlp.{w1,w2,w3}`.
-    BackboneMlp,
-    /// `decoder.layers.*.attn.{q,k,v,output}_proj`.
-    DecoderAttention,
-    /// `decoder.layers.*.mlp.{w1,w2,w3}`.
-    DecoderMlp,
-    /// `projection` (backbone width → decoder width).
-    Projection,
-    /// `codebook0_head` (backbone hidden → codebook-0 logits).
-    Codebook0Head,
-    /// `audio_head` (decoder hidden → codebook 1..7 logits).
-    AudioHead,
-}
-
-impl LinearGroup {
-    /// Every group, in profile order.
-    pub const ALL: [LinearGroup; 7] = [
-        Self::BackboneAttention,
-        Self::BackboneMlp,
-        Self::DecoderAttention,
-        Self::DecoderMlp,
-        Self::Projection,
-        Self::Codebook0Head,
-        Self::AudioHead,
-    ];
-
-    /// The profile spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::BackboneAttention => "backbone.attention",
-            Self::BackboneMlp => "backbone.mlp",
-            Self::DecoderAttention => "decoder.attention",
-            Self::DecoderMlp => "decoder.mlp",
-            Self::Projection => "projection",
-            Self::Codebook0Head => "codebook0_head",
-            Self::AudioHead => "audio_head",
-        }
-    }
-
-    /// The attention group of stack `prefix` (`backbone` or `decoder`).
-    pub fn attention(prefix: &str) -> Self {
-        if prefix == "decoder" {
-            Self::DecoderAttention
-        } else {
-            Self::BackboneAttention
-        }
-    }
-
-    /// The MLP group of stack `prefix` (`backbone` or `decoder`).
-    pub fn mlp(prefix: &str) -> Self {
-        if prefix == "decoder" {
-            Self::DecoderMlp
-        } else {
-            Self::BackboneMlp
-        }
-    }
-}
-
-impl fmt::Display for LinearGroup {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for LinearGroup {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL.into_iter().find(|g| g.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = Self::ALL.iter().map(|g| g.as_str()).collect();
-            format!("unknown linear group `{s}` (expected one of {})", names.join(", "))
-        })
-    }
-}
 
 /// Storage format of quantized weights and of quantized activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -139,15 +58,6 @@ pub enum QuantFormat {
     /// Blockwise int4 / int8 weights run by ONNX Runtime's `MatMulNBits`
     /// (weights only: the operator's accuracy level decides the activations).
     Int(NBits),
-}
-
-/// Which lowering the quantized weights and activations get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Lowering {
-    /// Standard operators ONNX Runtime CPU runs, bit-exact (the only one that runs here).
-    Portable,
-    /// NVIDIA's TensorRT form (FLOAT4E2M1 initializers, `trt::` activation quantizer).
-    TensorRt,
 }
 
 /// Activation quantization of a plan: the format and the calibrated amax of
@@ -283,7 +193,7 @@ impl<'p> Linears<'p> {
         let name = t.name.trim_end_matches(".weight");
         let x = self.input(g, x, name, inp, group, rank)?;
         let Some(plan) = self.plan_for(group) else {
-            return blocks::linear(g, &x, t, self.opts.numerics);
+            return dense::linear(g, &x, t, self.opts.numerics);
         };
         let values = t.to_f32()?;
         let scheme = plan.scheme();

@@ -44,23 +44,17 @@ pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPl
 use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 
-/// Dense numerics of `precision`: fp32, or fp16 weights and compute. For fp8
-/// and fp4 these are the dtypes of everything that is not quantized (fp16);
-/// int8 and int4 compute in f32 (ONNX Runtime's `MatMulNBits` CPU kernels).
+/// Dense numerics of `precision`: weights and compute in its
+/// [`Precision::default_compute`] dtype (fp32, or fp16 for fp16 / fp8 / fp4,
+/// where this is the dtype of everything that is not quantized).
 pub fn numerics(precision: Precision) -> Numerics {
-    match precision {
-        Precision::Fp32 => Numerics {
-            weights: DType::F32,
-            compute: DType::F32,
-        },
-        Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => Numerics {
-            weights: DType::F16,
-            compute: DType::F16,
-        },
-        Precision::Int8 | Precision::Int4 => Numerics {
-            weights: DType::F32,
-            compute: DType::F32,
-        },
+    let dtype = match precision.default_compute() {
+        Precision::Fp16 => DType::F16,
+        _ => DType::F32,
+    };
+    Numerics {
+        weights: dtype,
+        compute: dtype,
     }
 }
 

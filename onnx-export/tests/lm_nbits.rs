@@ -31,9 +31,7 @@ const ROWS: usize = 3;
 const FRAME_ROWS: usize = 8;
 const CAPACITY: usize = 2;
 
-fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a/heartmula")
-}
+use heart_test_support::fixture_mula as fixture;
 
 fn load() -> (Checkpoint, MulaConfig) {
     let dir = fixture();

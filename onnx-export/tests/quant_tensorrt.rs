@@ -253,7 +253,7 @@ fn bypassing_the_emitter_finish_fails_loudly() {
     let w = em.nvfp4_tensorrt(&mut g, W, &q, DType::F32).unwrap();
     g.output(&w, "w", DType::F32, &[IN.into(), OUT.into()]);
     g.finish().unwrap();
-    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let result = ort::session::Session::builder(&rt.env)
         .unwrap()
         .commit_from_file(&path)

@@ -1,28 +1,24 @@
-//! `heart-runtime`: runs HeartMuLa / HeartCodec engines on ONNX Runtime.
+//! `heart-runtime`: runs HeartMuLa / HeartCodec engine folders. A library only:
+//! the CLIs (`heart-run`) and tools (`heart-bench`, `heart-eval`,
+//! `heart-conform`) are crates of their own on top of it, and where sessions
+//! run is `heart-backend`'s business.
 //!
-//! - [`backend`]: CPU, CUDA or TensorRT sessions (`--backend`; GPU code behind feature `gpu`).
-//! - [`bench`](mod@bench): benchmarks against the roofline (bandwidth, bytes per frame, timers, reports).
+//! - [`engine`]: an engine folder opened through its manifest, handing out its
+//!   LM, draft, codec and tokenizer.
+//! - [`lm`]: HeartMuLa sessions, KV cache, sampler, and the frame loop behind
+//!   one [`lm::Decoding`] choice (plain or speculative).
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
-//! - [`conform`]: the conformance harness behind `heart-conform`.
-//! - [`eval`]: quality A/B of engine folders (`heart-eval`) and the tapped
-//!   frame loop calibration uses.
-//! - [`lm`]: HeartMuLa sessions, KV cache, sampler and frame loop.
-//! - [`mem`]: peak / current resident memory.
-//! - [`noise`]: seeded and recorded random streams (sampler and codec noise).
-//! - [`ort_env`]: finding and loading the ONNX Runtime library.
-//! - [`settings`]: generation settings, presets and upstream defaults.
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
+//! - [`settings`]: generation settings and presets.
 //! - [`wav`]: atomic WAV output.
+//! - [`noise`]: seeded and recorded random streams (sampler and codec noise).
+//! - [`mem`]: peak / current resident memory.
 
-pub mod backend;
-pub mod bench;
 pub mod codec;
-pub mod conform;
-pub mod eval;
+pub mod engine;
 pub mod lm;
 pub mod mem;
 pub mod noise;
-pub mod ort_env;
 pub mod settings;
 pub mod song;
 pub mod wav;

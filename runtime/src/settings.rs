@@ -9,52 +9,40 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Upstream defaults (heartlib's pipeline and example CLI).
+/// Upstream defaults, by their settings names.
 pub mod defaults {
-    /// Classifier-free guidance scale of the LM.
-    pub const CFG_SCALE: f32 = 1.5;
-    /// Sampling temperature.
-    pub const TEMPERATURE: f32 = 1.0;
-    /// Top-k candidates.
-    pub const TOPK: usize = 50;
-    /// Euler steps of the codec's flow matching.
-    pub const FLOW_STEPS: usize = 10;
-    /// Codec classifier-free guidance.
-    pub const CODEC_GUIDANCE: f32 = 1.25;
-    /// Song length in seconds (upstream example: 240 000 ms).
-    pub const DURATION_S: f32 = 240.0;
-    /// Frames drafted per speculative round when `--speculate` is given without a
-    /// value (speculation itself is off unless asked for: it keeps the output
-    /// distribution but draws other samples for the same seed).
-    pub const SPECULATE_K: usize = crate::lm::DEFAULT_DRAFT_FRAMES;
+    /// Frames drafted per speculative round for a bare `--speculate`.
+    pub use heart::defaults::DRAFT_FRAMES as SPECULATE_K;
+    pub use heart::defaults::{CFG_SCALE, CODEC_GUIDANCE, DURATION_S, FLOW_STEPS, TEMPERATURE, TOPK};
 }
 
 /// Settings that may come from a flag or a preset; `None` = not given there.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, clap::Args)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(deny_unknown_fields)]
 pub struct SettingsArgs {
     /// Maximum song length in seconds [default: 240].
-    #[arg(long, value_name = "SECS")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "SECS"))]
     pub duration: Option<f32>,
     /// Classifier-free guidance scale of the LM; 1.0 disables guidance [default: 1.5].
-    #[arg(long, value_name = "X")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "X"))]
     pub cfg_scale: Option<f32>,
     /// Sampling temperature [default: 1.0].
-    #[arg(long, value_name = "X")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "X"))]
     pub temperature: Option<f32>,
     /// Sample among the K most likely codes (ties at the threshold kept) [default: 50].
-    #[arg(long, value_name = "K")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "K"))]
     pub topk: Option<usize>,
     /// Euler steps of the codec's flow matching; 4-8 trade quality for speed [default: 10].
-    #[arg(long, value_name = "N")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub flow_steps: Option<usize>,
     /// Classifier-free guidance of the codec; 1.0 halves its work [default: 1.25].
-    #[arg(long, value_name = "X")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "X"))]
     pub codec_guidance: Option<f32>,
     /// Speculative decoding with the engine's draft: K frames drafted per round
     /// (`--speculate` alone = 4, 0 = off). Same distribution as plain sampling,
     /// other samples for a seed [default: 0].
-    #[arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "4")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "K", num_args = 0..=1, default_missing_value = "4"))]
     pub speculate: Option<usize>,
 }
 
@@ -186,7 +174,7 @@ impl Settings {
     /// Maximum number of frames fed back after the first (upstream:
     /// `max_audio_length_ms // 80`).
     pub fn max_audio_frames(&self) -> usize {
-        ((self.duration * 1000.0).round() as usize) / 80
+        heart::geometry::frames_in_ms((self.duration * 1000.0).round() as u64)
     }
 }
 
@@ -263,6 +251,7 @@ mod tests {
         );
     }
 
+    #[cfg(feature = "clap")]
     #[test]
     fn bare_speculate_flag_drafts_the_default_frames() {
         use clap::Parser;

@@ -1,43 +1,65 @@
 //! From tags + lyrics to a waveform: the product pipeline behind `heart-run`.
 //!
-//! An [`Engine`] is an engine folder opened through its manifest (the runtime
-//! never reads a checkpoint). [`Engine::generate`] builds the prompt, runs the
-//! frame loop, and decodes the codes with the codec, timing each stage.
+//! A [`Pipeline`] holds what an [`EngineFolder`] hands out for songs (the
+//! runtime never reads a checkpoint). [`Pipeline::generate`] builds the prompt,
+//! decodes the frames ([`Decoding`]: plain, or speculative with the folder's
+//! draft), and turns the codes into audio with the codec, timing each stage.
 //!
 //! Seeds: one user seed drives everything. The LM's exponential-race noise uses
 //! `seed`, the codec's Gaussian flow noise uses `seed ^ CODEC_SEED_SALT`, so the
 //! two streams are independent and the same inputs + seed give the same bytes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-use heart::manifest::{EngineKind, Manifest, Verify};
+use heart::manifest::{Manifest, Verify};
 use heart::prompt::{PromptBuilder, TextTokenizer};
+use heart_backend::{OrtRuntime, SessionConfig};
 use ndarray::Array2;
 use serde::Serialize;
 
-use crate::codec::{Audio, Codec, DetokenizeParams, FlowParams, SeededNoise as FlowNoise};
+use crate::codec::{Audio, Codec, CodecError, DetokenizeParams, FlowParams, SeededNoise as FlowNoise};
+use crate::engine::{EngineError, EngineFolder};
 use crate::lm::embed::Prompt as LmPrompt;
-use crate::lm::frame_loop::{FrameEvent, GenParams, Generation, Sampling, StopReason, generate};
+use crate::lm::frame_loop::{GenParams, StopReason};
 use crate::lm::model::HeartMula;
 use crate::lm::sampler::{SamplerParams, SeededNoise as RaceNoise};
-use crate::lm::session::SessionConfig;
-use crate::lm::speculative::{SpecEvent, SpecParams, SpecStats, generate_speculative};
-use crate::ort_env::OrtRuntime;
+use crate::lm::speculative::SpecStats;
+use crate::lm::{Decoding, Engines, LmError, decode};
 use crate::settings::Settings;
 
 /// Mixed into the seed of the codec's noise stream.
 pub const CODEC_SEED_SALT: u64 = 0x6865_6172_7463_6f64; // "heartcod"
 
-/// An engine folder, opened.
-pub struct Engine {
-    dir: PathBuf,
-    manifest: Manifest,
+/// Errors of the song pipeline.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SongError {
+    /// The engine folder or one of its parts could not be opened.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The tags or lyrics could not be made into a prompt.
+    #[error("building the prompt: {0}")]
+    Prompt(#[from] heart::Error),
+    /// The request does not fit the model (context length, settings).
+    #[error("{0}")]
+    Request(String),
+    /// The LM failed while decoding frames.
+    #[error("generating frames: {0}")]
+    Lm(#[from] LmError),
+    /// The codec failed while making audio.
+    #[error("decoding audio: {0}")]
+    Codec(#[from] CodecError),
+}
+
+/// The parts of an engine folder a song needs, opened once and reused for
+/// every request.
+pub struct Pipeline {
+    folder: EngineFolder,
     tokenizer: TextTokenizer,
     lm: HeartMula,
     draft: Option<HeartMula>,
-    codec: Option<Codec>,
+    codec: Codec,
 }
 
 /// What the user asked for.
@@ -110,64 +132,32 @@ pub struct Song {
     pub speculation: Option<SpecStats>,
 }
 
-impl Engine {
-    /// Opens `dir` through its manifest; every file is checked for size and the
-    /// small ones for their SHA-256 ([`Verify::Quick`]) unless `verify` says more.
-    pub fn open(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self> {
+impl Pipeline {
+    /// Opens `dir` through its manifest ([`EngineFolder::open`]) with its
+    /// tokenizer, LM and codec.
+    pub fn open(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self, SongError> {
         Self::open_inner(rt, dir, verify, false)
     }
 
-    /// As [`Engine::open`], and also loads the speculative-decoding draft
-    /// (`draft/`, written by `heart-build --draft-precision` or
-    /// `--draft-backbone-layers`), which [`SongRequest`]s with
-    /// `settings.speculate > 0` need.
-    pub fn open_speculative(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self> {
+    /// As [`Pipeline::open`], and also loads the speculative-decoding draft,
+    /// which [`SongRequest`]s with `settings.speculate > 0` need.
+    pub fn open_speculative(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self, SongError> {
         Self::open_inner(rt, dir, verify, true)
     }
 
-    fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self> {
-        let manifest =
-            Manifest::load(dir, verify).with_context(|| format!("opening engine folder {}", dir.display()))?;
-        let rt = &crate::backend::for_engine(rt, dir, &manifest)?;
-        let tokenizer = TextTokenizer::from_file(&manifest.path_of(dir, EngineKind::Tokenizer)?)?;
-        let lm = HeartMula::open(
-            rt,
-            dir,
-            &manifest.model,
-            &manifest.gen_config,
-            &SessionConfig::default(),
-        )
-        .with_context(|| format!("loading the LM engines of {}", dir.display()))?;
+    fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self, SongError> {
+        let folder = EngineFolder::open(rt, dir, verify)?;
+        let sessions = SessionConfig::default();
+        let tokenizer = folder.tokenizer()?;
+        let lm = folder.lm(&sessions)?;
         let draft = if with_draft {
-            if manifest.file(EngineKind::DraftBackbone).is_none() {
-                bail!(
-                    "engine folder {} has no speculative draft: rebuild it with `heart-build … --draft-precision \
-                     int4` (or --draft-backbone-layers N), or run without --speculate",
-                    dir.display()
-                );
-            }
-            let draft = HeartMula::open_draft(
-                rt,
-                dir,
-                &manifest.model,
-                &manifest.gen_config,
-                &SessionConfig::default(),
-            )
-            .with_context(|| format!("loading the draft engines of {}", dir.display()))?;
-            Some(draft)
+            Some(folder.draft(&sessions)?)
         } else {
             None
         };
-        let codec = match &manifest.codec {
-            Some(cfg) => Some(
-                Codec::open_with_config(rt, dir, cfg.clone())
-                    .with_context(|| format!("loading the codec engines of {}", dir.display()))?,
-            ),
-            None => None,
-        };
+        let codec = folder.codec()?;
         Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
+            folder,
             tokenizer,
             lm,
             draft,
@@ -177,36 +167,27 @@ impl Engine {
 
     /// The engine folder.
     pub fn dir(&self) -> &Path {
-        &self.dir
+        self.folder.dir()
     }
 
     /// The manifest it was opened through.
     pub fn manifest(&self) -> &Manifest {
-        &self.manifest
+        self.folder.manifest()
     }
 
     /// Generates a song, reporting progress to `progress`.
-    pub fn generate(&mut self, req: &SongRequest, progress: &mut dyn FnMut(Progress)) -> Result<Song> {
-        let Some(codec) = self.codec.as_mut() else {
-            bail!(
-                "engine folder {} has no codec (it was built without --codec), so it cannot make audio",
-                self.dir.display()
-            );
-        };
+    pub fn generate(&mut self, req: &SongRequest, progress: &mut dyn FnMut(Progress)) -> Result<Song, SongError> {
+        let manifest = self.folder.manifest();
         let s = req.settings;
         let t0 = Instant::now();
-        let builder = PromptBuilder::new(
-            &self.tokenizer,
-            self.manifest.gen_config,
-            self.manifest.model.audio_num_codebooks,
-        );
+        let builder = PromptBuilder::new(&self.tokenizer, manifest.gen_config, manifest.model.audio_num_codebooks);
         let prompt = builder.build(&req.tags, &req.lyrics, s.cfg_scale)?;
         check_context(
             prompt.prompt_len(),
             s.max_audio_frames(),
-            self.manifest.model.backbone.max_seq_len,
+            manifest.model.backbone.max_seq_len,
         )
-        .map_err(anyhow::Error::msg)?;
+        .map_err(SongError::Request)?;
         let lm_prompt = LmPrompt::from_text(&prompt.text_ids(), prompt.muq_idx());
         let prompt_time = t0.elapsed();
 
@@ -219,26 +200,27 @@ impl Engine {
             temperature: s.temperature,
             top_k: s.topk,
         };
-        let models = Models {
-            lm: &mut self.lm,
+        let engines = Engines {
+            target: &mut self.lm,
             draft: self.draft.as_mut(),
-            dir: &self.dir,
         };
-        let (generation, speculation) = models.run(
+        let decoded = decode(
+            Decoding::from_draft_frames(s.speculate),
+            engines,
             &lm_prompt,
             params,
             sampler,
-            s.speculate,
-            req.seed,
+            &mut RaceNoise::new(req.seed),
             &mut |frames, max_frames| progress(Progress::Frame { frames, max_frames }),
         )?;
+        let (generation, speculation) = (decoded.generation, decoded.speculation);
         let lm_time = t1.elapsed();
 
         let t2 = Instant::now();
         let codes = generation.codes_by_codebook();
         let frames = generation.frames.len();
         let codes = Array2::from_shape_vec((codes.len(), frames), codes.into_iter().flatten().collect())
-            .context("arranging codes for the codec")?;
+            .map_err(|e| SongError::Request(format!("arranging codes for the codec: {e}")))?;
         let flow = FlowParams {
             num_steps: s.flow_steps,
             guidance: s.codec_guidance,
@@ -248,16 +230,18 @@ impl Engine {
             ..Default::default()
         };
         progress(Progress::CodecStart {
-            windows: crate::codec::WindowPlan::new(frames, codec.config().sample_rate, detok.tail)
+            windows: crate::codec::WindowPlan::new(frames, self.codec.config().sample_rate, detok.tail)
                 .starts
                 .len(),
         });
         let mut flow_noise = FlowNoise::new(req.seed ^ CODEC_SEED_SALT);
         let mut done = 0usize;
-        let audio = codec.detokenize_observed(codes.view(), detok, &mut flow_noise, &mut |_| {
-            done += 1;
-            progress(Progress::Window { done });
-        })?;
+        let audio = self
+            .codec
+            .detokenize_observed(codes.view(), detok, &mut flow_noise, &mut |_| {
+                done += 1;
+                progress(Progress::Window { done });
+            })?;
         Ok(Song {
             audio,
             frames,
@@ -270,61 +254,6 @@ impl Engine {
             },
             speculation,
         })
-    }
-}
-
-/// The LM engines of an [`Engine`], borrowed apart from its codec.
-struct Models<'a> {
-    lm: &'a mut HeartMula,
-    draft: Option<&'a mut HeartMula>,
-    dir: &'a Path,
-}
-
-impl Models<'_> {
-    /// The frame loop: plain, or speculative with `draft_frames` per round.
-    /// `kept(frames, max_frames)` is called for every kept frame.
-    fn run(
-        self,
-        prompt: &LmPrompt,
-        generation: GenParams,
-        sampler: SamplerParams,
-        draft_frames: usize,
-        seed: u64,
-        kept: &mut dyn FnMut(usize, usize),
-    ) -> Result<(Generation, Option<SpecStats>)> {
-        let mut noise = RaceNoise::new(seed);
-        let mut count = 0usize;
-        if draft_frames == 0 {
-            let mut picker = Sampling {
-                params: sampler,
-                noise: &mut noise,
-            };
-            let out = generate(self.lm, prompt, &generation, &mut picker, &mut |e: &FrameEvent<'_>| {
-                if e.kept {
-                    count += 1;
-                    kept(count, e.max_frames);
-                }
-            })?;
-            return Ok((out, None));
-        }
-        let Some(draft) = self.draft else {
-            bail!(
-                "speculative decoding needs the draft engines: open {} with Engine::open_speculative",
-                self.dir.display()
-            );
-        };
-        let params = SpecParams {
-            generation,
-            sampler,
-            draft_frames,
-        };
-        let out = generate_speculative(self.lm, draft, prompt, &params, &mut noise, &mut |e: &SpecEvent<'_>| {
-            if e.kept {
-                count += 1;
-                kept(count, e.max_frames);
-            }
-        })?;
-        Ok((out.generation, Some(out.stats)))
     }
 }
 
@@ -343,7 +272,7 @@ pub fn check_context(prompt_len: usize, max_frames: usize, context: usize) -> Re
         return Err(format!(
             "--duration needs {max_frames} frames after the {prompt_len}-position prompt, but the model's context is \
              {context}: at most {:.2} s fit with this prompt (or shorten the lyrics by {} tokens)",
-            fit as f64 * 0.08,
+            heart::geometry::seconds_of_frames(fit),
             prompt_len + max_frames - context
         ));
     }

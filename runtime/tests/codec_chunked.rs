@@ -9,11 +9,11 @@ use std::path::Path;
 
 use heart::checkpoint::Checkpoint;
 use heart::config::CodecConfig;
+use heart::geometry::WINDOW_LATENTS;
 use heart::layout::CodecCheckpoint;
 use heart::precision::Precision;
 use heart::tensors::codec_tensor_specs;
 use heart_runtime::codec::chunks::{DEFAULT_CHUNK_LATENTS, plan_chunks};
-use heart_runtime::codec::geometry::WINDOW_LATENTS;
 use heart_runtime::codec::{Codec, DecoderContext};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,8 +26,8 @@ use safetensors::{Dtype, tensor::TensorView};
 /// GEMM sums differently.
 const TOLERANCE: f32 = 2e-6;
 
-fn runtime() -> heart_runtime::ort_env::OrtRuntime {
-    heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first")
+fn runtime() -> heart_backend::OrtRuntime {
+    heart_backend::init(None).expect("run scripts/setup-ort.sh first")
 }
 
 /// An engine folder exported from the `tiny-a` fixture codec.

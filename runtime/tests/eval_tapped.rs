@@ -1,30 +1,28 @@
-//! The tapped frame loop (`heart_runtime::eval::tapped`) on the tiny-a engine:
+//! The tapped frame loop (`heart_runtime::lm::tapped`) on the tiny-a engine:
 //! it reproduces `generate` exactly (codes and logits, sampled and with an end
 //! of audio), replays forced codes, returns the taps it is asked for and names
 //! the ones a graph lacks, and stops when its observer fails.
 
-mod lm_support;
-
 use heart::fixture::Fixture;
 use heart::precision::Precision;
-use heart_runtime::conform::mula::case_prompt;
-use heart_runtime::eval::tapped::{ForcedCodes, GraphKind, TapObserver, TapStep, TappedFrame, TappedLm};
+use heart_backend::SessionConfig;
+use heart_runtime::lm::tapped::{ForcedCodes, GraphKind, TapObserver, TapStep, TappedFrame, TappedLm};
 use heart_runtime::lm::{
-    CodePicker, GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise, SessionConfig, StopReason, generate,
+    CodePicker, GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StopReason, generate,
 };
 
 fn prompt() -> Prompt {
-    let fixture = Fixture::open(&lm_support::fixture()).unwrap();
+    let fixture = Fixture::open(&heart_test_support::fixture()).unwrap();
     let case = fixture.case("teacher_forced_cfg1").unwrap();
-    case_prompt(&fixture.load(case).unwrap()).unwrap()
+    heart_runtime::lm::Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap()
 }
 
 fn tapped(precision: Precision) -> TappedLm {
-    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
-    let (cfg, gen_cfg) = lm_support::configs();
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
+    let (cfg, gen_cfg) = heart_test_support::mula_configs();
     TappedLm::open(
         &rt,
-        lm_support::engine(precision),
+        heart_test_support::lm_engine(precision),
         &cfg,
         &gen_cfg,
         &SessionConfig::default(),
@@ -75,7 +73,7 @@ fn tapped_run_matches_generate() {
             cfg_scale,
             max_audio_length_ms: 8 * 80,
         };
-        let mut lm = lm_support::open(precision);
+        let mut lm = heart_test_support::open_lm(precision);
         let eos = lm.dims().audio_eos_id;
         let mut want_logits = Vec::new();
         let mut noise = SeededNoise::new(3);

@@ -1,11 +1,8 @@
 //! The embedder reproduces the reference's summed backbone inputs: the prompt
 //! (conditional and unconditional rows, MuQ slot replaced) and fed-back frames.
 
-mod lm_support;
-
 use heart::fixture::Fixture;
 use heart::precision::Precision;
-use heart_runtime::conform::mula::case_prompt;
 use heart_runtime::lm::Row;
 
 fn max_err(a: &[f32], b: &[f32]) -> f32 {
@@ -15,11 +12,11 @@ fn max_err(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn prompt_and_frame_embeddings_match_the_reference() {
-    let lm = lm_support::open(Precision::Fp32);
-    let (cfg, gen_cfg) = lm_support::configs();
-    let fixture = Fixture::open(&lm_support::fixture()).unwrap();
+    let lm = heart_test_support::open_lm(Precision::Fp32);
+    let (cfg, gen_cfg) = heart_test_support::mula_configs();
+    let fixture = Fixture::open(&heart_test_support::fixture()).unwrap();
     let t = fixture.load(fixture.case("teacher_forced_cfg1p5").unwrap()).unwrap();
-    let prompt = case_prompt(&t).unwrap();
+    let prompt = heart_runtime::lm::Prompt::from_fixture(&t).unwrap();
     let e = lm.embedder();
     let (expected, _) = t.f32("prefill_backbone_input").unwrap();
     assert!(max_err(&e.prompt(&prompt, 2).unwrap(), &expected) < 1e-6);
@@ -37,7 +34,7 @@ fn prompt_and_frame_embeddings_match_the_reference() {
 
 #[test]
 fn masked_columns_contribute_nothing_and_bad_ids_are_errors() {
-    let lm = lm_support::open(Precision::Fp32);
+    let lm = heart_test_support::open_lm(Precision::Fp32);
     let e = lm.embedder();
     let mut only_text = vec![0f32; e.dim()];
     e.add_row(&Row::text(5), false, &mut only_text).unwrap();

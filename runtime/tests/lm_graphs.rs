@@ -1,11 +1,9 @@
 //! The exported LM graphs load in ONNX Runtime with the documented input and
 //! output names, element types and shapes (`heart::engine::io`), at fp32 and fp16.
 
-mod lm_support;
-
 use heart::engine::{self, io};
 use heart::precision::Precision;
-use heart_runtime::lm::session::{SessionConfig, open_session};
+use heart_backend::SessionConfig;
 use ort::value::{TensorElementType, ValueType};
 
 /// (name, element type, shape with -1 for symbolic dims).
@@ -21,9 +19,9 @@ fn signature(outlets: &[ort::value::Outlet]) -> Vec<(String, TensorElementType, 
 
 fn check(precision: Precision, cache: TensorElementType) {
     use TensorElementType::{Float32 as F32, Int64 as I64};
-    let rt = heart_runtime::ort_env::init(None).unwrap();
-    let dir = lm_support::engine(precision);
-    let (cfg, _) = lm_support::configs();
+    let rt = heart_backend::init(None).unwrap();
+    let dir = heart_test_support::lm_engine(precision);
+    let (cfg, _) = heart_test_support::mula_configs();
     let v = cfg.audio_vocab_size as i64;
     let (d, dd) = (cfg.backbone.embed_dim as i64, cfg.decoder.embed_dim as i64);
     assert_ne!(
@@ -31,7 +29,9 @@ fn check(precision: Precision, cache: TensorElementType) {
         "tiny-a has different backbone/decoder widths; the test relies on it"
     );
 
-    let s = open_session(&rt, &dir.join(engine::BACKBONE_GRAPH), &SessionConfig::default()).unwrap();
+    let s = rt
+        .open_session(&dir.join(engine::BACKBONE_GRAPH), &SessionConfig::default())
+        .unwrap();
     let (inputs, outputs) = (signature(s.inputs()), signature(s.outputs()));
     let (kv, hd) = (cfg.backbone.num_kv_heads as i64, cfg.backbone.head_dim() as i64);
     assert_eq!(inputs.len(), 3 + 2 * cfg.backbone.num_layers);
@@ -49,7 +49,9 @@ fn check(precision: Precision, cache: TensorElementType) {
     assert_eq!(outputs[n + 1], (io::C0_LOGITS_ALL.into(), F32, vec![-1, -1, v]));
     assert_eq!(outputs.len(), n + 2);
 
-    let s = open_session(&rt, &dir.join(engine::DECODER_GRAPH), &SessionConfig::default()).unwrap();
+    let s = rt
+        .open_session(&dir.join(engine::DECODER_GRAPH), &SessionConfig::default())
+        .unwrap();
     let (inputs, outputs) = (signature(s.inputs()), signature(s.outputs()));
     let (kv, hd) = (cfg.decoder.num_kv_heads as i64, cfg.decoder.head_dim() as i64);
     assert_eq!(inputs.len(), 4 + 2 * cfg.decoder.num_layers);
@@ -79,9 +81,9 @@ fn fp16_graphs_load_with_f16_caches() {
 
 #[test]
 fn missing_graph_is_an_error_naming_the_file() {
-    let rt = heart_runtime::ort_env::init(None).unwrap();
+    let rt = heart_backend::init(None).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let (cfg, gen_cfg) = lm_support::configs();
+    let (cfg, gen_cfg) = heart_test_support::mula_configs();
     let err =
         heart_runtime::lm::HeartMula::open(&rt, dir.path(), &cfg, &gen_cfg, &SessionConfig::default()).unwrap_err();
     assert!(err.to_string().contains("backbone.onnx"), "{err}");

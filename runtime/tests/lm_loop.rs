@@ -2,11 +2,8 @@
 //! end of audio (ignored on frame 0, dropped later), length limit, batch choice
 //! per guidance scale, context limit, and cache rollback / growth consistency.
 
-mod lm_support;
-
 use heart::fixture::Fixture;
 use heart::precision::Precision;
-use heart_runtime::conform::mula::case_prompt;
 use heart_runtime::lm::{
     CodePicker, GenParams, HeartMula, KvCache, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StopReason,
     generate,
@@ -29,9 +26,9 @@ impl CodePicker for Script {
 }
 
 fn prompt() -> Prompt {
-    let fixture = Fixture::open(&lm_support::fixture()).unwrap();
+    let fixture = Fixture::open(&heart_test_support::fixture()).unwrap();
     let case = fixture.case("teacher_forced_cfg1").unwrap();
-    case_prompt(&fixture.load(case).unwrap()).unwrap()
+    heart_runtime::lm::Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap()
 }
 
 /// What one scripted run did.
@@ -67,7 +64,7 @@ fn run(lm: &mut HeartMula, cfg_scale: f32, ms: u64, eos_frames: Vec<usize>) -> O
 
 #[test]
 fn end_of_audio_is_ignored_on_frame_0_and_drops_later_frames() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     let o = run(&mut lm, 1.0, 800, vec![0, 3]);
     assert_eq!(o.stop.unwrap(), StopReason::EndOfAudio);
     assert_eq!((o.calls, o.kept), (4, 3), "frames 0..2 kept, the end frame dropped");
@@ -75,7 +72,7 @@ fn end_of_audio_is_ignored_on_frame_0_and_drops_later_frames() {
 
 #[test]
 fn length_limit_allows_max_ms_over_80_frames_after_the_first() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     let o = run(&mut lm, 1.0, 3 * 80 + 79, vec![]);
     assert_eq!((o.stop.unwrap(), o.calls, o.kept), (StopReason::MaxLength, 4, 4));
     let o = run(&mut lm, 1.0, 0, vec![]);
@@ -84,7 +81,7 @@ fn length_limit_allows_max_ms_over_80_frames_after_the_first() {
 
 #[test]
 fn guidance_scale_selects_the_batch() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     assert_eq!(run(&mut lm, 1.0, 160, vec![]).batches, vec![1; 3]);
     assert_eq!(run(&mut lm, 1.5, 160, vec![]).batches, vec![2; 3]);
     assert_eq!(
@@ -96,7 +93,7 @@ fn guidance_scale_selects_the_batch() {
 
 #[test]
 fn context_limit_and_bad_inputs_are_errors() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     let max = lm.dims().max_seq_len as u64;
     let err = run(&mut lm, 1.0, max * 80, vec![]).stop.unwrap_err();
     assert!(matches!(err, LmError::CacheFull { .. }), "{err}");
@@ -138,7 +135,7 @@ fn context_limit_and_bad_inputs_are_errors() {
 
 #[test]
 fn truncating_the_cache_and_refeeding_reproduces_the_step() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     let p = prompt();
     let mut st = lm.new_state(1, p.len() + 4).unwrap();
     lm.prefill(&mut st, &p).unwrap();
@@ -164,7 +161,7 @@ fn truncating_the_cache_and_refeeding_reproduces_the_step() {
 
 #[test]
 fn growing_the_cache_matches_a_cache_allocated_at_full_size() {
-    let mut lm = lm_support::open(Precision::Fp32);
+    let mut lm = heart_test_support::open_lm(Precision::Fp32);
     let p = prompt();
     let frames = 300 - p.len();
     let mut grown = lm.new_state(1, p.len() + frames).unwrap();

@@ -8,10 +8,7 @@ use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-/// The committed fixture set.
-pub fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-a")
-}
+pub use heart_test_support::fixture;
 
 /// One stored tensor, owned.
 #[derive(Debug, Clone, PartialEq)]

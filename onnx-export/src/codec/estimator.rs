@@ -31,14 +31,11 @@ use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
 
-/// Input: channel concat `[B, T, in_channels]`.
-pub const INPUT: &str = "x";
-/// Input: flow time per batch row `[B]`.
-pub const TIMESTEP: &str = "timestep";
-/// Output: velocity `[B, T, out_channels]`.
-pub const OUTPUT: &str = "velocity";
+pub use heart::engine::codec_io::{
+    ESTIMATOR_INPUT as INPUT, ESTIMATOR_OUTPUT as OUTPUT, ESTIMATOR_TIMESTEP as TIMESTEP,
+};
 /// Longest sequence the RoPE tables cover (one 29.76 s window of latents).
-pub const MAX_FRAMES: usize = 744;
+pub const MAX_FRAMES: usize = heart::geometry::WINDOW_LATENTS;
 
 const PREFIX: &str = "flow_matching.estimator";
 /// Timestep features: 256 frequencies, cos half first, times ×1000.

@@ -22,10 +22,7 @@ use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Value};
 
-/// Input: `[N, latent_hidden_dim, T]`.
-pub const INPUT: &str = "latents";
-/// Output: `[N, 1, T · samples_per_latent]`.
-pub const OUTPUT: &str = "audio";
+pub use heart::engine::codec_io::{DECODER_INPUT as INPUT, DECODER_OUTPUT as OUTPUT};
 /// Quantisation levels per unit of the latent (`round(9x)/9`).
 const LEVELS: f32 = 9.0;
 /// Dilations of the five residual units of every up block.

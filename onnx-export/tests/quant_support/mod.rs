@@ -31,7 +31,7 @@ pub const ALL_OPTS: [Opts; 4] = [Opts::Default, Opts::NoQdqFusion, Opts::KeepPac
 /// Opens `path` on ONNX Runtime CPU with `opts`; optionally saves the
 /// optimised graph to `optimized`.
 pub fn session_with(path: &Path, opts: Opts, optimized: Option<&Path>) -> Session {
-    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let mut b = Session::builder(&rt.env).unwrap().with_intra_threads(2).unwrap();
     b = match opts {
         Opts::Default => b,

@@ -20,20 +20,8 @@
 //!   padded frame `i` is frame `i % n`: the song's beginning is decoded again after
 //!   its end and cut away by `target_len`.
 
-/// Code frames per window (`int(29.76 · 12.5)`).
-pub const WINDOW_CODES: usize = 372;
-/// Code frames between window starts (`372 // 93 · 80`).
-pub const HOP_CODES: usize = 320;
-/// Code frames shared by consecutive windows.
-pub const OVERLAP_CODES: usize = WINDOW_CODES - HOP_CODES;
-/// Latent frames per code frame (25 Hz latents, 12.5 Hz codes).
-pub const LATENTS_PER_CODE: usize = 2;
-/// Latent frames per window (744).
-pub const WINDOW_LATENTS: usize = WINDOW_CODES * LATENTS_PER_CODE;
-/// Latent frames of in-context conditioning carried into the next window (104).
-pub const OVERLAP_LATENTS: usize = OVERLAP_CODES * LATENTS_PER_CODE;
-/// Code frames per second.
-pub const CODE_FRAME_RATE: f64 = 12.5;
+use heart::geometry::{CODE_FRAME_RATE, HOP_CODES, OVERLAP_CODES, OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
+
 /// `sigma_min` of the flow-matching in-context interpolation.
 pub const SIGMA_MIN: f32 = 1e-6;
 
@@ -156,13 +144,6 @@ mod tests {
     use super::*;
 
     const SR: u32 = 48_000;
-
-    #[test]
-    fn constants_match_upstream_duration() {
-        assert_eq!((29.76f64 * 12.5) as usize, WINDOW_CODES);
-        assert_eq!(WINDOW_CODES / 93 * 80, HOP_CODES);
-        assert_eq!((OVERLAP_CODES, WINDOW_LATENTS, OVERLAP_LATENTS), (52, 744, 104));
-    }
 
     #[test]
     fn short_inputs_loop_to_one_window() {

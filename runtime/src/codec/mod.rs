@@ -20,7 +20,7 @@
 //! is built for it); [`Codec::set_decode_chunk`] changes either choice.
 //!
 //! Engine folder contents used here: [`CODEC_CONFIG_FILE`], [`TABLES_FILE`],
-//! [`FLOW_ESTIMATOR_FILE`], [`SCALAR_DECODER_FILE`] (+ their external data).
+//! [`heart::engine::FLOW_ESTIMATOR_GRAPH`], [`heart::engine::SCALAR_DECODER_GRAPH`] (+ their external data).
 
 pub mod assemble;
 pub mod chunks;
@@ -43,10 +43,10 @@ pub use error::{CodecError, Result};
 pub use flow::{FlowParams, VelocityField, WindowInputs, solve_window};
 pub use geometry::{TailPolicy, WindowPlan};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
-pub use sessions::{FLOW_ESTIMATOR_FILE, FlowEstimator, SCALAR_DECODER_FILE, ScalarDecoder};
+pub use sessions::{FlowEstimator, ScalarDecoder};
 pub use tables::{CodecTables, Conditioning, TABLES_FILE};
 
-use geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
+use heart::geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
 
 /// The HeartCodec `config.json`, copied into the engine folder under this name.
 pub const CODEC_CONFIG_FILE: &str = heart::engine::CODEC_CONFIG;
@@ -86,13 +86,13 @@ pub struct Codec {
 
 impl Codec {
     /// Opens the codec files of engine folder `dir` (config from [`CODEC_CONFIG_FILE`]).
-    pub fn open(rt: &crate::ort_env::OrtRuntime, dir: &Path) -> Result<Self> {
+    pub fn open(rt: &heart_backend::OrtRuntime, dir: &Path) -> Result<Self> {
         let cfg = CodecConfig::from_file(&dir.join(CODEC_CONFIG_FILE))?;
         Self::open_with_config(rt, dir, cfg)
     }
 
     /// Opens the codec files of `dir` with an already-read config.
-    pub fn open_with_config(rt: &crate::ort_env::OrtRuntime, dir: &Path, cfg: CodecConfig) -> Result<Self> {
+    pub fn open_with_config(rt: &heart_backend::OrtRuntime, dir: &Path, cfg: CodecConfig) -> Result<Self> {
         let tables = CodecTables::load(&dir.join(TABLES_FILE), cfg.num_quantizers)?;
         if tables.dim() != cfg.dim {
             return Err(CodecError::Table {
@@ -107,7 +107,7 @@ impl Codec {
         }
         let estimator = FlowEstimator::open(rt, dir, cfg.in_channels, cfg.out_channels)?;
         let decoder = ScalarDecoder::open(rt, dir, cfg.latent_hidden_dim, cfg.samples_per_latent())?;
-        let on_cpu = matches!(rt.plan.backend, crate::backend::Backend::Cpu);
+        let on_cpu = rt.on_cpu();
         Ok(Self {
             cfg,
             tables,

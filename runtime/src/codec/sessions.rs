@@ -21,24 +21,19 @@ use std::path::{Path, PathBuf};
 use ort::session::Session;
 use ort::value::TensorRef;
 
+use heart::engine::codec_io::{DECODER_INPUT, DECODER_OUTPUT, ESTIMATOR_INPUT, ESTIMATOR_OUTPUT, ESTIMATOR_TIMESTEP};
+use heart::engine::{FLOW_ESTIMATOR_GRAPH, SCALAR_DECODER_GRAPH};
+
 use super::chunks::ChunkSpan;
 use super::error::{CodecError, Result};
-use crate::ort_env::OrtRuntime;
+use heart_backend::{OrtRuntime, SessionConfig};
 
-/// Flow estimator graph file.
-pub const FLOW_ESTIMATOR_FILE: &str = heart::engine::FLOW_ESTIMATOR_GRAPH;
-/// Scalar decoder graph file.
-pub const SCALAR_DECODER_FILE: &str = heart::engine::SCALAR_DECODER_GRAPH;
-/// Estimator input: channel concat `[B, T, in_channels]`.
-pub const ESTIMATOR_INPUT: &str = "x";
-/// Estimator input: flow time per batch row `[B]`.
-pub const ESTIMATOR_TIMESTEP: &str = "timestep";
-/// Estimator output `[B, T, out_channels]`.
-pub const ESTIMATOR_OUTPUT: &str = "velocity";
-/// Scalar decoder input `[N, latent_hidden_dim, T]`.
-pub const DECODER_INPUT: &str = "latents";
-/// Scalar decoder output `[N, 1, T · samples_per_latent]`.
-pub const DECODER_OUTPUT: &str = "audio";
+/// Both codec graphs run with ONNX Runtime's memory pattern off (module doc).
+const SESSIONS: SessionConfig = SessionConfig {
+    intra_threads: 0,
+    optimization: heart_backend::Optimization::All,
+    memory_pattern: false,
+};
 
 /// One loaded graph with the path it came from (for error messages).
 struct Graph {
@@ -48,10 +43,6 @@ struct Graph {
 
 impl Graph {
     fn open(rt: &OrtRuntime, path: &Path) -> Result<Self> {
-        let ort_err = |e: ort::Error| CodecError::Ort {
-            path: path.to_path_buf(),
-            message: format!("loading: {e}"),
-        };
         if !path.is_file() {
             return Err(CodecError::Io {
                 path: path.to_path_buf(),
@@ -61,13 +52,10 @@ impl Graph {
                 ),
             });
         }
-        let session = rt
-            .session_builder(path)
-            .map_err(ort_err)?
-            .with_memory_pattern(false)
-            .map_err(|e| ort_err(e.into()))?
-            .commit_from_file(rt.graph_file(path))
-            .map_err(ort_err)?;
+        let session = rt.open_session(path, &SESSIONS).map_err(|e| CodecError::Ort {
+            path: e.path,
+            message: format!("loading: {}", e.message),
+        })?;
         Ok(Self {
             session,
             path: path.to_path_buf(),
@@ -93,7 +81,7 @@ impl FlowEstimator {
     /// Opens `flow_estimator.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, in_channels: usize, out_channels: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_FILE))?,
+            graph: Graph::open(rt, &dir.join(FLOW_ESTIMATOR_GRAPH))?,
             in_channels,
             out_channels,
         })
@@ -135,7 +123,7 @@ impl ScalarDecoder {
     /// Opens `scalar_decoder.onnx` in `dir`.
     pub fn open(rt: &OrtRuntime, dir: &Path, latent_dim: usize, samples_per_latent: usize) -> Result<Self> {
         Ok(Self {
-            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_FILE))?,
+            graph: Graph::open(rt, &dir.join(SCALAR_DECODER_GRAPH))?,
             latent_dim,
             samples_per_latent,
         })

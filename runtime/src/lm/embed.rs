@@ -12,6 +12,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use heart::engine::tables;
+use heart::fixture::CaseTensors;
 use memmap2::Mmap;
 use safetensors::SafeTensors;
 
@@ -69,6 +70,44 @@ impl From<&heart::prompt::Prompt> for Prompt {
 }
 
 impl Prompt {
+    /// A golden-fixture case's prompt: row 0 of `prompt_tokens` `[B, P, 9]`,
+    /// its mask `prompt_tokens_mask` and `prompt_muq_idx`.
+    pub fn from_fixture(t: &CaseTensors) -> Result<Self, LmError> {
+        let bad = |e: heart::Error| LmError::Input(e.to_string());
+        let (tokens, shape) = t.i64("prompt_tokens").map_err(bad)?;
+        let (mask, mask_shape) = t.i64("prompt_tokens_mask").map_err(bad)?;
+        let (muq, _) = t.i64("prompt_muq_idx").map_err(bad)?;
+        let &[_, p, cols] = shape.as_slice() else {
+            return Err(LmError::Input(format!(
+                "prompt_tokens has shape {shape:?}, expected [B, P, 9]"
+            )));
+        };
+        if mask_shape != shape || cols != ROW_COLUMNS {
+            return Err(LmError::Input(format!(
+                "prompt mask {mask_shape:?} / tokens {shape:?} are not [B, P, 9]"
+            )));
+        }
+        let rows = (0..p)
+            .map(|r| {
+                let mut row = Row {
+                    tokens: [0; ROW_COLUMNS],
+                    mask: [false; ROW_COLUMNS],
+                };
+                for c in 0..cols {
+                    row.tokens[c] = tokens[r * cols + c];
+                    row.mask[c] = mask[r * cols + c] != 0;
+                }
+                row
+            })
+            .collect();
+        let muq_idx = muq
+            .first()
+            .map(|&m| usize::try_from(m))
+            .transpose()
+            .map_err(|_| LmError::Input(format!("prompt_muq_idx {muq:?} is negative")))?;
+        Ok(Self { rows, muq_idx })
+    }
+
     /// A text-only prompt (tags, MuQ slot, lyrics); the id at `muq_idx` is ignored.
     pub fn from_text(ids: &[i64], muq_idx: usize) -> Self {
         Self {

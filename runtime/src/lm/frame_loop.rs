@@ -29,9 +29,6 @@ use super::embed::Prompt;
 use super::model::{BackboneOut, HeartMula, TapValues};
 use super::sampler::{NoiseSource, SamplerParams, cfg_mix, sample};
 
-/// Audio duration of one frame.
-pub const FRAME_MS: u64 = 80;
-
 /// Loop knobs.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GenParams {
@@ -44,7 +41,7 @@ pub struct GenParams {
 impl GenParams {
     /// Frames that may follow frame 0.
     pub fn max_extra_frames(&self) -> usize {
-        (self.max_audio_length_ms / FRAME_MS) as usize
+        heart::geometry::frames_in_ms(self.max_audio_length_ms)
     }
 
     /// Batch rows this guidance scale runs at.
@@ -229,6 +226,23 @@ pub fn try_generate(
     }
 }
 
+/// One code for `codebook` of `frame`, chosen by `picker` from the raw
+/// logits of every batch row (`[B, V]`, `V = vocab`) guided as generation
+/// guides them ([`GenParams::sampler_logits`]), repeated for each row; also
+/// returns the guided logits.
+pub fn pick_guided(
+    params: &GenParams,
+    picker: &mut dyn CodePicker,
+    frame: usize,
+    codebook: usize,
+    logits: &[f32],
+    vocab: usize,
+) -> Result<(Vec<i64>, Vec<f32>), LmError> {
+    let guided = params.sampler_logits(logits, vocab);
+    let code = picker.pick(frame, codebook, &guided)?;
+    Ok((vec![code; logits.len() / vocab], guided))
+}
+
 struct FrameCodes {
     codes: Vec<Vec<i64>>,
     decoder_logits: Vec<Vec<f32>>,
@@ -248,10 +262,9 @@ fn frame_codes(
     let mut sampler_logits = Vec::new();
     let mut decoder_logits = Vec::new();
     let mut choose = |codebook: usize, logits: &[f32], seen: &mut Vec<Vec<f32>>| -> Result<Vec<i64>, LmError> {
-        let guided = params.sampler_logits(logits, v);
-        let code = picker.pick(frame, codebook, &guided)?;
+        let (codes, guided) = pick_guided(params, picker, frame, codebook, logits, v)?;
         seen.push(guided);
-        Ok(vec![code; logits.len() / v])
+        Ok(codes)
     };
     let c0 = choose(0, &out.c0_logits, &mut sampler_logits)?;
     let codes = lm.decode_frame(st, &out.hidden, &c0, &mut |k, logits| {

@@ -9,6 +9,7 @@
 //! as [`generate_speculative`] (lossless speculative decoding with a draft
 //! engine, [`HeartMula::open_draft`]).
 
+pub mod decoding;
 pub mod embed;
 pub mod frame_loop;
 pub mod kv_cache;
@@ -18,9 +19,11 @@ pub mod session;
 mod spec_sampling;
 pub mod spec_stats;
 pub mod speculative;
+pub mod tapped;
 
 use std::path::PathBuf;
 
+pub use decoding::{Decoded, Decoding, Engines, decode};
 pub use embed::{Embedder, Prompt, Row};
 pub use frame_loop::{
     CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate, try_generate,
@@ -28,10 +31,7 @@ pub use frame_loop::{
 pub use kv_cache::{CacheDtype, CacheShape, KvCache};
 pub use model::{BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues};
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
-pub use session::{Optimization, SessionConfig};
-pub use speculative::{
-    DEFAULT_DRAFT_FRAMES, FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative,
-};
+pub use speculative::{FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative};
 
 /// Errors of the LM runtime.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,9 @@ pub enum LmError {
     #[error("invalid input: {0}")]
     Input(String),
     /// The backbone context cannot hold the requested positions.
-    #[error("{needed} positions do not fit the cache limit of {max} (prompt plus max_audio_length_ms / 80 frames)")]
+    #[error(
+        "{needed} positions do not fit the cache limit of {max} (prompt plus one frame per 80 ms of max_audio_length_ms)"
+    )]
     CacheFull {
         /// Positions needed.
         needed: usize,

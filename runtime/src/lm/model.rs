@@ -21,8 +21,9 @@ use heart::engine::{self, io};
 use super::LmError;
 use super::embed::{Embedder, Prompt};
 use super::kv_cache::KvCache;
-use super::session::{SessionConfig, StackGraph};
-use crate::ort_env::OrtRuntime;
+use heart_backend::{OrtRuntime, SessionConfig};
+
+use super::session::StackGraph;
 
 /// Sizes and ids the frame loop needs, from the model and generation configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +184,15 @@ impl LmState {
     pub fn batch(&self) -> usize {
         self.backbone.shape().batch
     }
+}
+
+/// Removes the last of a step's outputs, `name`; a step that returned fewer
+/// outputs than it was asked for is an engine error naming the graph.
+fn last_output(out: &mut Vec<Vec<f32>>, name: &str, graph: &StackGraph) -> Result<Vec<f32>, LmError> {
+    out.pop().ok_or_else(|| LmError::Engine {
+        path: graph.path().to_path_buf(),
+        message: format!("the step returned no `{name}` output"),
+    })
 }
 
 /// An opened HeartMuLa engine.
@@ -432,8 +442,8 @@ impl HeartMula {
             None,
             &[io::HIDDEN_ALL, io::C0_LOGITS_ALL],
         )?;
-        let c0_logits = out.pop().unwrap_or_default();
-        let hidden = out.pop().unwrap_or_default();
+        let c0_logits = last_output(&mut out, io::C0_LOGITS_ALL, &self.backbone)?;
+        let hidden = last_output(&mut out, io::HIDDEN_ALL, &self.backbone)?;
         Ok(BackboneAll {
             hidden,
             c0_logits,
@@ -455,8 +465,8 @@ impl HeartMula {
     pub fn backbone_step(&mut self, st: &mut LmState, embeds: &[f32], s: usize) -> Result<BackboneOut, LmError> {
         let main = [io::HIDDEN, io::C0_LOGITS];
         let mut out = self.tapped_step(GraphKind::Backbone, &mut st.backbone, (embeds, s), 0, &main)?;
-        let c0_logits = out.pop().unwrap_or_default();
-        let hidden = out.pop().unwrap_or_default();
+        let c0_logits = last_output(&mut out, io::C0_LOGITS, &self.backbone)?;
+        let hidden = last_output(&mut out, io::HIDDEN, &self.backbone)?;
         Ok(BackboneOut { hidden, c0_logits })
     }
 
@@ -489,7 +499,7 @@ impl HeartMula {
         let mut s = 2;
         for k in 1..self.dims.codebooks {
             let mut out = self.tapped_step(GraphKind::Decoder, &mut st.decoder, (&embeds, s), k, &[io::LOGITS])?;
-            let logits = out.pop().unwrap_or_default();
+            let logits = last_output(&mut out, io::LOGITS, &self.decoder)?;
             let chosen = pick(k, &logits)?;
             if chosen.len() != batch {
                 return Err(LmError::Input(format!(
@@ -557,7 +567,7 @@ impl HeartMula {
             n,
         )?;
         let mut out = self.decoder.step(&mut cache, &embeds, n, Some(1), &[io::LOGITS_ALL])?;
-        let logits = out.pop().unwrap_or_default();
+        let logits = last_output(&mut out, io::LOGITS_ALL, &self.decoder)?;
         let expected = frames * batch * (n - 1) * self.dims.audio_vocab;
         if logits.len() != expected {
             return Err(LmError::Engine {

@@ -6,70 +6,19 @@
 //! allocates only the small outputs (logits, hidden, the new positions' keys and
 //! values), which are then written into the cache.
 //!
-//! Session options: intra-op threads = all cores unless told otherwise; graph
-//! optimisation level `All` by default (the tiny-a conformance cases pass with
-//! it at the fixture tolerances); `Basic` (constant folding and redundant-node
-//! removal only) is there for A/B checks of ORT's fusions.
+//! Sessions come from the backend's one factory
+//! ([`heart_backend::OrtRuntime::open_session`]).
 
 use std::path::{Path, PathBuf};
 
 use half::f16;
 use heart::engine::io;
-use ort::session::{Session, SessionInputValue, builder::GraphOptimizationLevel};
+use heart_backend::{OrtRuntime, SessionConfig};
+use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use super::LmError;
 use super::kv_cache::{Buf, CacheDtype, CacheElem, CacheShape, KvCache};
-use crate::ort_env::OrtRuntime;
-
-/// How sessions are created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SessionConfig {
-    /// Intra-op threads; 0 = one per available core.
-    pub intra_threads: usize,
-    /// Graph optimisation level.
-    pub optimization: Optimization,
-}
-
-/// ORT graph optimisation levels offered to users.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Optimization {
-    /// Constant folding and redundant-node removal only.
-    Basic,
-    /// Every CPU fusion (default).
-    All,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            intra_threads: 0,
-            optimization: Optimization::All,
-        }
-    }
-}
-
-/// Opens one graph file as a session.
-pub fn open_session(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result<Session, LmError> {
-    let err = |e: String| LmError::Ort {
-        path: path.to_path_buf(),
-        message: e,
-    };
-    let threads = match cfg.intra_threads {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        n => n,
-    };
-    let level = match cfg.optimization {
-        Optimization::Basic => GraphOptimizationLevel::Level1,
-        Optimization::All => GraphOptimizationLevel::All,
-    };
-    let builder = rt.session_builder(path).map_err(|e| err(e.to_string()))?;
-    let builder = builder.with_intra_threads(threads).map_err(|e| err(e.to_string()))?;
-    let mut builder = builder.with_optimization_level(level).map_err(|e| err(e.to_string()))?;
-    builder
-        .commit_from_file(rt.graph_file(path))
-        .map_err(|e| err(e.to_string()))
-}
 
 /// A backbone or decoder session with the cache geometry read from its inputs.
 pub struct StackGraph {
@@ -88,7 +37,10 @@ pub type StepOutputs = Vec<Vec<f32>>;
 impl StackGraph {
     /// Opens `path` and checks it has the LM graph inputs (`heart::engine::io`).
     pub fn open(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result<Self, LmError> {
-        let session = open_session(rt, path, cfg)?;
+        let session = rt.open_session(path, cfg).map_err(|e| LmError::Ort {
+            path: e.path,
+            message: e.message,
+        })?;
         let err = |message: String| LmError::Engine {
             path: path.to_path_buf(),
             message,

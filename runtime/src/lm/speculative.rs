@@ -90,9 +90,6 @@ use super::spec_sampling::Sampler;
 pub use super::spec_sampling::residual;
 pub use super::spec_stats::SpecStats;
 
-/// Frames drafted per round when the caller has no preference.
-pub const DEFAULT_DRAFT_FRAMES: usize = 4;
-
 /// Knobs of a speculative generation.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SpecParams {

@@ -9,15 +9,12 @@ use std::sync::OnceLock;
 use heart::checkpoint::Checkpoint;
 use heart::fixture::Fixture;
 use heart::precision::Precision;
-use heart_runtime::conform::mula::case_prompt;
-use heart_runtime::lm::{HeartMula, LmFiles, Prompt, SessionConfig};
+use heart_backend::SessionConfig;
+use heart_runtime::lm::{HeartMula, LmFiles, Prompt};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
-
-#[path = "../lm_support/mod.rs"]
-pub mod lm_support;
 
 /// Draft engines a test can pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,29 +36,30 @@ pub enum Draft {
 /// which a second thread only adds to.
 const SESSIONS: SessionConfig = SessionConfig {
     intra_threads: 1,
-    optimization: heart_runtime::lm::Optimization::All,
+    optimization: heart_backend::Optimization::All,
+    memory_pattern: true,
 };
 
 /// Opens the fp32 target.
 pub fn target() -> HeartMula {
-    open(LmFiles::target(lm_support::engine(Precision::Fp32)))
+    open(LmFiles::target(heart_test_support::lm_engine(Precision::Fp32)))
 }
 
 fn open(files: LmFiles) -> HeartMula {
-    let rt = heart_runtime::ort_env::init(None).expect("run scripts/setup-ort.sh first");
-    let (cfg, gen_cfg) = lm_support::configs();
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
+    let (cfg, gen_cfg) = heart_test_support::mula_configs();
     HeartMula::open_files(&rt, &files, &cfg, &gen_cfg, &SESSIONS).unwrap()
 }
 
 /// Opens a draft of the target.
 pub fn draft(kind: Draft) -> HeartMula {
-    let target_dir = lm_support::engine(Precision::Fp32);
+    let target_dir = heart_test_support::lm_engine(Precision::Fp32);
     let files = match kind {
         Draft::EarlyExit => LmFiles {
             tables: target_dir.join(heart::engine::LM_TABLES),
             ..LmFiles::draft(early_exit_engine())
         },
-        Draft::Fp16 => LmFiles::target(lm_support::engine(Precision::Fp16)),
+        Draft::Fp16 => LmFiles::target(heart_test_support::lm_engine(Precision::Fp16)),
         Draft::Same => LmFiles::target(target_dir),
         Draft::Perturbed => LmFiles {
             tables: target_dir.join(heart::engine::LM_TABLES),
@@ -78,8 +76,8 @@ fn early_exit_engine() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let draft = dir.path().join(heart::engine::DRAFT_DIR);
         std::fs::create_dir(&draft).unwrap();
-        let ckpt = Checkpoint::open(&lm_support::fixture().join("heartmula")).unwrap();
-        let (mut cfg, _) = lm_support::configs();
+        let ckpt = Checkpoint::open(&heart_test_support::fixture().join("heartmula")).unwrap();
+        let (mut cfg, _) = heart_test_support::mula_configs();
         cfg.backbone.num_layers = 1;
         cfg.decoder.num_layers = 1;
         let opts = onnx_export::lm::LmOptions::for_precision(Precision::Fp32);
@@ -100,7 +98,7 @@ fn perturbed_engine() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let ckpt_dir = dir.path().join("ckpt");
         std::fs::create_dir(&ckpt_dir).unwrap();
-        let bytes = std::fs::read(lm_support::fixture().join("heartmula/model.safetensors")).unwrap();
+        let bytes = std::fs::read(heart_test_support::fixture().join("heartmula/model.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = st
@@ -125,7 +123,7 @@ fn perturbed_engine() -> &'static Path {
             .collect();
         safetensors::serialize_to_file(views, None, &ckpt_dir.join("model.safetensors")).unwrap();
         let ckpt = Checkpoint::open(&ckpt_dir).unwrap();
-        let (cfg, _) = lm_support::configs();
+        let (cfg, _) = heart_test_support::mula_configs();
         onnx_export::lm::export_lm(&ckpt, &cfg, Precision::Fp32, dir.path()).unwrap();
         dir
     })
@@ -134,7 +132,7 @@ fn perturbed_engine() -> &'static Path {
 
 /// The prompt of a fixture case.
 pub fn prompt(case: &str) -> Prompt {
-    let fixture = Fixture::open(&lm_support::fixture()).unwrap();
+    let fixture = Fixture::open(&heart_test_support::fixture()).unwrap();
     let case = fixture.case(case).unwrap();
-    case_prompt(&fixture.load(case).unwrap()).unwrap()
+    heart_runtime::lm::Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap()
 }

@@ -1,0 +1,87 @@
+//! What this machine has: a GPU as the CUDA driver reports it ([`GpuInfo`]),
+//! or why none is used ([`Probe`]).
+
+use heart::manifest::Target;
+
+/// A GPU as the CUDA driver reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GpuInfo {
+    /// CUDA device ordinal.
+    pub ordinal: i32,
+    /// `cuDeviceGetName`.
+    pub name: String,
+    /// Compute capability (major, minor).
+    pub compute_capability: (i32, i32),
+    /// `cuDriverGetVersion`: the newest CUDA version the driver supports,
+    /// encoded as `1000 * major + 10 * minor` (13000 = 13.0).
+    pub cuda_driver_version: i32,
+    /// Device memory in bytes.
+    pub total_memory: usize,
+    /// Version of the TensorRT library found here (`libnvinfer.so.10`), if any.
+    pub tensorrt_version: Option<String>,
+}
+
+impl GpuInfo {
+    /// `major.minor`, as recorded in manifests.
+    pub fn compute_capability_string(&self) -> String {
+        format!("{}.{}", self.compute_capability.0, self.compute_capability.1)
+    }
+
+    /// `major.minor` of [`GpuInfo::cuda_driver_version`].
+    pub fn cuda_driver_version_string(&self) -> String {
+        let v = self.cuda_driver_version;
+        format!("{}.{}", v / 1000, (v % 1000) / 10)
+    }
+
+    /// The manifest target of engines built on this GPU.
+    pub fn target(&self) -> Target {
+        Target::TensorRt {
+            gpu_name: self.name.clone(),
+            compute_capability: self.compute_capability_string(),
+            tensorrt_version: self.tensorrt_version.clone(),
+            cuda_driver_version: self.cuda_driver_version_string(),
+        }
+    }
+}
+
+/// What probing for a GPU found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// This build has no `gpu` feature.
+    NoGpuSupport,
+    /// The CUDA driver library (`libcuda.so.1`) could not be loaded.
+    NoDriver,
+    /// The driver loaded but reports no device at the asked ordinal.
+    NoDevice,
+    /// A driver call failed.
+    DriverError(String),
+    /// A usable GPU.
+    Found(GpuInfo),
+}
+
+impl Probe {
+    /// Why no GPU is used (empty for [`Probe::Found`]).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NoGpuSupport => {
+                "this build has no GPU support (rebuild with `cargo build --release --features gpu`)".into()
+            }
+            Self::NoDriver => "this machine has no NVIDIA driver (libcuda.so.1 could not be loaded)".into(),
+            Self::NoDevice => "the NVIDIA driver reports no GPU".into(),
+            Self::DriverError(e) => format!("the CUDA driver failed: {e}"),
+            Self::Found(_) => String::new(),
+        }
+    }
+}
+
+/// `getInferLibVersion()` as `major.minor.patch`: TensorRT 10 and later
+/// encode `10000·major + 100·minor + patch`, earlier ones `1000·major +
+/// 100·minor + patch`.
+pub fn decode_tensorrt_version(v: i32) -> String {
+    let (major, rest) = if v >= 100_000 {
+        (v / 10_000, v % 10_000)
+    } else {
+        (v / 1000, v % 1000)
+    };
+    format!("{major}.{}.{}", rest / 100, rest % 100)
+}

@@ -1,0 +1,24 @@
+//! `heart-backend`: where heart's graphs run. Finding and loading the ONNX
+//! Runtime library ([`library`]), choosing the execution provider for a
+//! machine and an engine folder ([`plan`]: the CPU, or an NVIDIA GPU through
+//! ONNX Runtime's CUDA or TensorRT providers behind the `gpu` feature, with
+//! the TensorRT optimization [`profiles`]), and the one session factory every
+//! graph is opened through ([`OrtRuntime::open_session`]).
+//!
+//! Knows nothing of the model: graph names and shapes come from the core
+//! `heart` crate and the engine folder's manifest.
+
+pub mod device;
+#[cfg(feature = "gpu")]
+mod driver;
+pub mod library;
+pub mod plan;
+pub mod profiles;
+#[cfg(feature = "gpu")]
+mod providers;
+mod session;
+
+pub use device::{GpuInfo, Probe};
+pub use library::{ORT_VERSION, OrtSetupError, init};
+pub use plan::{Backend, BackendChoice, BackendError, ExecutionPlan, TrtMode, probe};
+pub use session::{Optimization, OrtRuntime, SessionConfig, SessionError};

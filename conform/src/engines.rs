@@ -1,0 +1,155 @@
+//! Model case kinds (`mula_*`, `codec_*`) run on an engine folder built by
+//! `heart-build` from the fixture's own checkpoints.
+//!
+//! The engine folder is opened through its manifest like `heart-run` opens it,
+//! and its recorded build inputs must be the fixture's checkpoint files (same
+//! SHA-256): conformance of engines built from anything else would be
+//! meaningless. Sessions are opened on first use and shared by the cases.
+
+use std::path::{Path, PathBuf};
+
+use heart::fixture::Case;
+use heart::manifest::{self, Manifest, Verify};
+use heart::precision::Precision;
+
+use super::{CaseOutcome, CaseResult, ConformContext, codec, mula};
+
+type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+use heart_backend::{OrtRuntime, SessionConfig};
+use heart_runtime::codec::Codec;
+use heart_runtime::lm::HeartMula;
+
+/// An engine folder and the sessions opened on it so far.
+pub struct EngineSet {
+    dir: PathBuf,
+    manifest: Manifest,
+    rt: OrtRuntime,
+    lm: Option<HeartMula>,
+    codec: Option<Codec>,
+}
+
+impl std::fmt::Debug for EngineSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineSet")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineSet {
+    /// Opens `dir` (manifest verified) and loads ONNX Runtime.
+    pub fn open(dir: &Path) -> BoxResult<Self> {
+        let manifest = Manifest::load(dir, Verify::Quick)?;
+        let rt = heart_backend::init(None)?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            rt,
+            lm: None,
+            codec: None,
+        })
+    }
+
+    /// The engine folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+}
+
+/// Fails unless the manifest lists `role` inputs whose hashes are exactly those
+/// of the fixture's `files`.
+fn check_built_from(manifest: &Manifest, dir: &Path, role: &str, files: &[PathBuf]) -> BoxResult<()> {
+    let recorded: Vec<&str> = manifest
+        .inputs
+        .iter()
+        .filter(|i| i.role == role)
+        .map(|i| i.sha256.as_str())
+        .collect();
+    let mut expected = Vec::new();
+    for f in files {
+        expected.push(manifest::sha256_file(f)?);
+    }
+    if recorded.len() != expected.len() || expected.iter().any(|h| !recorded.contains(&h.as_str())) {
+        return Err(format!(
+            "engine folder {} was not built from this fixture's checkpoint ({role} hashes differ); build it with \
+             heart-build from the fixture's heartmula/ and heartcodec/ folders",
+            dir.display()
+        )
+        .into());
+    }
+    Ok(())
+}
+
+fn no_engines() -> CaseOutcome {
+    CaseOutcome::skip("needs --engines DIR (heart-build --mula FIXTURE/heartmula --codec FIXTURE/heartcodec --out DIR)")
+}
+
+fn lm(ctx: &mut ConformContext) -> BoxResult<Option<(&mut HeartMula, Precision)>> {
+    let weights: Vec<PathBuf> = ctx.mula()?.checkpoint.files().map(Path::to_path_buf).collect();
+    let Some(set) = ctx.engines.as_mut() else {
+        return Ok(None);
+    };
+    if set.lm.is_none() {
+        check_built_from(&set.manifest, &set.dir, "mula_weights", &weights)?;
+        let m = &set.manifest;
+        let opened = HeartMula::open(&set.rt, &set.dir, &m.model, &m.gen_config, &SessionConfig::default())?;
+        set.lm = Some(opened);
+    }
+    let precision = set.manifest.precision;
+    Ok(set.lm.as_mut().map(|lm| (lm, precision)))
+}
+
+/// Runs `mula_teacher_forced` / `mula_generate` (fp16 engines use the documented
+/// [`mula::MulaTolerances::FP16`]).
+pub fn run_mula(ctx: &mut ConformContext, case: &Case) -> CaseResult {
+    let tensors = ctx.fixture.load(case)?;
+    let fixture_tol = mula::MulaTolerances::from_fixture(&ctx.fixture)?;
+    let Some((lm, precision)) = lm(ctx)? else {
+        return Ok(no_engines());
+    };
+    let tol = match precision {
+        Precision::Fp32 => fixture_tol,
+        Precision::Fp16 => mula::MulaTolerances::FP16,
+        other => {
+            return Ok(CaseOutcome::skip(format!(
+                "no conformance tolerance defined for {other} engines"
+            )));
+        }
+    };
+    if case.kind == "mula_teacher_forced" {
+        mula::check_teacher_forced(lm, case, &tensors, tol)
+    } else {
+        mula::check_generate(lm, case, &tensors, tol)
+    }
+}
+
+/// Runs the `codec_*` kinds.
+pub fn run_codec(ctx: &mut ConformContext, case: &Case) -> CaseResult {
+    let weights: Vec<PathBuf> = ctx.codec()?.checkpoint.files().map(Path::to_path_buf).collect();
+    let ConformContext { fixture, engines, .. } = ctx;
+    let Some(set) = engines.as_mut() else {
+        return Ok(no_engines());
+    };
+    if set.codec.is_none() {
+        check_built_from(&set.manifest, &set.dir, "codec_weights", &weights)?;
+        let cfg = set.manifest.codec.clone().ok_or_else(|| {
+            format!(
+                "engine folder {} has no codec (built without --codec)",
+                set.dir.display()
+            )
+        })?;
+        if set.manifest.codec_precision != Some(Precision::Fp32) {
+            return Ok(CaseOutcome::skip(
+                "codec conformance tolerances are defined for fp32 codec engines only",
+            ));
+        }
+        set.codec = Some(Codec::open_with_config(&set.rt, &set.dir, cfg)?);
+    }
+    let codec_engine = set.codec.as_mut().expect("opened above");
+    codec::run(codec_engine, fixture, case)
+}

@@ -1,0 +1,112 @@
+//! One entry point for both ways of decoding a song's frames: [`Decoding`]
+//! picks plain sampling from the target or lossless speculative decoding with
+//! a draft engine, and [`decode`] runs it. Callers (the song pipeline, the
+//! benchmark) cannot tell the two apart beyond the statistics speculation
+//! adds: the same prompt, parameters and noise source go in, kept frames and
+//! the stop reason come out.
+
+use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, generate};
+use super::model::HeartMula;
+use super::sampler::{NoiseSource, SamplerParams};
+use super::speculative::{SpecEvent, SpecParams, SpecStats, generate_speculative};
+use super::{LmError, Prompt};
+
+/// How frames are decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoding {
+    /// Every frame sampled from the target engine.
+    Plain,
+    /// Drafted `draft_frames` at a time by a draft engine and verified by the
+    /// target (same output distribution; other samples for a seed).
+    Speculative {
+        /// Frames drafted per round (≥ 1).
+        draft_frames: usize,
+    },
+}
+
+impl Decoding {
+    /// `Plain` for 0 drafted frames per round, else `Speculative`.
+    pub fn from_draft_frames(draft_frames: usize) -> Self {
+        match draft_frames {
+            0 => Self::Plain,
+            k => Self::Speculative { draft_frames: k },
+        }
+    }
+}
+
+/// The engines a decode runs on: the target, and the draft speculation needs.
+pub struct Engines<'a> {
+    /// The model whose distribution the frames follow.
+    pub target: &'a mut HeartMula,
+    /// The cheaper engine that drafts frames (speculative decoding only).
+    pub draft: Option<&'a mut HeartMula>,
+}
+
+/// Frames decoded and, for speculative decoding, its counters.
+#[derive(Debug)]
+pub struct Decoded {
+    /// Kept frames and why generation stopped.
+    pub generation: Generation,
+    /// Acceptance counters and timings (speculative decoding only).
+    pub speculation: Option<SpecStats>,
+}
+
+/// Decodes `prompt`'s frames as `decoding` says; every random draw comes from
+/// `noise`. `kept(frames, max_frames)` is called once per kept frame, in order.
+/// Speculative decoding without a draft engine is an [`LmError::Input`].
+pub fn decode(
+    decoding: Decoding,
+    engines: Engines<'_>,
+    prompt: &Prompt,
+    generation: GenParams,
+    sampler: SamplerParams,
+    noise: &mut dyn NoiseSource,
+    kept: &mut dyn FnMut(usize, usize),
+) -> Result<Decoded, LmError> {
+    let mut count = 0usize;
+    match decoding {
+        Decoding::Plain => {
+            let mut picker = Sampling { params: sampler, noise };
+            let generation = generate(
+                engines.target,
+                prompt,
+                &generation,
+                &mut picker,
+                &mut |e: &FrameEvent<'_>| {
+                    if e.kept {
+                        count += 1;
+                        kept(count, e.max_frames);
+                    }
+                },
+            )?;
+            Ok(Decoded {
+                generation,
+                speculation: None,
+            })
+        }
+        Decoding::Speculative { draft_frames } => {
+            let Some(draft) = engines.draft else {
+                return Err(LmError::Input(
+                    "speculative decoding needs a draft engine (open the engine folder's draft)".into(),
+                ));
+            };
+            let params = SpecParams {
+                generation,
+                sampler,
+                draft_frames,
+            };
+            let out = generate_speculative(engines.target, draft, prompt, &params, noise, &mut |e: &SpecEvent<
+                '_,
+            >| {
+                if e.kept {
+                    count += 1;
+                    kept(count, e.max_frames);
+                }
+            })?;
+            Ok(Decoded {
+                generation: out.generation,
+                speculation: Some(out.stats),
+            })
+        }
+    }
+}

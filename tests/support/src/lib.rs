@@ -1,0 +1,131 @@
+//! Helpers shared by heart's test suites (a dev-dependency only): where the
+//! committed tiny-a fixture is, how to find and run the workspace's binaries,
+//! and engine folders exported once per test process.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use heart::config::{GenConfig, MulaConfig};
+use heart::precision::Precision;
+use heart_backend::SessionConfig;
+use heart_runtime::lm::HeartMula;
+
+/// The workspace root (this crate sits at `tests/support`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The committed fixture set `tests/fixtures/tiny-a`.
+pub fn fixture() -> PathBuf {
+    workspace_root().join("tests/fixtures/tiny-a")
+}
+
+/// The fixture's HeartMuLa checkpoint folder.
+pub fn fixture_mula() -> PathBuf {
+    fixture().join("heartmula")
+}
+
+/// The fixture set, opened.
+pub fn fixture_set() -> heart::fixture::Fixture {
+    heart::fixture::Fixture::open(&fixture()).expect("open the committed fixture")
+}
+
+/// The fixture's HeartMuLa model and generation configs.
+pub fn mula_configs() -> (MulaConfig, GenConfig) {
+    let dir = fixture_mula();
+    (
+        MulaConfig::from_file(&dir.join("config.json")).expect("fixture config.json"),
+        GenConfig::from_file(&dir.join("gen_config.json")).expect("fixture gen_config.json"),
+    )
+}
+
+/// The workspace binary `name` (`heart-build`, `heart-run`, `heart-eval`,
+/// `heart-conform`, `heart-bench`), next to the running test's own target
+/// folder. `cargo test --workspace` builds them all; a missing one fails the
+/// test with that hint.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps/<test>");
+    let bin = dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} not built: run the suite with `cargo test --workspace`",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs the workspace binary `name` with `args` and collects its output.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name)).args(args).output().expect("binary runs")
+}
+
+/// Runs the workspace binary `name` and fails the test with its stderr unless it succeeds.
+pub fn run_ok(name: &str, args: &[&str]) -> Output {
+    let o = run(name, args);
+    assert!(
+        o.status.success(),
+        "{name} {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+/// Runs `heart-build` and fails the test with its stderr if it fails.
+pub fn build(args: &[&str]) {
+    run_ok("heart-build", args);
+}
+
+/// Flags that keep `heart-run bench`'s machine measurements short (tiny
+/// bandwidth arrays and FLOP loop) and make it print JSON.
+const QUICK_BENCH_JSON: [&str; 5] = ["--stream-mib", "8", "--peak-rounds", "1000", "--json"];
+
+/// Runs `heart-run bench` with `args` plus quick-measurement flags and parses its record.
+pub fn bench_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["bench"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&QUICK_BENCH_JSON);
+    let o = run_ok("heart-run", &all);
+    serde_json::from_slice(&o.stdout).expect("--json prints JSON")
+}
+
+/// The `name` of every row of a bench record.
+pub fn row_names(record: &serde_json::Value) -> Vec<&str> {
+    record["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| r["name"].as_str().expect("row name"))
+        .collect()
+}
+
+/// The LM graphs and tables exported from the fixture's HeartMuLa checkpoint
+/// at `precision` (fp32 or fp16), once per test process.
+pub fn lm_engine(precision: Precision) -> &'static Path {
+    static FP32: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static FP16: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let cell = match precision {
+        Precision::Fp16 => &FP16,
+        Precision::Fp32 => &FP32,
+        other => panic!("lm_engine exports fp32 or fp16, not {other}"),
+    };
+    cell.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp folder");
+        let ckpt = heart::checkpoint::Checkpoint::open(&fixture_mula()).expect("fixture checkpoint");
+        let (cfg, _) = mula_configs();
+        onnx_export::lm::export_lm(&ckpt, &cfg, precision, dir.path()).expect("export the fixture LM");
+        dir
+    })
+    .path()
+}
+
+/// The fixture LM at `precision` ([`lm_engine`]) opened on ONNX Runtime's CPU provider.
+pub fn open_lm(precision: Precision) -> HeartMula {
+    let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
+    let (cfg, gen_cfg) = mula_configs();
+    HeartMula::open(&rt, lm_engine(precision), &cfg, &gen_cfg, &SessionConfig::default()).expect("open the fixture LM")
+}
