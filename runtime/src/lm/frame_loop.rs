@@ -26,7 +26,7 @@
 
 use super::LmError;
 use super::embed::Prompt;
-use super::model::{BackboneOut, HeartMula, TapValues};
+use super::model::{BackboneOut, HeartMula, TapValues, Taps};
 use super::sampler::{NoiseSource, SamplerParams, cfg_mix, sample};
 
 /// Loop knobs.
@@ -129,7 +129,7 @@ pub struct FrameEvent<'a> {
     pub decoder_logits: &'a [Vec<f32>],
     /// Logits handed to the picker per codebook (guided with CFG), each `[V]`.
     pub sampler_logits: &'a [Vec<f32>],
-    /// The tapped outputs of the frame's steps ([`HeartMula::set_taps`]):
+    /// The tapped outputs of the frame's steps ([`Taps`]):
     /// the backbone step, then the decoder's; empty without taps.
     pub taps: &'a [TapValues],
 }
@@ -165,26 +165,26 @@ pub fn generate(
     picker: &mut dyn CodePicker,
     observer: &mut dyn FnMut(&FrameEvent<'_>),
 ) -> Result<Generation, LmError> {
-    try_generate(lm, prompt, params, picker, &mut |event| {
+    try_generate(lm, prompt, params, &Taps::default(), picker, &mut |event| {
         observer(event);
         Ok(())
     })
 }
 
-/// [`generate`] with an observer that may fail: its first error ends the loop
-/// and is returned.
+/// [`generate`] with `taps` asked of every step and an observer that may
+/// fail: its first error ends the loop and is returned.
 pub fn try_generate(
     lm: &mut HeartMula,
     prompt: &Prompt,
     params: &GenParams,
+    taps: &Taps,
     picker: &mut dyn CodePicker,
     observer: &mut dyn FnMut(&FrameEvent<'_>) -> Result<(), LmError>,
 ) -> Result<Generation, LmError> {
     params.validate()?;
-    lm.take_taps();
     let dims = lm.dims();
     let max_extra = params.max_extra_frames();
-    let mut st = lm.new_state(params.batch(), prompt.len() + max_extra)?;
+    let mut st = lm.new_tapped_state(params.batch(), prompt.len() + max_extra, taps.clone())?;
     let mut frames: Vec<Vec<i64>> = Vec::new();
     let mut prev: Vec<Vec<i64>> = Vec::new();
     let mut phase = Phase::Prefill;
@@ -201,7 +201,7 @@ pub fn try_generate(
         };
         let step = frame_codes(lm, &mut st, &out, params, index, picker)?;
         let end = ends_generation(index, &step.codes[0], dims.audio_eos_id);
-        let taps = lm.take_taps();
+        let taps = st.take_taps();
         observer(&FrameEvent {
             index,
             max_frames: max_extra + 1,

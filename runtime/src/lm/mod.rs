@@ -29,7 +29,9 @@ pub use frame_loop::{
     CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate, try_generate,
 };
 pub use kv_cache::{CacheDtype, CacheShape, KvCache};
-pub use model::{BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues};
+pub use model::{
+    BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues, Taps,
+};
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
 pub use speculative::{FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative};
 

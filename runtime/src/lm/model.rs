@@ -8,10 +8,11 @@
 //! codebook of several whole frames in one decoder call, the frames folded
 //! into the batch).
 //!
-//! Taps: [`HeartMula::set_taps`] asks every backbone step and decoder walk
-//! step for extra graph outputs (calibration probes, per-layer residual
-//! streams); their values wait in [`HeartMula::take_taps`] until the frame
-//! loop hands them to its observer.
+//! Taps: a generation's [`LmState`] may carry a [`Taps`] request, extra graph
+//! outputs (calibration probes, per-layer residual streams) that every
+//! backbone step and decoder walk step then also returns; their values wait
+//! in [`LmState::take_taps`] until the frame loop hands them to its observer.
+//! The model itself holds no measurement state.
 
 use std::path::{Path, PathBuf};
 
@@ -51,7 +52,26 @@ pub enum GraphKind {
     Decoder,
 }
 
-/// The tapped outputs of one graph step ([`HeartMula::set_taps`]).
+/// Extra outputs a generation asks of every step, per graph (none by default).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Taps {
+    /// Output names asked of every backbone step.
+    pub backbone: Vec<String>,
+    /// Output names asked of every decoder step.
+    pub decoder: Vec<String>,
+}
+
+impl Taps {
+    /// The names asked of graph `kind`, in order.
+    pub fn names(&self, kind: GraphKind) -> &[String] {
+        match kind {
+            GraphKind::Backbone => &self.backbone,
+            GraphKind::Decoder => &self.decoder,
+        }
+    }
+}
+
+/// The tapped outputs of one graph step ([`Taps`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct TapValues {
     /// The graph that ran.
@@ -177,12 +197,21 @@ pub struct LmState {
     pub backbone: KvCache,
     /// Decoder cache (one frame's positions, reset every frame).
     pub decoder: KvCache,
+    /// Extra outputs asked of every backbone and decoder-walk step.
+    taps: Taps,
+    /// Their values, per step, until [`LmState::take_taps`].
+    tapped: Vec<TapValues>,
 }
 
 impl LmState {
     /// Batch rows.
     pub fn batch(&self) -> usize {
         self.backbone.shape().batch
+    }
+
+    /// The tapped outputs of the steps run since the last call, in step order.
+    pub fn take_taps(&mut self) -> Vec<TapValues> {
+        std::mem::take(&mut self.tapped)
     }
 }
 
@@ -201,9 +230,6 @@ pub struct HeartMula {
     decoder: StackGraph,
     embedder: Embedder,
     dims: LmDims,
-    backbone_taps: Vec<String>,
-    decoder_taps: Vec<String>,
-    tapped: Vec<TapValues>,
 }
 
 impl HeartMula {
@@ -276,9 +302,6 @@ impl HeartMula {
                 empty_id: gen_cfg.empty_id,
                 max_seq_len: cfg.backbone.max_seq_len,
             },
-            backbone_taps: Vec::new(),
-            decoder_taps: Vec::new(),
-            tapped: Vec::new(),
         })
     }
 
@@ -297,36 +320,19 @@ impl HeartMula {
         self.graph(kind).output_names()
     }
 
-    /// Asks every step of graph `kind` in [`Self::backbone_step`] (and so
-    /// prefill and feeding) or [`Self::decode_frame`] for the outputs `names`
-    /// too, kept for [`Self::take_taps`]; an error names the first one the
-    /// graph does not have. The scoring steps take no taps.
-    pub fn set_taps(&mut self, kind: GraphKind, names: Vec<String>) -> Result<(), LmError> {
-        let graph = self.graph(kind);
-        if let Some(missing) = names.iter().find(|n| !graph.has_output(n)) {
-            return Err(LmError::Engine {
-                path: graph.path().to_path_buf(),
-                message: format!("graph has no output `{missing}` to tap"),
-            });
-        }
-        match kind {
-            GraphKind::Backbone => self.backbone_taps = names,
-            GraphKind::Decoder => self.decoder_taps = names,
+    /// Fails unless both graphs have every output `taps` asks for, naming the
+    /// first one missing.
+    pub fn check_taps(&self, taps: &Taps) -> Result<(), LmError> {
+        for kind in [GraphKind::Backbone, GraphKind::Decoder] {
+            let graph = self.graph(kind);
+            if let Some(missing) = taps.names(kind).iter().find(|n| !graph.has_output(n)) {
+                return Err(LmError::Engine {
+                    path: graph.path().to_path_buf(),
+                    message: format!("graph has no output `{missing}` to tap"),
+                });
+            }
         }
         Ok(())
-    }
-
-    /// The taps asked of graph `kind`, in order.
-    pub fn taps(&self, kind: GraphKind) -> &[String] {
-        match kind {
-            GraphKind::Backbone => &self.backbone_taps,
-            GraphKind::Decoder => &self.decoder_taps,
-        }
-    }
-
-    /// The tapped outputs of the steps run since the last call, in step order.
-    pub fn take_taps(&mut self) -> Vec<TapValues> {
-        std::mem::take(&mut self.tapped)
     }
 
     fn graph(&self, kind: GraphKind) -> &StackGraph {
@@ -336,27 +342,28 @@ impl HeartMula {
         }
     }
 
-    /// One step of graph `kind` returning the outputs `main`; with taps set,
-    /// asks for them too and keeps their values for [`Self::take_taps`].
+    /// One step of graph `kind` returning the outputs `main`; when `st`
+    /// asks for taps, asks for them too and keeps their values in `st`.
     fn tapped_step(
         &mut self,
         kind: GraphKind,
-        cache: &mut KvCache,
+        st: &mut LmState,
         (embeds, s): (&[f32], usize),
         codebook: usize,
         main: &[&str],
     ) -> Result<Vec<Vec<f32>>, LmError> {
-        let (graph, taps, codebook_input) = match kind {
-            GraphKind::Backbone => (&mut self.backbone, &self.backbone_taps, None),
-            GraphKind::Decoder => (&mut self.decoder, &self.decoder_taps, Some(codebook as i64)),
+        let (graph, cache, codebook_input) = match kind {
+            GraphKind::Backbone => (&mut self.backbone, &mut st.backbone, None),
+            GraphKind::Decoder => (&mut self.decoder, &mut st.decoder, Some(codebook as i64)),
         };
+        let taps = st.taps.names(kind);
         if taps.is_empty() {
             return graph.step(cache, embeds, s, codebook_input, main);
         }
         let names: Vec<&str> = main.iter().copied().chain(taps.iter().map(String::as_str)).collect();
         let mut out = graph.step(cache, embeds, s, codebook_input, &names)?;
         let values = out.split_off(main.len());
-        self.tapped.push(TapValues {
+        st.tapped.push(TapValues {
             graph: kind,
             codebook,
             rows: cache.shape().batch * s,
@@ -388,6 +395,13 @@ impl HeartMula {
     /// Fresh caches for `batch` rows and at most `max_positions` backbone
     /// positions (prompt + fed-back frames).
     pub fn new_state(&self, batch: usize, max_positions: usize) -> Result<LmState, LmError> {
+        self.new_tapped_state(batch, max_positions, Taps::default())
+    }
+
+    /// As [`Self::new_state`], with every step also returning `taps`
+    /// (checked against the graphs' outputs).
+    pub fn new_tapped_state(&self, batch: usize, max_positions: usize, taps: Taps) -> Result<LmState, LmError> {
+        self.check_taps(&taps)?;
         if max_positions > self.dims.max_seq_len {
             return Err(LmError::CacheFull {
                 needed: max_positions,
@@ -403,6 +417,8 @@ impl HeartMula {
                 max_positions,
             )?,
             decoder: KvCache::new(self.decoder.cache_shape(batch), self.decoder.cache_dtype(), n, n)?,
+            taps,
+            tapped: Vec::new(),
         })
     }
 
@@ -464,7 +480,7 @@ impl HeartMula {
     /// A backbone step over `s` rows of summed embeddings `[B, s, D]`.
     pub fn backbone_step(&mut self, st: &mut LmState, embeds: &[f32], s: usize) -> Result<BackboneOut, LmError> {
         let main = [io::HIDDEN, io::C0_LOGITS];
-        let mut out = self.tapped_step(GraphKind::Backbone, &mut st.backbone, (embeds, s), 0, &main)?;
+        let mut out = self.tapped_step(GraphKind::Backbone, st, (embeds, s), 0, &main)?;
         let c0_logits = last_output(&mut out, io::C0_LOGITS, &self.backbone)?;
         let hidden = last_output(&mut out, io::HIDDEN, &self.backbone)?;
         Ok(BackboneOut { hidden, c0_logits })
@@ -498,7 +514,7 @@ impl HeartMula {
         }
         let mut s = 2;
         for k in 1..self.dims.codebooks {
-            let mut out = self.tapped_step(GraphKind::Decoder, &mut st.decoder, (&embeds, s), k, &[io::LOGITS])?;
+            let mut out = self.tapped_step(GraphKind::Decoder, st, (&embeds, s), k, &[io::LOGITS])?;
             let logits = last_output(&mut out, io::LOGITS, &self.decoder)?;
             let chosen = pick(k, &logits)?;
             if chosen.len() != batch {

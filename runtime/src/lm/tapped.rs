@@ -3,15 +3,17 @@
 //! the `tap.layer_*` residual streams.
 //!
 //! [`TappedLm::run`] is [`crate::lm::try_generate`] on a [`HeartMula`] with
-//! taps set ([`HeartMula::set_taps`]), its frame events handed to a
-//! [`TapObserver`] as steps and frames.
+//! the [`Taps`] asked for here, its frame events handed to a [`TapObserver`]
+//! as steps and frames.
 
 use std::path::Path;
 
 use heart::config::{GenConfig, MulaConfig};
 
 pub use crate::lm::GraphKind;
-use crate::lm::{CodePicker, FrameEvent, GenParams, Generation, HeartMula, LmDims, LmError, Prompt, try_generate};
+use crate::lm::{
+    CodePicker, FrameEvent, GenParams, Generation, HeartMula, LmDims, LmError, Prompt, Taps, try_generate,
+};
 use heart_backend::{OrtRuntime, SessionConfig};
 
 /// The tapped outputs of one graph step.
@@ -61,6 +63,7 @@ pub trait TapObserver {
 /// The LM graphs of an engine folder, run with extra outputs.
 pub struct TappedLm {
     lm: HeartMula,
+    taps: Taps,
 }
 
 impl TappedLm {
@@ -74,6 +77,7 @@ impl TappedLm {
     ) -> Result<Self, LmError> {
         Ok(Self {
             lm: HeartMula::open(rt, dir, cfg, gen_cfg, sessions)?,
+            taps: Taps::default(),
         })
     }
 
@@ -90,7 +94,14 @@ impl TappedLm {
     /// Asks every step of graph `kind` for the outputs `names` too; an error
     /// names the first one the graph does not have.
     pub fn set_taps(&mut self, kind: GraphKind, names: Vec<String>) -> Result<(), LmError> {
-        self.lm.set_taps(kind, names)
+        let mut taps = self.taps.clone();
+        match kind {
+            GraphKind::Backbone => taps.backbone = names,
+            GraphKind::Decoder => taps.decoder = names,
+        }
+        self.lm.check_taps(&taps)?;
+        self.taps = taps;
+        Ok(())
     }
 
     /// Runs the frame loop on `prompt` with codes from `picker`, reporting the
@@ -102,22 +113,22 @@ impl TappedLm {
         picker: &mut dyn CodePicker,
         observer: &mut dyn TapObserver,
     ) -> Result<Generation, LmError> {
-        let names = [GraphKind::Backbone, GraphKind::Decoder].map(|k| self.lm.taps(k).to_vec());
-        try_generate(&mut self.lm, prompt, params, picker, &mut |event| {
-            report(event, &names, observer)
+        let taps = &self.taps;
+        try_generate(&mut self.lm, prompt, params, taps, picker, &mut |event| {
+            report(event, taps, observer)
         })
     }
 }
 
 /// Hands one frame event to `observer`: its steps' taps, then the frame.
-fn report(event: &FrameEvent<'_>, names: &[Vec<String>; 2], observer: &mut dyn TapObserver) -> Result<(), LmError> {
+fn report(event: &FrameEvent<'_>, taps: &Taps, observer: &mut dyn TapObserver) -> Result<(), LmError> {
     for tap in event.taps {
         observer.step(&TapStep {
             graph: tap.graph,
             frame: event.index,
             codebook: tap.codebook,
             rows: tap.rows,
-            names: &names[usize::from(tap.graph == GraphKind::Decoder)],
+            names: taps.names(tap.graph),
             values: &tap.values,
         })?;
     }
