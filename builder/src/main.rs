@@ -10,6 +10,7 @@ mod safetensors_out;
 mod scales;
 mod synth;
 mod tensorrt;
+mod trt_rtx;
 
 use std::time::Instant;
 

@@ -17,7 +17,7 @@ use heart::manifest::{ProfileEntry, sha256_bytes};
 use heart::precision::Precision;
 use heart::quant::blockwise::IntBits;
 use onnx_export::linears::Lowering;
-use onnx_export::lm::{LinearGroup, LmOptions, QuantFormat, QuantPlan, numerics};
+use onnx_export::lm::{GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan, numerics};
 use onnx_export::quant::{Accuracy, NBits};
 use serde::Deserialize;
 
@@ -310,6 +310,7 @@ impl Profile {
                 }),
                 probes: BTreeSet::new(),
                 layer_taps: false,
+                form: GraphForm::Cpu,
             },
             activations,
             calibration,

@@ -18,7 +18,7 @@ use heart::engine::{self, io};
 use heart::precision::Precision;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
 use onnx_export::linears::Lowering;
-use onnx_export::lm::{self, DEFAULT_QUANTIZED, LinearGroup, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{self, DEFAULT_QUANTIZED, GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan};
 use onnx_export::proto::ModelProto;
 use onnx_export::quant::{Accuracy, NBits};
 use prost::Message;
@@ -54,6 +54,7 @@ fn int_options(bits: IntBits, accuracy: Accuracy, groups: &[LinearGroup]) -> LmO
         }),
         probes: Default::default(),
         layer_taps: false,
+        form: GraphForm::Cpu,
     }
 }
 

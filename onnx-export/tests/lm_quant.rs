@@ -52,6 +52,7 @@ fn options(cfg: &MulaConfig, weights: QuantFormat, acts: Option<QuantFormat>, am
         }),
         probes: [LinearGroup::BackboneAttention, LinearGroup::BackboneMlp].into(),
         layer_taps: true,
+        form: GraphForm::Cpu,
     }
 }
 
@@ -311,6 +312,7 @@ fn calibration_variants_expose_probes_and_taps() {
         quant: None,
         probes: LinearGroup::ALL.into_iter().collect(),
         layer_taps: true,
+        form: GraphForm::Cpu,
     };
     let export = lm::export_lm_with(&ckpt, &cfg, &opts, dir.path()).unwrap();
     let first = &export.backbone_probes[0];

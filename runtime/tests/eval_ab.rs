@@ -18,7 +18,7 @@ use heart::precision::Precision;
 use heart_runtime::eval::ab::{AbOptions, run_ab};
 use heart_runtime::lm::{SamplerParams, SessionConfig};
 use onnx_export::linears::{Activations, Lowering};
-use onnx_export::lm::{DEFAULT_QUANTIZED, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{DEFAULT_QUANTIZED, GraphForm, LmOptions, QuantFormat, QuantPlan};
 
 fn calibration() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../calibration")
@@ -77,6 +77,7 @@ fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: 
 fn dense(precision: Precision) -> LmOptions {
     LmOptions {
         layer_taps: true,
+        form: GraphForm::Cpu,
         ..LmOptions::for_precision(precision)
     }
 }

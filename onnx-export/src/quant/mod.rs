@@ -103,6 +103,9 @@ pub enum WeightScheme {
     Fp8Portable,
     /// NVFP4 as NVIDIA ModelOpt exports it for TensorRT (FLOAT4E2M1, opset ≥ 23).
     Nvfp4TensorRt,
+    /// FP8 E4M3FN per output channel with scales in the compute dtype, so the
+    /// `DequantizeLinear` feeds the `MatMul` directly (TensorRT's FP8 GEMM pattern).
+    Fp8TensorRt,
     /// Blockwise int4 / int8 run by ONNX Runtime's `MatMulNBits` ([`nbits`]).
     MatMulNBits(NBits),
 }
@@ -128,7 +131,7 @@ impl WeightScheme {
             Self::Nvfp4Portable | Self::Nvfp4TensorRt => {
                 QuantizedWeight::Nvfp4(quantize_nvfp4(values, out, inp).map_err(named)?)
             }
-            Self::Fp8Portable => {
+            Self::Fp8Portable | Self::Fp8TensorRt => {
                 QuantizedWeight::Fp8(quantize_fp8(values, out, inp, Fp8Granularity::PerRow).map_err(named)?)
             }
             Self::MatMulNBits(nb) => {
@@ -233,6 +236,7 @@ impl QuantEmitter {
                 self.nvfp4_tensorrt(g, t.name, &w, dtype)
             }
             QuantizedWeight::Nvfp4(w) => self.nvfp4_portable(g, t.name, &w, dtype),
+            QuantizedWeight::Fp8(w) if scheme == WeightScheme::Fp8TensorRt => tensorrt::fp8_weight(g, t.name, &w, dtype),
             QuantizedWeight::Fp8(w) => portable::fp8_weight(g, t.name, &w, dtype),
             QuantizedWeight::Blockwise(_) => Err(no_dense_weight(t.name)),
         }
@@ -278,6 +282,26 @@ impl QuantEmitter {
         tensorrt::nvfp4_weight(g, &mut self.fp4, name, w, dtype)
     }
 
+    /// TensorRT FP8 weight `name` (`[out, in]`) → dequantized `[in, out]` as
+    /// `dtype`. See [`tensorrt`].
+    pub fn fp8_tensorrt(&mut self, g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype: DType) -> Result<Value> {
+        tensorrt::fp8_weight(g, name, w, dtype)
+    }
+
+    /// TensorRT FP8 E4M3FN fake-quantization of `x` with the static
+    /// per-tensor `scale`: a `QuantizeLinear`/`DequantizeLinear` pair with the
+    /// scale in `dtype`. See [`tensorrt`].
+    pub fn fp8_activation_tensorrt(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        scale: f32,
+        dtype: DType,
+    ) -> Result<Value> {
+        tensorrt::fp8_activation(g, x, name, scale, dtype)
+    }
+
     /// Quantizes activations `x` (`[..., act.features]`, dtype `dtype`) to
     /// NVFP4 along the last axis, in the form `scheme` calls for; returns the
     /// dequantized activations as `dtype`. FP8 is weight-only here.
@@ -292,7 +316,7 @@ impl QuantEmitter {
         match scheme {
             WeightScheme::Nvfp4Portable => self.nvfp4_activation_portable(g, x, act, dtype),
             WeightScheme::Nvfp4TensorRt => tensorrt::nvfp4_activation(g, x, act, dtype),
-            WeightScheme::Fp8Portable => Err(ExportError::Unsupported {
+            WeightScheme::Fp8Portable | WeightScheme::Fp8TensorRt => Err(ExportError::Unsupported {
                 what: format!(
                     "activation quantization for `{}` with FP8 weights (FP8 is weight-only)",
                     act.name
