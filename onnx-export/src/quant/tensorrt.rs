@@ -157,7 +157,6 @@ pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype:
 /// per-tensor `scale`: `DequantizeLinear(QuantizeLinear(x))`, as `dtype`.
 pub(super) fn fp8_activation(g: &mut GraphBuilder, x: &Value, name: &str, scale: f32, dtype: DType) -> Result<Value> {
     check_float(name, dtype)?;
-    let stored = g.init_f32(&format!("{name}.fp8_scale"), dtype, &[], &[scale])?;
     let rounded = match dtype {
         DType::F16 => half::f16::from_f32(scale).to_f32(),
         DType::BF16 => half::bf16::from_f32(scale).to_f32(),
@@ -171,6 +170,7 @@ pub(super) fn fp8_activation(g: &mut GraphBuilder, x: &Value, name: &str, scale:
             ),
         });
     }
+    let stored = g.init_f32(&format!("{name}.fp8_scale"), dtype, &[], &[scale])?;
     let zero = g.init_stream(&format!("{name}.fp8_zero"), DType::F8E4M3FN, &[], |s| s.push_bytes(&[0]))?;
     Ok(g.with_scope(&format!("{name}.fp8"), |g| {
         let q = g.node("QuantizeLinear", &[x, &stored, &zero], vec![]);
