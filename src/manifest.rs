@@ -474,6 +474,34 @@ mod tests {
     }
 
     #[test]
+    fn tensorrt_rtx_target_round_trips_with_its_engines() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = sample(dir.path());
+        m.target = Target::TensorRtRtx {
+            tensorrt_rtx_version: "1.7.1.116".into(),
+            gpu_arch: "sm121".into(),
+            compute_capability: "12.1".into(),
+            execution_provider: "NvTensorRTRTXExecutionProvider".into(),
+            engines: vec![TrtEngineEntry {
+                graph: "backbone.onnx".into(),
+                context_model: "trt/backbone_ctx.onnx".into(),
+                engine: "trt/backbone.engine".into(),
+                profile: vec![InputRange {
+                    name: "embeds".into(),
+                    min: vec![1, 1, 64],
+                    opt: vec![2, 1, 64],
+                    max: vec![2, 512, 64],
+                }],
+            }],
+        };
+        m.write(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
+        assert!(text.contains("kind = \"tensorrt_rtx\""), "{text}");
+        assert!(text.contains("[[target.engine]]") && text.contains("[[target.engine.input]]"), "{text}");
+        assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
+    }
+
+    #[test]
     fn refuses_modified_files_and_other_versions() {
         let dir = tempfile::tempdir().unwrap();
         let mut m = sample(dir.path());

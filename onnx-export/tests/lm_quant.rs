@@ -16,7 +16,7 @@ use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::{Fp8Granularity, e4m3_to_f32, encode_scaled, fp8_scale, quantize_fp8};
 use heart::quant::nvfp4::{nvfp4_global_scale, quantize_nvfp4, quantize_nvfp4_with_global};
 use onnx_export::linears::{Activations, Lowering};
-use onnx_export::lm::{self, DEFAULT_QUANTIZED, LinearGroup, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{self, DEFAULT_QUANTIZED, GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan};
 use onnx_export::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use prost::Message;
 use quant_support::{Opts, assert_within, matmul_f64, rng, session, transpose};
