@@ -497,7 +497,10 @@ mod tests {
         m.write(dir.path()).unwrap();
         let text = std::fs::read_to_string(dir.path().join(MANIFEST_FILE)).unwrap();
         assert!(text.contains("kind = \"tensorrt_rtx\""), "{text}");
-        assert!(text.contains("[[target.engine]]") && text.contains("[[target.engine.input]]"), "{text}");
+        assert!(
+            text.contains("[[target.engine]]") && text.contains("[[target.engine.input]]"),
+            "{text}"
+        );
         assert_eq!(Manifest::load(dir.path(), Verify::Full).unwrap(), m);
     }
 

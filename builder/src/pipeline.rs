@@ -119,11 +119,7 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         None => match &trt_rtx {
             Some(env) => {
                 let draft_config = draft_plan.as_ref().map(|p| draft::config(&mula.config, p));
-                let jobs = crate::trt_rtx::jobs(
-                    &mula.config,
-                    codec.as_ref().map(|c| &c.config),
-                    draft_config.as_ref(),
-                );
+                let jobs = crate::trt_rtx::jobs(&mula.config, codec.as_ref().map(|c| &c.config), draft_config.as_ref());
                 let (target, engines) = crate::trt_rtx::build(env, args.gpu_arch, dir, &jobs, quiet)?;
                 written.extend(engines);
                 target

@@ -150,7 +150,11 @@ pub struct GraphJob {
 /// own, possibly shallower, configuration).
 pub fn jobs(model: &MulaConfig, codec: Option<&CodecConfig>, draft: Option<&MulaConfig>) -> Vec<GraphJob> {
     let plain = ProfileLimits::for_model(model);
-    let target = if draft.is_some() { plain.with_speculation() } else { plain };
+    let target = if draft.is_some() {
+        plain.with_speculation()
+    } else {
+        plain
+    };
     let mut out = vec![
         GraphJob {
             graph: engine::BACKBONE_GRAPH.into(),
@@ -240,7 +244,12 @@ pub fn build(
             .profile
             .inputs
             .iter()
-            .map(|(name, min, opt, max)| (name.clone(), serde_json::json!({"min": min, "opt": opt, "max": max})))
+            .map(|i| {
+                (
+                    i.name.clone(),
+                    serde_json::json!({"min": i.min, "opt": i.opt, "max": i.max}),
+                )
+            })
             .collect();
         graphs.push(RequestGraph {
             onnx: dir.join(&job.graph),
@@ -322,13 +331,13 @@ pub fn build(
                 .profile
                 .inputs
                 .iter()
-                .map(|(name, min, opt, max)| {
+                .map(|i| {
                     let u = |v: &[usize]| v.iter().map(|&d| d as u64).collect();
                     InputRange {
-                        name: name.clone(),
-                        min: u(min),
-                        opt: u(opt),
-                        max: u(max),
+                        name: i.name.clone(),
+                        min: u(&i.min),
+                        opt: u(&i.opt),
+                        max: u(&i.max),
                     }
                 })
                 .collect(),
@@ -361,14 +370,22 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .with_context(|| format!("starting {} (TensorRT-RTX install {})", env.python.display(), env.dir.display()))?;
+        .with_context(|| {
+            format!(
+                "starting {} (TensorRT-RTX install {})",
+                env.python.display(),
+                env.dir.display()
+            )
+        })?;
     child
         .stdin
         .take()
         .context("the build helper's stdin")?
         .write_all(request)
         .context("sending the build request")?;
-    let out = child.wait_with_output().context("waiting for the TensorRT-RTX build helper")?;
+    let out = child
+        .wait_with_output()
+        .context("waiting for the TensorRT-RTX build helper")?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let log_tail = || {
@@ -430,14 +447,25 @@ mod tests {
         let names: Vec<&str> = spec.iter().map(|j| j.graph.as_str()).collect();
         assert_eq!(
             names,
-            ["backbone.onnx", "decoder.onnx", "draft/backbone.onnx", "draft/decoder.onnx"]
+            [
+                "backbone.onnx",
+                "decoder.onnx",
+                "draft/backbone.onnx",
+                "draft/decoder.onnx"
+            ]
         );
-        let batch_max = |j: &GraphJob| j.profile.inputs[0].3[0];
+        let batch_max = |j: &GraphJob| j.profile.inputs[0].max[0];
         assert_eq!(batch_max(&plain[1]), 2);
         assert_eq!(batch_max(&spec[1]), 2 * profiles::SPECULATE_MAX_FRAMES);
         assert_eq!(batch_max(&spec[0]), 2, "the backbone scores positions, not rows");
         assert_eq!(batch_max(&spec[3]), 2, "the draft decodes plain frames");
-        let keys = |j: &GraphJob| j.profile.inputs.iter().filter(|i| i.0.starts_with("past_key_")).count();
+        let keys = |j: &GraphJob| {
+            j.profile
+                .inputs
+                .iter()
+                .filter(|i| i.name.starts_with("past_key_"))
+                .count()
+        };
         assert_eq!(keys(&spec[0]), m.backbone.num_layers);
         assert_eq!(keys(&spec[2]), 1);
     }

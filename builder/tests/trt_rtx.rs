@@ -75,17 +75,26 @@ fn check_engine(dir: &Path, graph: &str) {
     assert!(bytes > 100_000, "{graph}: a {bytes}-byte engine is not a built network");
     let (node, attrs) = read_ep_context_node(&dir.join(engine::context_model(graph))).unwrap();
     let attr = |k: &str| attrs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-    let file = Path::new(&engine::tensorrt_engine(graph)).file_name().unwrap().to_str().unwrap().to_string();
+    let file = Path::new(&engine::tensorrt_engine(graph))
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     assert_eq!(attr("ep_cache_context"), Some(file.as_str()), "{graph}");
     assert_eq!(attr("embed_mode"), Some("0"));
     assert_eq!(attr("source"), Some(NV_TENSORRT_RTX_SOURCE));
     assert_eq!(attr("hardware_architecture"), Some("121"));
     assert!(attr("ep_sdk_version").unwrap().starts_with("1.7.1."), "{attrs:?}");
     let source = model(&dir.join(graph)).graph.unwrap();
-    let names = |v: &[onnx_export::proto::ValueInfoProto]| v.iter().map(|i| i.name.clone().unwrap()).collect::<Vec<_>>();
+    let names =
+        |v: &[onnx_export::proto::ValueInfoProto]| v.iter().map(|i| i.name.clone().unwrap()).collect::<Vec<_>>();
     let mut want_in = names(&source.input);
     want_in.retain(|n| !source.initializer.iter().any(|t| t.name.as_deref() == Some(n.as_str())));
-    assert_eq!(node.input, want_in, "{graph}: EP-context inputs are the engine's (= the graph's) inputs");
+    assert_eq!(
+        node.input, want_in,
+        "{graph}: EP-context inputs are the engine's (= the graph's) inputs"
+    );
     assert_eq!(node.output, names(&source.output), "{graph}: outputs");
 }
 
@@ -119,7 +128,11 @@ fn check_folder(dir: &Path, graphs: &[&str]) -> Manifest {
     for e in engines {
         check_engine(dir, &e.graph);
         for f in [&e.engine, &e.context_model] {
-            let entry = m.files.iter().find(|x| &x.path == f).unwrap_or_else(|| panic!("{f} not in the manifest"));
+            let entry = m
+                .files
+                .iter()
+                .find(|x| &x.path == f)
+                .unwrap_or_else(|| panic!("{f} not in the manifest"));
             assert_eq!(entry.kind, EngineKind::TensorRt);
         }
         assert!(!e.profile.is_empty(), "{}: every graph has dynamic inputs", e.graph);
@@ -174,10 +187,19 @@ fn fp4_engines_keep_fp4_weights() {
 fn fp4_w4a4_engines_quantize_activations_with_tensorrt_s_dynamic_quantizer() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
-    tiny_a(&out, &["--profile", "fp4-w4a4", "--calibration", s(&repo("calibration"))]);
+    tiny_a(
+        &out,
+        &["--profile", "fp4-w4a4", "--calibration", s(&repo("calibration"))],
+    );
     check_folder(&out, &TINY_GRAPHS);
     let m = model(&out.join(engine::BACKBONE_GRAPH));
-    let dynamic = m.graph.unwrap().node.iter().filter(|n| n.op_type.as_deref() == Some("TRT_FP4DynamicQuantize")).count();
+    let dynamic = m
+        .graph
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("TRT_FP4DynamicQuantize"))
+        .count();
     assert!(dynamic > 0, "W4A4 quantizes activations in the engine");
 }
 
@@ -189,8 +211,15 @@ fn fp8_engines_quantize_activations_with_qdq_pairs() {
     check_folder(&out, &TINY_GRAPHS);
     let m = model(&out.join(engine::BACKBONE_GRAPH));
     let g = m.graph.as_ref().unwrap();
-    let quantize = g.node.iter().filter(|n| n.op_type.as_deref() == Some("QuantizeLinear")).count();
-    assert!(quantize > 0, "W8A8 activations are QuantizeLinear/DequantizeLinear pairs");
+    let quantize = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("QuantizeLinear"))
+        .count();
+    assert!(
+        quantize > 0,
+        "W8A8 activations are QuantizeLinear/DequantizeLinear pairs"
+    );
     assert!(initializer_types(&m).contains(&(DataType::Float8e4m3fn as i32)));
 }
 
@@ -223,13 +252,19 @@ fn int_weights_and_a_missing_install_fail_before_any_output() {
     let o = heart_build(&[&base[..], &["--precision", "int4"]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("MatMulNBits") && err.contains("tensorrt graph form"), "{err}");
+    assert!(
+        err.contains("MatMulNBits") && err.contains("tensorrt graph form"),
+        "{err}"
+    );
     let empty = dir.path().join("no-install");
     std::fs::create_dir_all(&empty).unwrap();
     let o = heart_build(&[&base[..], &["--precision", "fp16", "--trt-rtx", s(&empty)]].concat());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("bash scripts/setup-trt-rtx.sh") && err.contains(s(&empty)), "{err}");
+    assert!(
+        err.contains("bash scripts/setup-trt-rtx.sh") && err.contains(s(&empty)),
+        "{err}"
+    );
     assert!(!out.exists(), "nothing written");
 }
 
@@ -265,6 +300,12 @@ fn small_lm_fp4_backbone_engine_is_at_most_045_of_fp16() {
     let fp16 = engine_bytes("fp16");
     let fp4 = engine_bytes("fp4");
     let ratio = fp4 as f64 / fp16 as f64;
-    assert!(fp16 > 100_000_000, "the fp16 backbone engine holds ~160 MB of f16 weights: {fp16}");
-    assert!(ratio <= 0.45, "fp4 backbone engine {fp4} B is {ratio:.3}× the fp16 one ({fp16} B)");
+    assert!(
+        fp16 > 100_000_000,
+        "the fp16 backbone engine holds ~160 MB of f16 weights: {fp16}"
+    );
+    assert!(
+        ratio <= 0.45,
+        "fp4 backbone engine {fp4} B is {ratio:.3}× the fp16 one ({fp16} B)"
+    );
 }

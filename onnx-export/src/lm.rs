@@ -39,8 +39,8 @@ use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
-use crate::linears::{HeadWeight, Linears, Lowering};
 pub use crate::linears::{GraphForm, LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
+use crate::linears::{HeadWeight, Linears, Lowering};
 use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 

@@ -18,15 +18,14 @@ use heart::config::MulaConfig;
 use heart::engine::{self, io};
 use heart::precision::Precision;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
+use lm_support::{FRAME_ROWS, OUTPUTS, outputs, relative_max_diff, run_stack};
 use onnx_export::linears::Lowering;
 use onnx_export::lm::{self, DEFAULT_QUANTIZED, GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan};
 use onnx_export::proto::ModelProto;
 use onnx_export::quant::{Accuracy, NBits};
 use prost::Message;
-use lm_support::{FRAME_ROWS, OUTPUTS, outputs, relative_max_diff, run_stack};
 use quant_support::transpose;
 use safetensors::tensor::{Dtype, TensorView};
-
 
 fn fixture() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a/heartmula")

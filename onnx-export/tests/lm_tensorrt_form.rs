@@ -73,21 +73,36 @@ fn gathered_heads_pick_the_same_head_for_every_codebook() {
     let width = cfg.backbone.embed_dim;
     let heads = cfg.audio_num_codebooks as i64 - 1;
     let logits = |dir: &Path, k: i64| {
-        run_stack(&dir.join(engine::DECODER_GRAPH), &cfg.decoder, width, (ROWS, k), &[io::LOGITS, io::LOGITS_ALL])
+        run_stack(
+            &dir.join(engine::DECODER_GRAPH),
+            &cfg.decoder,
+            width,
+            (ROWS, k),
+            &[io::LOGITS, io::LOGITS_ALL],
+        )
     };
     let mut per_head = Vec::new();
     for k in 0..=heads + 2 {
         let (want, got) = (logits(&cpu, k), logits(&trt, k));
         let diff = relative_max_diff(&got[0], &want[0]);
         assert!(diff <= 1e-5, "codebook {k}: {diff:e}");
-        assert!(got[1].is_empty() && want[1].is_empty(), "logits_all is empty off whole-frame calls");
+        assert!(
+            got[1].is_empty() && want[1].is_empty(),
+            "logits_all is empty off whole-frame calls"
+        );
         per_head.push(got.into_iter().next().unwrap());
     }
     // Clamping: codebook 0 uses the first head, codebooks past the last the last.
     assert_eq!(per_head[0], per_head[1]);
     assert_eq!(per_head[heads as usize], per_head[heads as usize + 2]);
     assert!(relative_max_diff(&per_head[1], &per_head[2]) > 1e-3, "distinct heads");
-    let frame = run_stack(&trt.join(engine::DECODER_GRAPH), &cfg.decoder, width, (FRAME_ROWS, 1), &[io::LOGITS_ALL]);
+    let frame = run_stack(
+        &trt.join(engine::DECODER_GRAPH),
+        &cfg.decoder,
+        width,
+        (FRAME_ROWS, 1),
+        &[io::LOGITS_ALL],
+    );
     assert_eq!(frame[0].len(), heads as usize * cfg.audio_vocab_size);
 }
 

@@ -99,7 +99,10 @@ fn tensorrt_qdq_pair_is_the_same_bits_at_f32() {
         }
     }
     let err = graph_err(dir.path(), 1e-9, DType::F16);
-    assert!(err.contains("as F16") && err.contains("must be finite and > 0"), "{err}");
+    assert!(
+        err.contains("as F16") && err.contains("must be finite and > 0"),
+        "{err}"
+    );
 }
 
 /// The export error of a TensorRT FP8 quantizer whose scale `dtype` cannot hold.

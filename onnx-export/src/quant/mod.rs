@@ -236,7 +236,9 @@ impl QuantEmitter {
                 self.nvfp4_tensorrt(g, t.name, &w, dtype)
             }
             QuantizedWeight::Nvfp4(w) => self.nvfp4_portable(g, t.name, &w, dtype),
-            QuantizedWeight::Fp8(w) if scheme == WeightScheme::Fp8TensorRt => tensorrt::fp8_weight(g, t.name, &w, dtype),
+            QuantizedWeight::Fp8(w) if scheme == WeightScheme::Fp8TensorRt => {
+                tensorrt::fp8_weight(g, t.name, &w, dtype)
+            }
             QuantizedWeight::Fp8(w) => portable::fp8_weight(g, t.name, &w, dtype),
             QuantizedWeight::Blockwise(_) => Err(no_dense_weight(t.name)),
         }

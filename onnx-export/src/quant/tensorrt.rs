@@ -171,7 +171,9 @@ pub(super) fn fp8_activation(g: &mut GraphBuilder, x: &Value, name: &str, scale:
         });
     }
     let stored = g.init_f32(&format!("{name}.fp8_scale"), dtype, &[], &[scale])?;
-    let zero = g.init_stream(&format!("{name}.fp8_zero"), DType::F8E4M3FN, &[], |s| s.push_bytes(&[0]))?;
+    let zero = g.init_stream(&format!("{name}.fp8_zero"), DType::F8E4M3FN, &[], |s| {
+        s.push_bytes(&[0])
+    })?;
     Ok(g.with_scope(&format!("{name}.fp8"), |g| {
         let q = g.node("QuantizeLinear", &[x, &stored, &zero], vec![]);
         g.node("DequantizeLinear", &[&q, &stored, &zero], vec![])

@@ -58,7 +58,9 @@ pub fn run_stack(
     let cache16 = vec![half::f16::ZERO; kv * hd * CAPACITY];
     let cache_view = |dims: Vec<usize>| -> ort::session::SessionInputValue<'_> {
         if half {
-            ort::value::TensorRef::from_array_view((dims, cache16.as_slice())).unwrap().into()
+            ort::value::TensorRef::from_array_view((dims, cache16.as_slice()))
+                .unwrap()
+                .into()
         } else {
             f32_view(dims, &cache)
         }

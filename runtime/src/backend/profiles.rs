@@ -128,8 +128,21 @@ pub struct GraphProfile {
     /// `trt_profile_max_shapes`.
     pub max: String,
     /// The same ranges per input, for builders that take shapes
-    /// (TensorRT-RTX's Python API): `(name, min, opt, max)`.
-    pub inputs: Vec<(String, Vec<usize>, Vec<usize>, Vec<usize>)>,
+    /// (TensorRT-RTX's Python API).
+    pub inputs: Vec<InputShapes>,
+}
+
+/// The shapes one input of a [`GraphProfile`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputShapes {
+    /// Input name.
+    pub name: String,
+    /// Smallest shape.
+    pub min: Vec<usize>,
+    /// Shape TensorRT tunes for.
+    pub opt: Vec<usize>,
+    /// Largest shape.
+    pub max: Vec<usize>,
 }
 
 /// A dimension of an input: fixed, or dynamic within a range.
@@ -171,9 +184,11 @@ impl GraphProfile {
             max: render(|r| r.max),
             inputs: inputs
                 .iter()
-                .map(|(name, dims)| {
-                    let (min, opt, max) = (shape(dims, |r| r.min), shape(dims, |r| r.opt), shape(dims, |r| r.max));
-                    (name.clone(), min, opt, max)
+                .map(|(name, dims)| InputShapes {
+                    name: name.clone(),
+                    min: shape(dims, |r| r.min),
+                    opt: shape(dims, |r| r.opt),
+                    max: shape(dims, |r| r.max),
                 })
                 .collect(),
         }
