@@ -60,7 +60,7 @@
 //!
 //! [`QuantEmitter::finish`]: super::QuantEmitter::finish
 
-use heart::quant::fp8::{Fp8Granularity, Fp8Tensor};
+use heart::quant::fp8::Fp8Tensor;
 use heart::quant::nvfp4::{NVFP4_BLOCK, Nvfp4Tensor};
 use prost::Message;
 
@@ -136,21 +136,7 @@ pub(super) fn nvfp4_activation(g: &mut GraphBuilder, x: &Value, act: ActQuant<'_
 /// `DequantizeLinear` whose scale is already `dtype`.
 pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype: DType) -> Result<Value> {
     check_float(name, dtype)?;
-    let (out, inp) = (w.rows(), w.cols());
-    let src = w.codes();
-    let transposed: Vec<u8> = (0..inp).flat_map(|i| (0..out).map(move |o| src[o * inp + i])).collect();
-    let codes = g.init_stream(&format!("{name}.fp8_codes"), DType::F8E4M3FN, &[inp, out], |s| {
-        s.push_bytes(&transposed)
-    })?;
-    let scale_dims: &[usize] = match w.granularity() {
-        Fp8Granularity::PerRow => &[out],
-        Fp8Granularity::PerTensor => &[],
-    };
-    let scales = g.init_f32(&format!("{name}.fp8_scales"), dtype, scale_dims, w.scales())?;
-    let scope = format!("{}.fp8", name.trim_end_matches(".weight"));
-    Ok(g.with_scope(&scope, |g| {
-        g.node("DequantizeLinear", &[&codes, &scales], vec![Attr::int("axis", 1)])
-    }))
+    super::portable::fp8_dequantized(g, name, w, dtype)
 }
 
 /// Emits the FP8 fake-quantization of `x` (dtype `dtype`) with the static
