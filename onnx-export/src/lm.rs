@@ -6,6 +6,9 @@
 //! - `decoder.onnx`: `projection` → decoder stack → final norm at the last
 //!   position → `audio_head[codebook - 1]` (`logits`); on a whole-frame call
 //!   also every codebook's logits at once (`logits_all`, see [`frame_logits`]).
+//!   In the TensorRT graph form ([`GraphForm::TensorRt`]) the head is
+//!   `Gather`ed from the stacked heads (`gather_head`) and `logits_all` is
+//!   computed without an `If` (`frame_logits_stacked`).
 //!
 //! The per-position outputs serve speculative decoding, which scores several
 //! drafted frames in one call. They cost the plain path nothing per frame (a

@@ -14,6 +14,7 @@
 //! | [`WeightScheme::Nvfp4Portable`] | ONNX Runtime CPU | 0.5 B codes + 1/16 B block scale + 4 B global per tensor | `Cast`, `Gather` (byte → two E2M1 values), `DequantizeLinear` of the FP8 block scales by the global scale, `Mul` |
 //! | [`WeightScheme::Fp8Portable`] | ONNX Runtime CPU | 1 B code + 4 B scale per output channel | `DequantizeLinear` (axis 1) |
 //! | [`WeightScheme::Nvfp4TensorRt`] | TensorRT ≥ 10.8 (not ONNX Runtime CPU) | as NVFP4 above | two-level `DequantizeLinear`, `Transpose` |
+//! | [`WeightScheme::Fp8TensorRt`] | TensorRT; ONNX Runtime CPU too | 1 B code + a compute-dtype scale per output channel | `DequantizeLinear` (axis 1) straight to the compute dtype |
 //! | [`WeightScheme::MatMulNBits`] | ONNX Runtime (contrib operator) | int4: 0.5 B + 4 B scale + ½ B zero point per 32; int8: 1 B + 5 B per 32 | one `com.microsoft.MatMulNBits` (dequantizes inside the kernel) |
 //!
 //! Bytes read per frame for the weights are what is stored: 0.5 + 1/16 =

@@ -1,5 +1,6 @@
-//! The TensorRT lowering of NVFP4: the graph NVIDIA ModelOpt exports for
-//! TensorRT's strongly typed FP4 GEMMs. ONNX Runtime's CPU provider cannot run
+//! The TensorRT lowering of NVFP4 and FP8: the graphs NVIDIA ModelOpt exports
+//! for TensorRT's strongly typed FP4 / FP8 GEMMs (the quantization of the
+//! LM's TensorRT graph form, `GraphForm::TensorRt`). ONNX Runtime's CPU provider cannot run
 //! it (no FLOAT4E2M1 `DequantizeLinear`, no `trt` domain), so it is only checked
 //! structurally here.
 //!
