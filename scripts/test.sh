@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# The whole test suite, from a fresh clone: fetches ONNX Runtime into .ort/ if
-# needed (scripts/setup-ort.sh), then builds and runs every test of the workspace.
+# The whole test suite, from a fresh clone: fetches ONNX Runtime into .ort/ and
+# NVIDIA TensorRT-RTX into .trt-rtx/ if needed (scripts/setup-ort.sh,
+# scripts/setup-trt-rtx.sh: GB10 engines are built and checked without a GPU),
+# then builds and runs every test of the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 bash scripts/setup-ort.sh
+bash scripts/setup-trt-rtx.sh
 cargo test --workspace --all-targets
 # The GPU code (feature `gpu`) compiles without CUDA: keep it building and lint-clean.
 cargo clippy --workspace --all-targets --features gpu -- -D warnings

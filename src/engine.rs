@@ -34,6 +34,15 @@ pub fn context_model(graph: &str) -> String {
     format!("{TENSORRT_DIR}/{stem}_ctx.onnx")
 }
 
+/// Path, relative to the engine folder, of the serialized engine a
+/// TensorRT-RTX build makes of `graph`, next to its [`context_model`]
+/// (`backbone.onnx` → `trt/backbone.engine`, `draft/decoder.onnx` →
+/// `trt/draft/decoder.engine`).
+pub fn tensorrt_engine(graph: &str) -> String {
+    let stem = graph.strip_suffix(".onnx").unwrap_or(graph);
+    format!("{TENSORRT_DIR}/{stem}.engine")
+}
+
 /// Folder of the optional speculative-decoding draft graphs (`draft/backbone.onnx`,
 /// `draft/decoder.onnx`); the draft reads the engine's own [`LM_TABLES`].
 pub const DRAFT_DIR: &str = "draft";
@@ -211,5 +220,8 @@ mod tests {
     fn context_models_live_in_the_tensorrt_folder() {
         assert_eq!(context_model(BACKBONE_GRAPH), "trt/backbone_ctx.onnx");
         assert_eq!(context_model(FLOW_ESTIMATOR_GRAPH), "trt/flow_estimator_ctx.onnx");
+        assert_eq!(tensorrt_engine(BACKBONE_GRAPH), "trt/backbone.engine");
+        assert_eq!(context_model("draft/decoder.onnx"), "trt/draft/decoder_ctx.onnx");
+        assert_eq!(tensorrt_engine("draft/decoder.onnx"), "trt/draft/decoder.engine");
     }
 }

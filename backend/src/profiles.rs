@@ -12,6 +12,7 @@
 //! | LM graphs | batch (2 rows with CFG) | 1 | 2 | 2 |
 //! | backbone | new positions (prompt prefill, then 1 per frame) | 1 | 1 | [`PREFILL_MAX`] (capped at `max_seq_len`) |
 //! | backbone | cache capacity | 1 | min(2048, max) | `max_seq_len` (8192) |
+//! | decoder | batch (the speculative scorer folds `F` drafted frames into it: `F·B` rows, with a draft) | 1 | 2 | 2, with a draft 2 × [`SPECULATE_MAX_FRAMES`] |
 //! | decoder | new positions (2, then 1; speculation may use more) | 1 | 1 | [`DECODER_NEW_MAX`] |
 //! | decoder | cache capacity | 1 | codebooks | 2 × codebooks |
 //! | flow estimator | batch (2 rows with guidance) | 1 | 2 | 2 |
@@ -31,6 +32,9 @@ use heart::geometry::WINDOW_LATENTS;
 pub const PREFILL_MAX: usize = 1024;
 /// Most decoder positions one step may feed.
 pub const DECODER_NEW_MAX: usize = 9;
+/// Most frames a speculative round may draft (`heart-run --speculate K`) with
+/// engines built for a draft: the target decoder scores `K·B` rows at once.
+pub const SPECULATE_MAX_FRAMES: usize = 8;
 
 /// Minimum, optimum and maximum of one dynamic dimension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +76,8 @@ pub struct ProfileLimits {
     pub prefill: DimRange,
     /// Backbone cache capacity.
     pub backbone_cache: DimRange,
+    /// Decoder batch rows.
+    pub decoder_batch: DimRange,
     /// Decoder positions per step.
     pub decoder_new: DimRange,
     /// Decoder cache capacity.
@@ -93,11 +99,21 @@ impl ProfileLimits {
             batch: DimRange::new(1, 2, 2),
             prefill: DimRange::new(1, 1, PREFILL_MAX.min(max_seq)),
             backbone_cache: DimRange::new(1, 2048, max_seq),
+            decoder_batch: DimRange::new(1, 2, 2),
             decoder_new: DimRange::new(1, 1, DECODER_NEW_MAX),
             decoder_cache: DimRange::new(1, codebooks, 2 * codebooks),
             codec_batch: DimRange::new(1, 2, 2),
             codec_frames: DimRange::new(1, WINDOW_LATENTS, WINDOW_LATENTS),
             audio_channels: DimRange::new(1, 2, 2),
+        }
+    }
+
+    /// The limits of a target whose decoder also scores speculative rounds
+    /// of up to [`SPECULATE_MAX_FRAMES`] drafted frames (`F·B` rows).
+    pub fn with_speculation(self) -> Self {
+        Self {
+            decoder_batch: DimRange::new(1, 2, 2 * SPECULATE_MAX_FRAMES),
+            ..self
         }
     }
 }
@@ -111,6 +127,22 @@ pub struct GraphProfile {
     pub opt: String,
     /// `trt_profile_max_shapes`.
     pub max: String,
+    /// The same ranges per input, for builders that take shapes
+    /// (TensorRT-RTX's Python API).
+    pub inputs: Vec<InputShapes>,
+}
+
+/// The shapes one input of a [`GraphProfile`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputShapes {
+    /// Input name.
+    pub name: String,
+    /// Smallest shape.
+    pub min: Vec<usize>,
+    /// Shape TensorRT tunes for.
+    pub opt: Vec<usize>,
+    /// Largest shape.
+    pub max: Vec<usize>,
 }
 
 /// A dimension of an input: fixed, or dynamic within a range.
@@ -138,10 +170,27 @@ impl GraphProfile {
                 .collect::<Vec<_>>()
                 .join(",")
         };
+        let shape = |dims: &[Dim], pick: fn(DimRange) -> usize| {
+            dims.iter()
+                .map(|d| match *d {
+                    Dim::Fixed(n) => n,
+                    Dim::Dynamic(r) => pick(r),
+                })
+                .collect()
+        };
         Self {
             min: render(|r| r.min),
             opt: render(|r| r.opt),
             max: render(|r| r.max),
+            inputs: inputs
+                .iter()
+                .map(|(name, dims)| InputShapes {
+                    name: name.clone(),
+                    min: shape(dims, |r| r.min),
+                    opt: shape(dims, |r| r.opt),
+                    max: shape(dims, |r| r.max),
+                })
+                .collect(),
         }
     }
 }
@@ -185,7 +234,7 @@ pub fn decoder(model: &MulaConfig, l: &ProfileLimits) -> GraphProfile {
         p.num_kv_heads,
         p.head_dim(),
         model.backbone.embed_dim,
-        l.batch,
+        l.decoder_batch,
         l.decoder_new,
         l.decoder_cache,
     )

@@ -30,7 +30,7 @@ use heart_runtime::lm::tapped::{GraphKind, TapObserver, TapStep, TappedLm};
 use heart_runtime::lm::{GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise};
 use onnx_export::external::WrittenFile;
 use onnx_export::linears::Activations;
-use onnx_export::lm::{LmOptions, ProbeSite, QuantFormat, numerics};
+use onnx_export::lm::{GraphForm, LmOptions, ProbeSite, QuantFormat, numerics};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -147,6 +147,7 @@ pub fn calibrate(
         quant: None,
         probes: template.quant.as_ref().map(|q| q.groups.clone()).unwrap_or_default(),
         layer_taps: false,
+        form: GraphForm::Cpu,
     };
     let export = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &opts, tmp.path())
         .context("exporting the fp32 calibration graphs")?;

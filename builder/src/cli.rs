@@ -73,10 +73,19 @@ pub struct BuildArgs {
     /// Also expose every layer's residual stream (`tap.layer_*` outputs) for `heart-eval ab`.
     #[arg(long)]
     pub layer_taps: bool,
-    /// Engine target: portable ONNX graphs, or those plus TensorRT engines for
-    /// this machine's GPU (needs a build with `--features gpu`; see docs/gpu.md).
+    /// Engine target: portable ONNX graphs; those in their TensorRT form plus TensorRT engines for this
+    /// machine's GPU (needs a build with `--features gpu`); or plus TensorRT-RTX engines for --gpu-arch, built
+    /// ahead of time on any machine (needs `bash scripts/setup-trt-rtx.sh`). See docs/gpu.md.
     #[arg(long, value_enum, default_value = "onnx")]
     pub target: BuildTarget,
+    /// GPU architecture of `--target tensorrt-rtx` engines: sm121 (GB10 / DGX Spark), sm120 (RTX 50), sm89
+    /// (RTX 40), sm86 (RTX 30).
+    #[arg(long, value_enum, default_value = "sm121")]
+    pub gpu_arch: crate::trt_rtx::GpuArch,
+    /// TensorRT-RTX install of `scripts/setup-trt-rtx.sh` [default: $HEART_TRT_RTX, else `.trt-rtx/` in the
+    /// current directory, above the executable or in the source tree].
+    #[arg(long, value_name = "DIR")]
+    pub trt_rtx: Option<PathBuf>,
     /// Output engine folder.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
@@ -111,8 +120,20 @@ impl BuildArgs {
 pub enum BuildTarget {
     /// Portable ONNX graphs (any ONNX Runtime provider).
     Onnx,
-    /// The ONNX graphs plus TensorRT engines for this machine's GPU.
+    /// The ONNX graphs in their TensorRT form plus TensorRT engines for this machine's GPU.
     Tensorrt,
+    /// The ONNX graphs in their TensorRT form plus TensorRT-RTX engines for `--gpu-arch`, built without a GPU.
+    TensorrtRtx,
+}
+
+impl BuildTarget {
+    /// The graph form this target exports.
+    pub fn form(self) -> onnx_export::lm::GraphForm {
+        match self {
+            Self::Onnx => onnx_export::lm::GraphForm::Cpu,
+            Self::Tensorrt | Self::TensorrtRtx => onnx_export::lm::GraphForm::TensorRt,
+        }
+    }
 }
 
 /// Arguments of `synth`.

@@ -19,6 +19,7 @@ use heart::engine;
 use heart::manifest::{EngineKind, FileEntry};
 use heart::precision::Precision;
 use onnx_export::external::WrittenFile;
+use onnx_export::lm::GraphForm;
 
 /// Draft options of `heart-build` (`--draft-precision`,
 /// `--draft-backbone-layers`, `--draft-decoder-layers`).
@@ -81,14 +82,28 @@ pub fn plan(args: &DraftArgs, target: Precision, cfg: &MulaConfig) -> Result<Opt
     Ok(Some(plan))
 }
 
-/// Exports the draft graphs into `<engine_dir>/draft/`; returns the files written.
-pub fn export(ckpt: &Checkpoint, cfg: &MulaConfig, plan: &DraftPlan, engine_dir: &Path) -> Result<Vec<WrittenFile>> {
-    let dir = engine_dir.join(engine::DRAFT_DIR);
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+/// The draft's model configuration: `cfg` with the layers the draft keeps.
+pub fn config(cfg: &MulaConfig, plan: &DraftPlan) -> MulaConfig {
     let mut cut = cfg.clone();
     cut.backbone.num_layers = plan.backbone_layers;
     cut.decoder.num_layers = plan.decoder_layers;
-    let opts = onnx_export::lm::LmOptions::for_precision(plan.precision);
+    cut
+}
+
+/// Exports the draft graphs in `form` into `<engine_dir>/draft/`; returns the files written.
+pub fn export(
+    ckpt: &Checkpoint,
+    cfg: &MulaConfig,
+    plan: &DraftPlan,
+    form: GraphForm,
+    engine_dir: &Path,
+) -> Result<Vec<WrittenFile>> {
+    let dir = engine_dir.join(engine::DRAFT_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let cut = config(cfg, plan);
+    let opts = onnx_export::lm::LmOptions::for_precision(plan.precision)
+        .in_form(form)
+        .with_context(|| format!("the {form} form of the draft ({plan})"))?;
     let (mut files, _) = onnx_export::lm::export_backbone(ckpt, &cut, &opts, &dir.join(engine::BACKBONE_GRAPH))
         .context("exporting the draft backbone")?;
     let (decoder, _) = onnx_export::lm::export_decoder(ckpt, &cut, &opts, &dir.join(engine::DECODER_GRAPH))

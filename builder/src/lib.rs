@@ -12,6 +12,7 @@ pub mod safetensors_out;
 pub mod scales;
 pub mod synth;
 pub mod tensorrt;
+pub mod trt_rtx;
 
 use std::time::Instant;
 

@@ -14,7 +14,7 @@ use onnx_export::external::WrittenFile;
 use crate::atomic::AtomicDir;
 use crate::bytes_bar;
 use crate::calibrate;
-use crate::cli::BuildArgs;
+use crate::cli::{BuildArgs, BuildTarget};
 use crate::draft;
 use crate::profile::Profile;
 
@@ -23,6 +23,11 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let profile = check_precisions(args)?;
     let precision = profile.precision;
     let gpu = crate::tensorrt::preflight(args.target)?;
+    let trt_rtx = match args.target {
+        BuildTarget::TensorrtRtx => Some(crate::trt_rtx::locate(args.trt_rtx.as_deref())?),
+        BuildTarget::Onnx | BuildTarget::Tensorrt => None,
+    };
+    let form = args.target.form();
     let start = Instant::now();
     let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
         .context("loading the HeartMuLa checkpoint")?;
@@ -33,6 +38,17 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         .transpose()
         .context("loading the HeartCodec checkpoint")?;
     let draft_plan = draft::plan(&args.draft(), precision, &mula.config)?;
+    // Refuse what the graph form cannot express before any export work.
+    profile
+        .options
+        .clone()
+        .in_form(form)
+        .with_context(|| format!("profile `{}` in the {form} graph form", profile.entry.name))?;
+    if let Some(plan) = &draft_plan {
+        onnx_export::lm::LmOptions::for_precision(plan.precision)
+            .in_form(form)
+            .with_context(|| format!("the draft ({plan}) in the {form} graph form"))?;
+    }
     let loaded = start.elapsed();
 
     let out = AtomicDir::new(&args.out, args.force)?;
@@ -58,14 +74,21 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         },
     )?;
     bar.finish_and_clear();
-    stage(&format!("exporting HeartMuLa graphs (profile {})", profile.entry.name));
-    let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &lm.options, dir)
+    let options = lm
+        .options
+        .in_form(form)
+        .with_context(|| format!("profile `{}` for --target {}", profile.entry.name, form))?;
+    stage(&format!(
+        "exporting HeartMuLa graphs (profile {}, {form} form)",
+        profile.entry.name
+    ));
+    let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &options, dir)
         .context("exporting the HeartMuLa graphs")?
         .files;
     written.extend(lm.stats_file);
     if let Some(plan) = &draft_plan {
         stage(&format!("exporting the speculative-decoding draft ({plan})"));
-        written.extend(draft::export(&mula.checkpoint, &mula.config, plan, dir)?);
+        written.extend(draft::export(&mula.checkpoint, &mula.config, plan, form, dir)?);
     }
     if let Some(codec) = &codec {
         stage(&format!("exporting HeartCodec graphs ({})", args.codec_precision));
@@ -93,7 +116,16 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
             written.extend(engines);
             target
         }
-        None => Target::Onnx,
+        None => match &trt_rtx {
+            Some(env) => {
+                let draft_config = draft_plan.as_ref().map(|p| draft::config(&mula.config, p));
+                let jobs = crate::trt_rtx::jobs(&mula.config, codec.as_ref().map(|c| &c.config), draft_config.as_ref());
+                let (target, engines) = crate::trt_rtx::build(env, args.gpu_arch, dir, &jobs, quiet)?;
+                written.extend(engines);
+                target
+            }
+            None => Target::Onnx,
+        },
     };
     let exported = start.elapsed() - loaded;
 

@@ -6,7 +6,7 @@ use std::ops::Deref;
 use heart::precision::Precision;
 use heart::profile::{BuildProfile, Format, ProfileError};
 use heart::quant::blockwise::IntBits;
-use onnx_export::lm::{LmOptions, QuantFormat, QuantPlan, numerics};
+use onnx_export::lm::{GraphForm, LmOptions, QuantFormat, QuantPlan, numerics};
 use onnx_export::quant::{Accuracy, NBits};
 
 /// A resolved build profile and the export options it stands for.
@@ -58,6 +58,7 @@ impl Profile {
                 }),
             probes: Default::default(),
             layer_taps: false,
+            form: GraphForm::Cpu,
         };
         let activations = build.activations.and_then(|a| quant_format(a, accuracy));
         Self {

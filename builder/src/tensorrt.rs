@@ -27,7 +27,7 @@ use crate::cli::BuildTarget;
 /// `None` for portable builds, an error when TensorRT was asked for without a GPU.
 pub fn preflight(target: BuildTarget) -> Result<Option<GpuInfo>> {
     match target {
-        BuildTarget::Onnx => Ok(None),
+        BuildTarget::Onnx | BuildTarget::TensorrtRtx => Ok(None),
         BuildTarget::Tensorrt => match probe(0) {
             Probe::Found(gpu) => Ok(Some(gpu)),
             other => Err(BackendError::Unavailable {

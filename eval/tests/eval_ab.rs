@@ -17,7 +17,7 @@ use heart_backend::SessionConfig;
 use heart_eval::ab::{AbOptions, run_ab};
 use heart_runtime::lm::SamplerParams;
 use onnx_export::linears::{Activations, Lowering};
-use onnx_export::lm::{DEFAULT_QUANTIZED, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{DEFAULT_QUANTIZED, GraphForm, LmOptions, QuantFormat, QuantPlan};
 
 fn calibration() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../calibration")
@@ -76,6 +76,7 @@ fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: 
 fn dense(precision: Precision) -> LmOptions {
     LmOptions {
         layer_taps: true,
+        form: GraphForm::Cpu,
         ..LmOptions::for_precision(precision)
     }
 }

@@ -3,6 +3,7 @@
 //! - [`graph`]: the typed [`GraphBuilder`] (inputs/outputs, nodes, initializers
 //!   streamed to one external data file per graph).
 //! - [`ops`]: named operator helpers on the builder.
+//! - [`ep_context`]: EP-context models that hand ONNX Runtime a prebuilt engine.
 //! - [`external`]: the external data writer and [`WrittenFile`].
 //! - [`codec`]: the HeartCodec graphs, tables and config ([`codec::export_codec`]).
 //! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
@@ -19,6 +20,7 @@
 pub mod blocks;
 pub mod codec;
 pub mod dense;
+pub mod ep_context;
 pub mod error;
 pub mod external;
 pub mod graph;

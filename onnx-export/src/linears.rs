@@ -34,6 +34,7 @@
 //! calibration run knows which linears each output stands for.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
 
 use heart::checkpoint::TensorRef;
 use heart::engine;
@@ -58,6 +59,41 @@ pub enum QuantFormat {
     /// Blockwise int4 / int8 weights run by ONNX Runtime's `MatMulNBits`
     /// (weights only: the operator's accuracy level decides the activations).
     Int(NBits),
+}
+
+/// Which runtime a graph is exported for. Both forms compute the same
+/// numbers within the precision's tolerance; they differ in the operators used.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum GraphForm {
+    /// ONNX Runtime CPU: the decoder picks its head with side-by-side `If`s
+    /// (so ONNX Runtime prepacks each head once), int weights are
+    /// `com.microsoft.MatMulNBits`, NVFP4 is the portable lowering unless the
+    /// build profile asks for the TensorRT one.
+    #[default]
+    Cpu,
+    /// NVIDIA's ONNX parser (TensorRT, TensorRT-RTX): static ranks and no `If`
+    /// (the decoder `Gather`s its head from the stacked heads by codebook
+    /// index, see `lm::select_head`), no ONNX Runtime contrib operators, and
+    /// quantization in the TensorRT lowering whatever the profile says
+    /// (FLOAT4E2M1 weights, `trt::TRT_FP4DynamicQuantize`, FP8
+    /// `QuantizeLinear`/`DequantizeLinear` pairs), so FP4 stays FP4 in the engine.
+    TensorRt,
+}
+
+impl GraphForm {
+    /// The spelling in manifests and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::TensorRt => "tensorrt",
+        }
+    }
+}
+
+impl fmt::Display for GraphForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Activation quantization of a plan: the format and the calibrated amax of
@@ -90,8 +126,8 @@ impl QuantPlan {
         match (self.weights, self.lowering) {
             (QuantFormat::Nvfp4, Lowering::Portable) => WeightScheme::Nvfp4Portable,
             (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
-            // DequantizeLinear of FP8 codes is standard ONNX: TensorRT takes it as is.
-            (QuantFormat::Fp8, _) => WeightScheme::Fp8Portable,
+            (QuantFormat::Fp8, Lowering::Portable) => WeightScheme::Fp8Portable,
+            (QuantFormat::Fp8, Lowering::TensorRt) => WeightScheme::Fp8TensorRt,
             // A contrib operator either way (ONNX Runtime's CPU and CUDA providers run it).
             (QuantFormat::Int(nb), _) => WeightScheme::MatMulNBits(nb),
         }
@@ -109,6 +145,33 @@ pub struct LmOptions {
     pub probes: BTreeSet<LinearGroup>,
     /// Expose each layer's last-position residual stream as `tap.layer_{i}`.
     pub layer_taps: bool,
+    /// The runtime the graphs are for (set it with [`LmOptions::in_form`]).
+    pub form: GraphForm,
+}
+
+impl LmOptions {
+    /// These options for graphs of `form`. For [`GraphForm::TensorRt`] the
+    /// quantization switches to the TensorRT lowering, and int4/int8 weights
+    /// (ONNX Runtime's contrib `MatMulNBits`, which NVIDIA's parser does not
+    /// know) are an error.
+    pub fn in_form(mut self, form: GraphForm) -> Result<Self> {
+        if form == GraphForm::TensorRt
+            && let Some(plan) = self.quant.as_mut()
+        {
+            if let QuantFormat::Int(nb) = plan.weights {
+                return Err(ExportError::Unsupported {
+                    what: format!(
+                        "{}-bit integer weights in the TensorRT form (they are ONNX Runtime's contrib \
+                         MatMulNBits operator, which TensorRT's ONNX parser does not know; build fp16, fp8 or fp4)",
+                        nb.bits.bits()
+                    ),
+                });
+            }
+            plan.lowering = Lowering::TensorRt;
+        }
+        self.form = form;
+        Ok(self)
+    }
 }
 
 /// A `probe.*` output of a calibration graph.
@@ -256,9 +319,8 @@ impl<'p> Linears<'p> {
                     .fp8_activation_portable(g, x, &act_name, fp8_scale(amax), dtype)?
             }
             (QuantFormat::Fp8, Lowering::TensorRt) => {
-                return Err(ExportError::Unsupported {
-                    what: format!("FP8 activation quantization of `{name}` in the TensorRT lowering"),
-                });
+                self.quant
+                    .fp8_activation_tensorrt(g, x, &act_name, fp8_scale(amax), dtype)?
             }
             (QuantFormat::Int(_), _) => {
                 return Err(ExportError::Unsupported {
@@ -317,6 +379,26 @@ impl<'p> Linears<'p> {
         )?))
     }
 
+    /// Every head of the stacked `audio_head` `t` (`[heads, in, out]`) as one
+    /// `[heads, in, out]` value for a `Gather` by head index: the checkpoint
+    /// tensor itself at the weight dtype, or (when [`LinearGroup::AudioHead`]
+    /// is quantized) the dequantized heads of [`Self::audio_head`]
+    /// concatenated. Int formats have no dense weight and are an error.
+    pub fn audio_heads_stacked(&mut self, g: &mut GraphBuilder, t: &TensorRef<'_>) -> Result<Value> {
+        if self.plan_for(LinearGroup::AudioHead).is_none() {
+            return g.weight(t, self.opts.numerics.weights, Layout::AsIs);
+        }
+        let heads = t.shape.first().copied().unwrap_or(0);
+        let mut stacked = Vec::with_capacity(heads);
+        for i in 0..heads {
+            match self.audio_head(g, t, i)? {
+                HeadWeight::Dense(w) => stacked.push(g.unsqueeze(&w, &[0])),
+                HeadWeight::NBits(_) => return Err(no_dense_weight(t.name)),
+            }
+        }
+        Ok(g.concat(&stacked.iter().collect::<Vec<_>>(), 0))
+    }
+
     /// Adds the probe outputs, writes the graph and returns the files and probes.
     pub fn finish(self, mut g: GraphBuilder) -> Result<(Vec<WrittenFile>, Vec<ProbeSite>)> {
         let mut sites = Vec::with_capacity(self.probes.len());
@@ -368,6 +450,9 @@ impl<'p> Linears<'p> {
                 self.quant.nvfp4_tensorrt(g, name, &w, dtype)
             }
             QuantizedWeight::Nvfp4(w) => self.quant.nvfp4_portable(g, name, &w, dtype),
+            QuantizedWeight::Fp8(w) if scheme == WeightScheme::Fp8TensorRt => {
+                self.quant.fp8_tensorrt(g, name, &w, dtype)
+            }
             QuantizedWeight::Fp8(w) => self.quant.fp8_portable(g, name, &w, dtype),
             QuantizedWeight::Blockwise(_) => Err(no_dense_weight(name)),
         }

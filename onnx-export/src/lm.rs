@@ -6,6 +6,9 @@
 //! - `decoder.onnx`: `projection` → decoder stack → final norm at the last
 //!   position → `audio_head[codebook - 1]` (`logits`); on a whole-frame call
 //!   also every codebook's logits at once (`logits_all`, see [`frame_logits`]).
+//!   In the TensorRT graph form ([`GraphForm::TensorRt`]) the head is
+//!   `Gather`ed from the stacked heads (`gather_head`) and `logits_all` is
+//!   computed without an `If` (`frame_logits_stacked`).
 //!
 //! The per-position outputs serve speculative decoding, which scores several
 //! drafted frames in one call. They cost the plain path nothing per frame (a
@@ -39,8 +42,8 @@ use crate::blocks::{self, Numerics, Stack, cast_if, expect_shape};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
+pub use crate::linears::{GraphForm, LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
 use crate::linears::{HeadWeight, Linears, Lowering};
-pub use crate::linears::{LinearGroup, LmOptions, ProbeSite, QuantFormat, QuantPlan};
 use crate::quant::NBits;
 use crate::tables::{Table, write_f32_tables};
 
@@ -91,6 +94,7 @@ impl LmOptions {
             }),
             probes: Default::default(),
             layer_taps: false,
+            form: GraphForm::Cpu,
         }
     }
 }
@@ -199,22 +203,34 @@ pub fn export_decoder(
     let (x, cache, taps) = stack(&mut g, &mut lin, ckpt, "decoder", p, &x)?;
     let normed = final_norm(&mut g, ckpt, "decoder", p, &x)?;
     let heads_t = expect_shape(ckpt, "audio_head", &[cfg.audio_num_codebooks - 1, p.embed_dim, v])?;
-    let heads = (0..cfg.audio_num_codebooks - 1)
-        .map(|i| lin.audio_head(&mut g, &heads_t, i))
-        .collect::<Result<Vec<_>>>()?;
+    let heads = match opts.form {
+        GraphForm::Cpu => Heads::Separate(
+            (0..cfg.audio_num_codebooks - 1)
+                .map(|i| lin.audio_head(&mut g, &heads_t, i))
+                .collect::<Result<Vec<_>>>()?,
+        ),
+        GraphForm::TensorRt => Heads::Stacked {
+            weight: lin.audio_heads_stacked(&mut g, &heads_t)?,
+            count: cfg.audio_num_codebooks - 1,
+        },
+    };
     // The heads' input, fake-quantized once for both outputs when the profile
     // quantizes it (per row, so the last row of the result is the last row's).
     let normed = cast_if(&mut g, &normed, DType::F32, nm.compute);
     let normed = lin.input(&mut g, &normed, "audio_head", p.embed_dim, LinearGroup::AudioHead, 3)?;
     let h = g.with_scope("decoder", |g| last_position(g, &normed));
     let logits = g.with_scope("audio_head", |g| -> Result<Value> {
-        let l = select_head(g, &codebook, &h, &heads, 1, nm.compute)?;
+        let l = match &heads {
+            Heads::Separate(heads) => select_head(g, &codebook, &h, heads, 1, nm.compute)?,
+            Heads::Stacked { weight, count } => gather_head(g, &codebook, &h, weight, *count),
+        };
         Ok(cast_if(g, &l, nm.compute, DType::F32))
     })?;
     g.output(&logits, io::LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
     output_cache(&mut g, p, nm, &cache);
-    let frame = g.with_scope("audio_head_frame", |g| {
-        frame_logits(g, &normed, &logits, &heads, nm.compute)
+    let frame = g.with_scope("audio_head_frame", |g| match &heads {
+        Heads::Separate(heads) => frame_logits(g, &normed, &logits, heads, nm.compute),
+        Heads::Stacked { weight, count } => Ok(frame_logits_stacked(g, &normed, weight, *count, nm.compute)),
     })?;
     g.output(
         &frame,
@@ -224,6 +240,60 @@ pub fn export_decoder(
     );
     output_taps(&mut g, p, &taps);
     lin.finish(g)
+}
+
+/// The decoder's audio heads as its graph form applies them.
+enum Heads {
+    /// One weight per head, selected by side-by-side `If`s ([`GraphForm::Cpu`]).
+    Separate(Vec<HeadWeight>),
+    /// All heads as one `[count, in, out]` value, selected by `Gather`
+    /// ([`GraphForm::TensorRt`]).
+    Stacked {
+        /// The stacked heads in the compute dtype.
+        weight: Value,
+        /// How many heads.
+        count: usize,
+    },
+}
+
+/// `h @ stacked[clip(codebook, 1, count) - 1]` for `h` `[B, in]` and the
+/// stacked heads `[count, in, out]`: a `Gather` of one head by the scalar index
+/// (rank 2, whatever the codebook), then one `MatMul`. The TensorRT form of
+/// [`select_head`]: TensorRT refuses an `If` whose branches differ in rank
+/// when the condition is not a build-time constant, and it keeps the gathered
+/// head in place rather than copying it (ONNX Runtime CPU would copy and
+/// repack it every call, which is why the CPU form does not do this).
+fn gather_head(g: &mut GraphBuilder, codebook: &Value, h: &Value, stacked: &Value, count: usize) -> Value {
+    let lo = g.scalar_i64(1);
+    let hi = g.scalar_i64(count as i64);
+    let k = g.node("Max", &[codebook, &lo], vec![]);
+    let k = g.node("Min", &[&k, &hi], vec![]);
+    let index = g.sub(&k, &lo);
+    let head = g.gather(stacked, &index, 0);
+    g.matmul(h, &head)
+}
+
+/// [`frame_logits`] without an `If` (the TensorRT form): with `S` the call's
+/// positions and `n = count` when `S = count + 1` (a whole-frame call) and 0
+/// otherwise, rows `1..=n` of `normed` (`[B, S, in]`) times heads `0..n` of
+/// `stacked`, as f32 `[B, n, out]`. Both slices are empty on other calls, so
+/// the per-codebook walk multiplies nothing.
+fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, count: usize, dtype: DType) -> Value {
+    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
+    let whole = g.const_i64(&[count as i64 + 1]);
+    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
+    let is_whole = g.cast(&is_whole, DType::I64);
+    let heads = g.const_i64(&[count as i64]);
+    let n = g.mul(&is_whole, &heads);
+    let one = g.const_i64(&[1]);
+    let zero = g.const_i64(&[0]);
+    let end = g.add(&n, &one);
+    let rows = g.node("Slice", &[normed, &one, &end, &one], vec![]);
+    let weights = g.node("Slice", &[stacked, &zero, &n, &zero], vec![]);
+    let rows = g.transpose(&rows, &[1, 0, 2]);
+    let products = g.matmul(&rows, &weights);
+    let products = g.transpose(&products, &[1, 0, 2]);
+    cast_if(g, &products, dtype, DType::F32)
 }
 
 /// The decoder's `logits_all`. On a whole-frame call (`S` = `heads + 1` rows:

@@ -7,29 +7,25 @@
 //! branches, per-codebook and whole-frame); at level 4 (the default) they stay
 //! close to fp32.
 
+mod lm_support;
 mod quant_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use heart::checkpoint::Checkpoint;
-use heart::config::{FlavorParams, MulaConfig};
+use heart::config::MulaConfig;
 use heart::engine::{self, io};
 use heart::precision::Precision;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
+use lm_support::{FRAME_ROWS, OUTPUTS, outputs, relative_max_diff, run_stack};
 use onnx_export::linears::Lowering;
-use onnx_export::lm::{self, DEFAULT_QUANTIZED, LinearGroup, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{self, DEFAULT_QUANTIZED, GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan};
 use onnx_export::proto::ModelProto;
 use onnx_export::quant::{Accuracy, NBits};
 use prost::Message;
-use quant_support::{Opts, rng, session, transpose};
-use rand_distr::{Distribution, Normal};
+use quant_support::transpose;
 use safetensors::tensor::{Dtype, TensorView};
-
-const ROWS: usize = 3;
-/// Rows of a whole-frame decoder call (`logits_all` non-empty): 7 heads + 1.
-const FRAME_ROWS: usize = 8;
-const CAPACITY: usize = 2;
 
 use heart_test_support::fixture_mula as fixture;
 
@@ -52,6 +48,7 @@ fn int_options(bits: IntBits, accuracy: Accuracy, groups: &[LinearGroup]) -> LmO
         }),
         probes: Default::default(),
         layer_taps: false,
+        form: GraphForm::Cpu,
     }
 }
 
@@ -102,100 +99,6 @@ fn dequantized_checkpoint(ckpt: &Checkpoint, bits: IntBits, heads: bool, dir: &P
         .collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
     Checkpoint::open(dir).unwrap()
-}
-
-fn f32_view(dims: Vec<usize>, v: &[f32]) -> ort::session::SessionInputValue<'_> {
-    ort::value::TensorRef::from_array_view((dims, v)).unwrap().into()
-}
-
-/// Runs a stack graph (batch 1, `rows` new positions, an empty f32 cache of
-/// capacity `CAPACITY`, `codebook` for the decoder) and returns the named outputs.
-fn run_stack(
-    path: &Path,
-    p: &FlavorParams,
-    width: usize,
-    (rows, codebook): (usize, i64),
-    outputs: &[&str],
-) -> Vec<Vec<f32>> {
-    let mut s = session(path, Opts::Default);
-    let normal = Normal::new(0.0f32, 1.0).unwrap();
-    let mut r = rng(5);
-    let embeds: Vec<f32> = (0..rows * width).map(|_| normal.sample(&mut r)).collect();
-    let bias: Vec<f32> = (0..rows)
-        .flat_map(|row| {
-            (0..CAPACITY + rows).map(move |c| {
-                if c >= CAPACITY && c - CAPACITY <= row {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
-            })
-        })
-        .collect();
-    let (kv, hd) = (p.num_kv_heads, p.head_dim());
-    let cache = vec![0f32; kv * hd * CAPACITY];
-    let positions: Vec<i64> = (0..rows as i64).collect();
-    let codebook = [codebook];
-    let mut feeds: Vec<(String, ort::session::SessionInputValue<'_>)> = vec![
-        (io::EMBEDS.into(), f32_view(vec![1, rows, width], &embeds)),
-        (io::ATTN_BIAS.into(), f32_view(vec![rows, CAPACITY + rows], &bias)),
-        (
-            io::POSITIONS.into(),
-            ort::value::TensorRef::from_array_view(([rows], positions.as_slice()))
-                .unwrap()
-                .into(),
-        ),
-    ];
-    if s.inputs().iter().any(|i| i.name() == io::CODEBOOK) {
-        let cb = ort::value::TensorRef::from_array_view((Vec::<usize>::new(), &codebook[..])).unwrap();
-        feeds.push((io::CODEBOOK.into(), cb.into()));
-    }
-    for i in 0..p.num_layers {
-        feeds.push((io::past_key(i), f32_view(vec![1, kv, hd, CAPACITY], &cache)));
-        feeds.push((io::past_value(i), f32_view(vec![1, kv, CAPACITY, hd], &cache)));
-    }
-    let out = s.run(feeds).unwrap();
-    outputs
-        .iter()
-        .map(|n| out[*n].try_extract_tensor::<f32>().unwrap().1.to_vec())
-        .collect()
-}
-
-/// Names of the compared [`outputs`].
-const OUTPUTS: [&str; 4] = ["hidden_all", "c0_logits_all", "decoder logits", "decoder logits_all"];
-
-/// The outputs compared: backbone hidden states and codebook-0 logits at every
-/// position, the decoder's codebook-1 logits, and its whole-frame logits.
-fn outputs(dir: &Path, cfg: &MulaConfig) -> Vec<Vec<f32>> {
-    let (backbone, decoder) = (dir.join(engine::BACKBONE_GRAPH), dir.join(engine::DECODER_GRAPH));
-    let width = cfg.backbone.embed_dim;
-    let mut out = run_stack(
-        &backbone,
-        &cfg.backbone,
-        width,
-        (ROWS, 1),
-        &[io::HIDDEN_ALL, io::C0_LOGITS_ALL],
-    );
-    out.extend(run_stack(&decoder, &cfg.decoder, width, (ROWS, 1), &[io::LOGITS]));
-    let frame = run_stack(&decoder, &cfg.decoder, width, (FRAME_ROWS, 1), &[io::LOGITS_ALL]);
-    assert_eq!(
-        frame[0].len(),
-        (FRAME_ROWS - 1) * cfg.audio_vocab_size,
-        "a whole-frame call"
-    );
-    out.extend(frame);
-    out
-}
-
-/// Largest |a − b| relative to the largest |b|.
-fn relative_max_diff(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let scale = b.iter().fold(0f64, |m, &v| m.max(f64::from(v.abs())));
-    let diff = a
-        .iter()
-        .zip(b)
-        .fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()));
-    diff / scale
 }
 
 fn export(ckpt: &Checkpoint, cfg: &MulaConfig, opts: &LmOptions, dir: &Path) {

@@ -16,7 +16,7 @@ use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::{Fp8Granularity, e4m3_to_f32, encode_scaled, fp8_scale, quantize_fp8};
 use heart::quant::nvfp4::{nvfp4_global_scale, quantize_nvfp4, quantize_nvfp4_with_global};
 use onnx_export::linears::{Activations, Lowering};
-use onnx_export::lm::{self, DEFAULT_QUANTIZED, LinearGroup, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::lm::{self, DEFAULT_QUANTIZED, GraphForm, LinearGroup, LmOptions, QuantFormat, QuantPlan};
 use onnx_export::proto::{ModelProto, TypeProto, ValueInfoProto, type_proto};
 use prost::Message;
 use quant_support::{Opts, assert_within, matmul_f64, rng, session, transpose};
@@ -52,6 +52,7 @@ fn options(cfg: &MulaConfig, weights: QuantFormat, acts: Option<QuantFormat>, am
         }),
         probes: [LinearGroup::BackboneAttention, LinearGroup::BackboneMlp].into(),
         layer_taps: true,
+        form: GraphForm::Cpu,
     }
 }
 
@@ -311,6 +312,7 @@ fn calibration_variants_expose_probes_and_taps() {
         quant: None,
         probes: LinearGroup::ALL.into_iter().collect(),
         layer_taps: true,
+        form: GraphForm::Cpu,
     };
     let export = lm::export_lm_with(&ckpt, &cfg, &opts, dir.path()).unwrap();
     let first = &export.backbone_probes[0];

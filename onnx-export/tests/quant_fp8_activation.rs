@@ -2,7 +2,9 @@
 //! bit for bit against `e4m3_to_f32(encode_scaled(x, s)) * s`: every E4M3
 //! value, every tie between neighbours and the f32 values around it,
 //! subnormals, saturation, signed zeros, random data at an arbitrary scale, f16
-//! in and out, under every session option set.
+//! in and out, under every session option set. The TensorRT lowering
+//! (`QuantizeLinear`/`DequantizeLinear` pair, scale in the compute dtype) is
+//! the same bits at f32.
 
 mod quant_support;
 
@@ -19,15 +21,23 @@ fn reference(x: &[f32], scale: f32) -> Vec<f32> {
         .collect()
 }
 
-/// A graph `y = fake_quant_fp8(x)` with `x` `[N]` of `dtype`.
+/// A graph `y = fake_quant_fp8(x)` with `x` `[N]` of `dtype`, in the portable
+/// lowering or the TensorRT one.
 fn graph(dir: &std::path::Path, scale: f32, dtype: DType) -> std::path::PathBuf {
+    graph_in(dir, scale, dtype, false)
+}
+
+fn graph_in(dir: &std::path::Path, scale: f32, dtype: DType, tensorrt: bool) -> std::path::PathBuf {
     let path = dir.join("fp8_act.onnx");
     let mut g = GraphBuilder::create(&path, "fp8_act").unwrap();
     let x = g.input("x", dtype, &[Dim::from("n")]);
     let mut q = QuantEmitter::new();
-    let y = q
-        .fp8_activation_portable(&mut g, &x, "layer.input", scale, dtype)
-        .unwrap();
+    let y = if tensorrt {
+        q.fp8_activation_tensorrt(&mut g, &x, "layer.input", scale, dtype)
+    } else {
+        q.fp8_activation_portable(&mut g, &x, "layer.input", scale, dtype)
+    }
+    .unwrap();
     g.output(&y, "y", dtype, &[Dim::from("n")]);
     q.finish(g).unwrap();
     path
@@ -48,14 +58,15 @@ fn special_values(scale: f32) -> Vec<f32> {
     signed.iter().map(|&v| v * scale).collect()
 }
 
-#[test]
-fn fp8_activation_is_bit_exact() {
+/// Asserts the f32 graph of either lowering equals the reference bit for bit
+/// on the special values and on seeded random data, under every option set.
+fn assert_bit_exact(tensorrt: bool, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
     let normal = Normal::new(0.0f32, 3.0).unwrap();
-    let mut r = rng(11);
+    let mut r = rng(seed);
     let random: Vec<f32> = (0..4096).map(|_| normal.sample(&mut r)).collect();
     for (scale, x) in [(0.25f32, special_values(0.25)), (0.037, random)] {
-        let path = graph(dir.path(), scale, DType::F32);
+        let path = graph_in(dir.path(), scale, DType::F32, tensorrt);
         let want = reference(&x, scale);
         for opts in ALL_OPTS {
             let mut s = session(&path, opts);
@@ -67,6 +78,32 @@ fn fp8_activation_is_bit_exact() {
             );
         }
     }
+}
+
+#[test]
+fn fp8_activation_is_bit_exact() {
+    assert_bit_exact(false, 11);
+}
+
+#[test]
+fn tensorrt_qdq_pair_is_the_same_bits_at_f32() {
+    assert_bit_exact(true, 13);
+    let dir = tempfile::tempdir().unwrap();
+    let err = graph_err(dir.path(), 1e-9, DType::F16);
+    assert!(
+        err.contains("as F16") && err.contains("must be finite and > 0"),
+        "{err}"
+    );
+}
+
+/// The export error of a TensorRT FP8 quantizer whose scale `dtype` cannot hold.
+fn graph_err(dir: &std::path::Path, scale: f32, dtype: DType) -> String {
+    let mut g = GraphBuilder::create(&dir.join("bad.onnx"), "bad").unwrap();
+    let x = g.input("x", dtype, &[Dim::from("n")]);
+    QuantEmitter::new()
+        .fp8_activation_tensorrt(&mut g, &x, "layer.input", scale, dtype)
+        .unwrap_err()
+        .to_string()
 }
 
 #[test]

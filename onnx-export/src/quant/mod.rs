@@ -14,6 +14,7 @@
 //! | [`WeightScheme::Nvfp4Portable`] | ONNX Runtime CPU | 0.5 B codes + 1/16 B block scale + 4 B global per tensor | `Cast`, `Gather` (byte → two E2M1 values), `DequantizeLinear` of the FP8 block scales by the global scale, `Mul` |
 //! | [`WeightScheme::Fp8Portable`] | ONNX Runtime CPU | 1 B code + 4 B scale per output channel | `DequantizeLinear` (axis 1) |
 //! | [`WeightScheme::Nvfp4TensorRt`] | TensorRT ≥ 10.8 (not ONNX Runtime CPU) | as NVFP4 above | two-level `DequantizeLinear`, `Transpose` |
+//! | [`WeightScheme::Fp8TensorRt`] | TensorRT; ONNX Runtime CPU too | 1 B code + a compute-dtype scale per output channel | `DequantizeLinear` (axis 1) straight to the compute dtype |
 //! | [`WeightScheme::MatMulNBits`] | ONNX Runtime (contrib operator) | int4: 0.5 B + 4 B scale + ½ B zero point per 32; int8: 1 B + 5 B per 32 | one `com.microsoft.MatMulNBits` (dequantizes inside the kernel) |
 //!
 //! Bytes read per frame for the weights are what is stored: 0.5 + 1/16 =
@@ -103,6 +104,9 @@ pub enum WeightScheme {
     Fp8Portable,
     /// NVFP4 as NVIDIA ModelOpt exports it for TensorRT (FLOAT4E2M1, opset ≥ 23).
     Nvfp4TensorRt,
+    /// FP8 E4M3FN per output channel with scales in the compute dtype, so the
+    /// `DequantizeLinear` feeds the `MatMul` directly (TensorRT's FP8 GEMM pattern).
+    Fp8TensorRt,
     /// Blockwise int4 / int8 run by ONNX Runtime's `MatMulNBits` ([`nbits`]).
     MatMulNBits(NBits),
 }
@@ -128,7 +132,7 @@ impl WeightScheme {
             Self::Nvfp4Portable | Self::Nvfp4TensorRt => {
                 QuantizedWeight::Nvfp4(quantize_nvfp4(values, out, inp).map_err(named)?)
             }
-            Self::Fp8Portable => {
+            Self::Fp8Portable | Self::Fp8TensorRt => {
                 QuantizedWeight::Fp8(quantize_fp8(values, out, inp, Fp8Granularity::PerRow).map_err(named)?)
             }
             Self::MatMulNBits(nb) => {
@@ -233,6 +237,9 @@ impl QuantEmitter {
                 self.nvfp4_tensorrt(g, t.name, &w, dtype)
             }
             QuantizedWeight::Nvfp4(w) => self.nvfp4_portable(g, t.name, &w, dtype),
+            QuantizedWeight::Fp8(w) if scheme == WeightScheme::Fp8TensorRt => {
+                tensorrt::fp8_weight(g, t.name, &w, dtype)
+            }
             QuantizedWeight::Fp8(w) => portable::fp8_weight(g, t.name, &w, dtype),
             QuantizedWeight::Blockwise(_) => Err(no_dense_weight(t.name)),
         }
@@ -278,6 +285,26 @@ impl QuantEmitter {
         tensorrt::nvfp4_weight(g, &mut self.fp4, name, w, dtype)
     }
 
+    /// TensorRT FP8 weight `name` (`[out, in]`) → dequantized `[in, out]` as
+    /// `dtype`. See [`tensorrt`].
+    pub fn fp8_tensorrt(&mut self, g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype: DType) -> Result<Value> {
+        tensorrt::fp8_weight(g, name, w, dtype)
+    }
+
+    /// TensorRT FP8 E4M3FN fake-quantization of `x` with the static
+    /// per-tensor `scale`: a `QuantizeLinear`/`DequantizeLinear` pair with the
+    /// scale in `dtype`. See [`tensorrt`].
+    pub fn fp8_activation_tensorrt(
+        &mut self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        scale: f32,
+        dtype: DType,
+    ) -> Result<Value> {
+        tensorrt::fp8_activation(g, x, name, scale, dtype)
+    }
+
     /// Quantizes activations `x` (`[..., act.features]`, dtype `dtype`) to
     /// NVFP4 along the last axis, in the form `scheme` calls for; returns the
     /// dequantized activations as `dtype`. FP8 is weight-only here.
@@ -292,7 +319,7 @@ impl QuantEmitter {
         match scheme {
             WeightScheme::Nvfp4Portable => self.nvfp4_activation_portable(g, x, act, dtype),
             WeightScheme::Nvfp4TensorRt => tensorrt::nvfp4_activation(g, x, act, dtype),
-            WeightScheme::Fp8Portable => Err(ExportError::Unsupported {
+            WeightScheme::Fp8Portable | WeightScheme::Fp8TensorRt => Err(ExportError::Unsupported {
                 what: format!(
                     "activation quantization for `{}` with FP8 weights (FP8 is weight-only)",
                     act.name

@@ -156,6 +156,14 @@ pub(super) fn nvfp4_weight(
 /// Emits a portable FP8 weight: codes `[in, out]`, `DequantizeLinear` axis 1.
 pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype: DType) -> Result<Value> {
     check_float(name, dtype)?;
+    let w = fp8_dequantized(g, name, w, DType::F32)?;
+    Ok(cast_from_f32(g, w, dtype))
+}
+
+/// The E4M3FN codes of `w` (`[out, in]`) stored `[in, out]` with their scales
+/// as `scale_dtype`, and the `DequantizeLinear` (axis 1) that gives the
+/// `[in, out]` weight in `scale_dtype` (the output type is the scale's).
+pub(super) fn fp8_dequantized(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, scale_dtype: DType) -> Result<Value> {
     let (out, inp) = (w.rows(), w.cols());
     let src = w.codes();
     let transposed: Vec<u8> = (0..inp).flat_map(|i| (0..out).map(move |o| src[o * inp + i])).collect();
@@ -166,11 +174,10 @@ pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype:
         Fp8Granularity::PerRow => &[out],
         Fp8Granularity::PerTensor => &[],
     };
-    let scales = g.init_f32(&format!("{name}.fp8_scales"), DType::F32, scale_dims, w.scales())?;
+    let scales = g.init_f32(&format!("{name}.fp8_scales"), scale_dtype, scale_dims, w.scales())?;
     let scope = format!("{}.fp8", name.trim_end_matches(".weight"));
     Ok(g.with_scope(&scope, |g| {
-        let w = g.node("DequantizeLinear", &[&codes, &scales], vec![Attr::int("axis", 1)]);
-        cast_from_f32(g, w, dtype)
+        g.node("DequantizeLinear", &[&codes, &scales], vec![Attr::int("axis", 1)])
     }))
 }
 

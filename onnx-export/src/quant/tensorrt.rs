@@ -1,5 +1,6 @@
-//! The TensorRT lowering of NVFP4: the graph NVIDIA ModelOpt exports for
-//! TensorRT's strongly typed FP4 GEMMs. ONNX Runtime's CPU provider cannot run
+//! The TensorRT lowering of NVFP4 and FP8: the graphs NVIDIA ModelOpt exports
+//! for TensorRT's strongly typed FP4 / FP8 GEMMs (the quantization of the
+//! LM's TensorRT graph form, `GraphForm::TensorRt`). ONNX Runtime's CPU provider cannot run
 //! it (no FLOAT4E2M1 `DequantizeLinear`, no `trt` domain), so it is only checked
 //! structurally here.
 //!
@@ -33,9 +34,18 @@
 //!   (onnx 1.23.2), and `onnx.reference` evaluates its weight path to the same
 //!   values as the portable lowering (checked by hand, not in the test suite:
 //!   the project's tests do not run Python).
-//! - FP8 has no separate TensorRT form here: the portable FP8 graph is a
-//!   standard E4M3FN `DequantizeLinear`, which TensorRT's ONNX parser maps to
-//!   its dequantize layer (not verified on TensorRT in this project).
+//! - FP8 (W8A8), as ModelOpt's FP8 ONNX export: weights are an E4M3FN
+//!   initializer `[in, out]` and a per-output-channel scale `[out]` in the
+//!   compute dtype, `DequantizeLinear(codes, scales, axis=1)` straight into the
+//!   `MatMul` (the scale's dtype is the output's from opset 19 on, so no `Cast`
+//!   sits between the dequantization and the GEMM); activations are a
+//!   `QuantizeLinear(x, scale, zero_point = E4M3FN 0)` → `DequantizeLinear`
+//!   pair with one static scale (calibrated `amax / 448`) in the compute
+//!   dtype. TensorRT-RTX 1.7 builds both strongly typed (tested in
+//!   `builder/tests/trt_rtx.rs`). The scales are rounded to the compute dtype,
+//!   so at f16 compute the graph is not bit-exact against the reference
+//!   quantizer (it is at f32, where both pairs are standard operators ONNX
+//!   Runtime CPU runs).
 //!
 //! # FLOAT4E2M1 initializers
 //!
@@ -51,6 +61,7 @@
 //!
 //! [`QuantEmitter::finish`]: super::QuantEmitter::finish
 
+use heart::quant::fp8::Fp8Tensor;
 use heart::quant::nvfp4::{NVFP4_BLOCK, Nvfp4Tensor};
 use prost::Message;
 
@@ -119,6 +130,40 @@ pub(super) fn nvfp4_activation(g: &mut GraphBuilder, x: &Value, act: ActQuant<'_
         let block_scales = g.node("DequantizeLinear", &[&q[1], &global], vec![]);
         let xq = g.node("DequantizeLinear", &[&q[0], &block_scales], blocked());
         cast_from_f32(g, xq, dtype)
+    }))
+}
+
+/// Emits a TensorRT FP8 weight: `[in, out]` as `dtype`, dequantized by one
+/// `DequantizeLinear` whose scale is already `dtype`.
+pub(super) fn fp8_weight(g: &mut GraphBuilder, name: &str, w: &Fp8Tensor, dtype: DType) -> Result<Value> {
+    check_float(name, dtype)?;
+    super::portable::fp8_dequantized(g, name, w, dtype)
+}
+
+/// Emits the FP8 fake-quantization of `x` (dtype `dtype`) with the static
+/// per-tensor `scale`: `DequantizeLinear(QuantizeLinear(x))`, as `dtype`.
+pub(super) fn fp8_activation(g: &mut GraphBuilder, x: &Value, name: &str, scale: f32, dtype: DType) -> Result<Value> {
+    check_float(name, dtype)?;
+    let rounded = match dtype {
+        DType::F16 => half::f16::from_f32(scale).to_f32(),
+        DType::BF16 => half::bf16::from_f32(scale).to_f32(),
+        _ => scale,
+    };
+    if !(rounded.is_finite() && rounded > 0.0) {
+        return Err(ExportError::Unsupported {
+            what: format!(
+                "activation `{name}`: FP8 scale {scale} is {rounded} as {dtype:?} (must be finite and > 0; \
+                 a calibrated amax of 0 means the input never carries signal)"
+            ),
+        });
+    }
+    let stored = g.init_f32(&format!("{name}.fp8_scale"), dtype, &[], &[scale])?;
+    let zero = g.init_stream(&format!("{name}.fp8_zero"), DType::F8E4M3FN, &[], |s| {
+        s.push_bytes(&[0])
+    })?;
+    Ok(g.with_scope(&format!("{name}.fp8"), |g| {
+        let q = g.node("QuantizeLinear", &[x, &stored, &zero], vec![]);
+        g.node("DequantizeLinear", &[&q, &stored, &zero], vec![])
     }))
 }
 
