@@ -15,6 +15,20 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The folder given as an engine folder is missing, not a folder, or has
+    /// no manifest.
+    #[error(
+        "engine folder {} {what}: build one with `heart-build --mula DIR --codec DIR --out {}` \
+         (or try `heart-build synth --size tiny --out ckpt` first)",
+        path.display(),
+        path.display()
+    )]
+    NoEngineFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// A JSON/TOML configuration file is malformed or inconsistent.
     #[error("{}: {message}", path.display())]
     Config {

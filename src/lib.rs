@@ -8,6 +8,8 @@
 //! - [`fixture`]: reader for golden-fixture folders and tolerance comparisons.
 //! - [`precision`]: the precisions engines are built at.
 //! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
+//! - [`safe_path`], [`onnx_refs`]: checks on paths read from untrusted files (manifests, checkpoint
+//!   indexes, ONNX external-data locations).
 //! - [`quant`]: bit-exact FP8 E4M3FN / NVFP4 reference quantizers and the calibration prompt set.
 //! - `trt_native` (feature `tensorrt-native`): native TensorRT plan runner over a C ABI shim.
 
@@ -18,9 +20,11 @@ pub mod error;
 pub mod fixture;
 pub mod layout;
 pub mod manifest;
+pub mod onnx_refs;
 pub mod precision;
 pub mod prompt;
 pub mod quant;
+pub mod safe_path;
 pub mod tensors;
 #[cfg(feature = "tensorrt-native")]
 pub mod trt_native;
