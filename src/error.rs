@@ -84,3 +84,18 @@ pub enum Error {
 
 /// Result alias of the core library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `error` is, or wraps, "no space left on device": binaries walk their
+/// error chains with it to tell the user the disk is full in plain words.
+pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}

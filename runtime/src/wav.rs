@@ -107,9 +107,17 @@ fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(),
             WavFormat::Float32 => hound::SampleFormat::Float,
         },
     };
-    let encode = |source| WavError::Encode {
-        path: tmp.to_path_buf(),
-        source,
+    // I/O failures (a full disk above all) are reported as such, not as
+    // encoder errors.
+    let encode = |source| match source {
+        hound::Error::IoError(source) => WavError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        },
+        source => WavError::Encode {
+            path: tmp.to_path_buf(),
+            source,
+        },
     };
     let file = File::create(tmp).map_err(|source| WavError::Io {
         path: tmp.to_path_buf(),
@@ -127,7 +135,15 @@ fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(),
             .map_err(encode)?;
         }
     }
-    writer.finalize().map_err(encode)
+    writer.finalize().map_err(encode)?;
+    // On disk before the rename makes it visible: a crash right after leaves
+    // the whole file or none.
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| WavError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -1,0 +1,369 @@
+//! Faults through the real binaries: `kill -9` and Ctrl-C in the middle of a
+//! build or a song, a full disk, engines on a read-only mount, two songs from
+//! one engine folder at once, and the messages a user sees for bad input.
+//!
+//! The disk tests mount small tmpfs file systems, which needs root (the CI
+//! container runs as root); without it they fail with a message saying so
+//! rather than pass untested.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use heart::manifest::{Manifest, Verify};
+use support::{build, heart_run_bin, run};
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")
+}
+
+fn build_args(out: &Path) -> Vec<String> {
+    let f = fixture();
+    [
+        "-q",
+        "--mula",
+        f.join("heartmula").to_str().unwrap(),
+        "--codec",
+        f.join("heartcodec").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Engines built once from the bundled fixture, shared by the tests that only read them.
+fn engines() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        let args = build_args(&root.path().join("engines"));
+        build(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        root
+    });
+    static ENGINES: OnceLock<PathBuf> = OnceLock::new();
+    ENGINES.get_or_init(|| dir.path().join("engines"))
+}
+
+fn song_args(engines: &Path, out: &Path, seed: u64) -> Vec<String> {
+    [
+        "--engines",
+        engines.to_str().unwrap(),
+        "--tags",
+        "piano,happy",
+        "--lyrics",
+        "[verse] la la la",
+        "--duration",
+        "8",
+        "--seed",
+        &seed.to_string(),
+        "-q",
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn spawn(bin: &Path, args: &[String]) -> Child {
+    Command::new(bin)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("binary starts")
+}
+
+fn ok(o: &Output, what: &str) {
+    assert!(o.status.success(), "{what}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// Waits until `ready` holds (polling every 2 ms), failing after 60 s or if the
+/// process exits first.
+fn wait_for(child: &mut Child, what: &str, ready: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the process ended ({status}) before {what}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// A tmpfs mounted for the life of the value (lazily unmounted on drop).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .expect("`mount` runs");
+        assert!(
+            o.status.success(),
+            "this test needs to mount a tmpfs (run it as root, as CI does): {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Self(dir.to_path_buf())
+    }
+
+    fn remount_read_only(&self) {
+        let o = Command::new("mount")
+            .args(["-o", "remount,ro"])
+            .arg(&self.0)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "remount ro: {}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_build_killed_outright_leaves_no_engine_and_the_next_build_cleans_up() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("engines");
+    let bin = Path::new(env!("CARGO_BIN_EXE_heart-build"));
+    let mut killed_in_flight = 0;
+    for round in 0..3 {
+        let mut child = spawn(bin, &build_args(&out));
+        let tmp = root.path().join(format!(".engines.tmp-{}", child.id()));
+        // Later rounds let the build write more files before the kill.
+        wait_for(&mut child, "the build writes its temporary folder", || {
+            tmp.is_dir() && std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > round
+        });
+        child.kill().unwrap(); // SIGKILL: no handler runs
+        child.wait().unwrap();
+        assert!(!out.exists(), "round {round}: a killed build never creates --out");
+        if tmp.exists() {
+            killed_in_flight += 1;
+            assert!(
+                !tmp.join("manifest.toml").exists() || Manifest::load(&tmp, Verify::Full).is_ok(),
+                "a leftover holds no half-written engine that loads"
+            );
+        }
+    }
+    assert!(killed_in_flight > 0, "at least one build was killed mid-write");
+
+    let args = build_args(&out);
+    build(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(names(root.path()), ["engines"], "the next build removed the leftovers");
+    Manifest::load(&out, Verify::Full).expect("and wrote a complete engine folder");
+
+    // Killed while replacing an existing folder: the old one stays usable.
+    let mut args = build_args(&out);
+    args.push("--force".into());
+    let mut child = spawn(bin, &args);
+    let tmp = root.path().join(format!(".engines.tmp-{}", child.id()));
+    wait_for(&mut child, "the rebuild starts writing", || tmp.is_dir());
+    child.kill().unwrap();
+    child.wait().unwrap();
+    Manifest::load(&out, Verify::Full).expect("the previous engine folder is intact");
+}
+
+#[test]
+fn a_full_disk_while_building_is_a_clear_error_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&root.path().join("disk"), "1m");
+    let out = disk.0.join("engines");
+    let o = run(
+        Path::new(env!("CARGO_BIN_EXE_heart-build")),
+        &build_args(&out).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains("the disk is full; nothing was written"),
+        "{err}"
+    );
+    assert!(names(&disk.0).is_empty(), "nothing partial: {:?}", names(&disk.0));
+}
+
+#[test]
+fn a_full_disk_while_writing_the_wav_is_a_clear_error_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&root.path().join("disk"), "64k");
+    // Fill the disk, then free nothing: the WAV's first write fails.
+    let filler = disk.0.join("filler");
+    let chunk = vec![7u8; 4096];
+    let mut f = std::fs::File::create(&filler).unwrap();
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let out = disk.0.join("song.wav");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(engines(), &out, 0)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("No space left on device") && err.contains("the disk is full; no output was written"),
+        "{err}"
+    );
+    assert_eq!(names(&disk.0), ["filler"], "no WAV and no temporary file");
+}
+
+#[test]
+fn engines_on_a_read_only_mount_run() {
+    let root = tempfile::tempdir().unwrap();
+    let disk = Tmpfs::mount(&root.path().join("ro"), "16m");
+    let ro = disk.0.join("engines");
+    std::fs::create_dir(&ro).unwrap();
+    for name in names(engines()) {
+        std::fs::copy(engines().join(&name), ro.join(&name)).unwrap();
+    }
+    disk.remount_read_only();
+    assert!(
+        std::fs::write(ro.join("probe"), b"x").is_err(),
+        "the mount is read-only"
+    );
+    let out = root.path().join("song.wav");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(&ro, &out, 3).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    ok(&o, "heart-run on read-only engines");
+    let reference = root.path().join("reference.wav");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(engines(), &reference, 3)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    ok(&o, "heart-run on the writable original");
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
+}
+
+#[test]
+fn two_songs_from_one_engine_folder_at_once_both_succeed() {
+    let root = tempfile::tempdir().unwrap();
+    let before = names(engines());
+    let outs = [root.path().join("a.wav"), root.path().join("b.wav")];
+    let children: Vec<Child> = outs
+        .iter()
+        .map(|out| spawn(&heart_run_bin(), &song_args(engines(), out, 11)))
+        .collect();
+    for child in children {
+        let o = child.wait_with_output().unwrap();
+        ok(&o, "concurrent heart-run");
+    }
+    let a = std::fs::read(&outs[0]).unwrap();
+    assert!(hound::WavReader::open(&outs[0]).unwrap().duration() > 0);
+    assert_eq!(a, std::fs::read(&outs[1]).unwrap(), "same seed, same bytes");
+    assert_eq!(names(engines()), before, "nothing written into the engine folder");
+}
+
+#[test]
+fn a_song_killed_or_interrupted_mid_run_leaves_no_output() {
+    for signal in ["-KILL", "-INT"] {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("song.wav");
+        let mut child = spawn(&heart_run_bin(), &song_args(engines(), &out, 5));
+        let maps = PathBuf::from(format!("/proc/{}/maps", child.id()));
+        // Generation has started once the LM tables are mapped.
+        wait_for(&mut child, "the engines are loaded", || {
+            std::fs::read_to_string(&maps).is_ok_and(|m| m.contains("lm_tables.safetensors"))
+        });
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let o = child.wait_with_output().unwrap();
+        if signal == "-INT" {
+            assert_eq!(o.status.code(), Some(130), "{}", String::from_utf8_lossy(&o.stderr));
+            assert!(String::from_utf8_lossy(&o.stderr).contains("interrupted; no output written"));
+        } else {
+            assert_eq!(o.status.code(), None, "killed by the signal");
+        }
+        assert!(names(root.path()).is_empty(), "{signal}: {:?}", names(root.path()));
+    }
+}
+
+#[test]
+fn bad_input_gets_messages_a_user_can_act_on() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("x.wav");
+    let mut args = song_args(engines(), &out, 0);
+    let at = args.iter().position(|a| a == "--duration").unwrap();
+    args[at + 1] = "-1".into();
+    let o = run(&heart_run_bin(), &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--duration -1: expected a positive number of seconds"),
+        "{err}"
+    );
+
+    let missing = root.path().join("no-such-engines");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(&missing, &out, 0)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "engine folder {} does not exist: build one with `heart-build",
+            missing.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        err.matches("os error").count(),
+        0,
+        "no OS error, let alone twice: {err}"
+    );
+
+    // A downloaded folder whose manifest points outside it, with a matching
+    // size and hash, as an attacker would write it.
+    let evil = root.path().join("evil");
+    std::fs::create_dir(&evil).unwrap();
+    for name in names(engines()) {
+        std::fs::copy(engines().join(&name), evil.join(&name)).unwrap();
+    }
+    std::fs::rename(evil.join("tokenizer.json"), root.path().join("secret.json")).unwrap();
+    let manifest = std::fs::read_to_string(evil.join("manifest.toml")).unwrap();
+    let manifest = manifest.replace("path = \"tokenizer.json\"", "path = \"../secret.json\"");
+    std::fs::write(evil.join("manifest.toml"), manifest).unwrap();
+    let o = run(
+        &heart_run_bin(),
+        &song_args(&evil, &out, 0).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("manifest.toml: [[file]] path `../secret.json` has a `..` component"),
+        "{err}"
+    );
+    assert!(!out.exists());
+}
