@@ -233,10 +233,7 @@ fn engines_on_a_read_only_mount_run() {
     let root = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&root.path().join("ro"), "16m");
     let ro = disk.0.join("engines");
-    std::fs::create_dir(&ro).unwrap();
-    for name in names(engines()) {
-        std::fs::copy(engines().join(&name), ro.join(&name)).unwrap();
-    }
+    copy_engines(&ro);
     disk.remount_read_only();
     assert!(
         std::fs::write(ro.join("probe"), b"x").is_err(),
@@ -347,10 +344,7 @@ fn bad_input_gets_messages_a_user_can_act_on() {
     // A downloaded folder whose manifest points outside it, with a matching
     // size and hash, as an attacker would write it.
     let evil = root.path().join("evil");
-    std::fs::create_dir(&evil).unwrap();
-    for name in names(engines()) {
-        std::fs::copy(engines().join(&name), evil.join(&name)).unwrap();
-    }
+    copy_engines(&evil);
     std::fs::rename(evil.join("tokenizer.json"), root.path().join("secret.json")).unwrap();
     let manifest = std::fs::read_to_string(evil.join("manifest.toml")).unwrap();
     let manifest = manifest.replace("path = \"tokenizer.json\"", "path = \"../secret.json\"");
@@ -366,4 +360,97 @@ fn bad_input_gets_messages_a_user_can_act_on() {
         "{err}"
     );
     assert!(!out.exists());
+}
+
+/// A copy of the shared engines in `dir`, for a test to tamper with.
+fn copy_engines(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    for name in names(engines()) {
+        std::fs::copy(engines().join(&name), dir.join(&name)).unwrap();
+    }
+}
+
+/// Rewrites `path` in a manifest text to record the file's current size and
+/// hash, as an attacker forging a folder would.
+fn reseal(dir: &Path, path: &str) {
+    let text = std::fs::read_to_string(dir.join("manifest.toml")).unwrap();
+    let mut m: Manifest = toml::from_str(&text).unwrap();
+    let entry = m.files.iter_mut().find(|f| f.path == path).unwrap();
+    let bytes = std::fs::read(dir.join(path)).unwrap();
+    entry.size = bytes.len() as u64;
+    entry.sha256 = heart::manifest::sha256_bytes(&bytes);
+    m.write(dir).unwrap();
+}
+
+#[test]
+fn a_graph_whose_external_data_points_outside_the_folder_is_refused_before_onnx_runtime() {
+    use prost::Message;
+    let root = tempfile::tempdir().unwrap();
+    let evil = root.path().join("evil");
+    copy_engines(&evil);
+    // The weights moved out of the folder, the graph pointed at them, the
+    // manifest resealed: size and hash checks alone would pass.
+    std::fs::rename(evil.join("decoder.onnx.data"), root.path().join("decoder.onnx.data")).unwrap();
+    let graph = evil.join("decoder.onnx");
+    let mut model = onnx_export::proto::ModelProto::decode(&*std::fs::read(&graph).unwrap()).unwrap();
+    let mut redirected = 0;
+    for t in &mut model.graph.as_mut().unwrap().initializer {
+        for e in &mut t.external_data {
+            if e.key.as_deref() == Some("location") {
+                e.value = Some("../decoder.onnx.data".into());
+                redirected += 1;
+            }
+        }
+    }
+    assert!(redirected > 0, "the decoder keeps its weights in external data");
+    std::fs::write(&graph, model.encode_to_vec()).unwrap();
+    let text = std::fs::read_to_string(evil.join("manifest.toml")).unwrap();
+    let mut m: Manifest = toml::from_str(&text).unwrap();
+    m.files.retain(|f| f.path != "decoder.onnx.data");
+    m.write(&evil).unwrap();
+    reseal(&evil, "decoder.onnx");
+
+    let out = root.path().join("x.wav");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(&evil, &out, 0).iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("decoder.onnx: external data of tensor")
+            && err.contains("path `../decoder.onnx.data` has a `..` component")
+            && err.contains("refusing a graph that reads files outside the engine folder"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ort::"),
+        "refused before ONNX Runtime saw the graph: {err}"
+    );
+    assert!(!out.exists());
+}
+
+#[test]
+fn engine_files_the_manifest_does_not_list_are_not_opened() {
+    let root = tempfile::tempdir().unwrap();
+    let folder = root.path().join("engines");
+    copy_engines(&folder);
+    let text = std::fs::read_to_string(folder.join("manifest.toml")).unwrap();
+    let mut m: Manifest = toml::from_str(&text).unwrap();
+    m.files.retain(|f| f.path != "scalar_decoder.onnx");
+    m.write(&folder).unwrap();
+    let out = root.path().join("x.wav");
+    let o = run(
+        &heart_run_bin(),
+        &song_args(&folder, &out, 0)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("engine file `scalar_decoder.onnx` is not listed in the manifest"),
+        "{err}"
+    );
 }
