@@ -8,7 +8,9 @@
 //! `HEART_FUZZ_CASES` (e.g. `HEART_FUZZ_CASES=5000 cargo test -p heart --test
 //! fuzz_readers --release -- --nocapture`) for a longer run.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -66,9 +68,7 @@ fn cases() -> u32 {
     }
 }
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-a")
-}
+use common::fixture;
 
 /// One edit of a text or byte buffer.
 #[derive(Debug, Clone)]
@@ -207,19 +207,11 @@ fn fuzz<S: Strategy>(name: &str, strategy: S, test: impl Fn(S::Value)) {
 /// An engine folder with a graph referencing external data, the fixture's
 /// tokenizer and configs; returns its manifest text.
 fn engine_folder(dir: &Path) -> Vec<u8> {
-    let field = |number: u64, body: &[u8]| {
-        let mut out = vec![(number << 3 | 2) as u8];
-        assert!(body.len() < 128);
-        out.push(body.len() as u8);
-        out.extend_from_slice(body);
-        out
-    };
-    let entry = |k: &str, v: &str| [field(1, k.as_bytes()), field(2, v.as_bytes())].concat();
-    let mut tensor = field(8, b"w");
-    tensor.extend(field(13, &entry("location", "backbone.onnx.data")));
-    tensor.extend(field(13, &entry("offset", "0")));
-    tensor.extend(field(13, &entry("length", "64")));
-    std::fs::write(dir.join("backbone.onnx"), field(7, &field(5, &tensor))).unwrap();
+    std::fs::write(
+        dir.join("backbone.onnx"),
+        common::graph_with_external("backbone.onnx.data", 0, 64),
+    )
+    .unwrap();
     std::fs::write(dir.join("backbone.onnx.data"), [1u8; 64]).unwrap();
     let f = fixture();
     std::fs::copy(f.join("heartmula/tokenizer.json"), dir.join("tokenizer.json")).unwrap();

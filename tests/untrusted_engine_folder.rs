@@ -3,39 +3,15 @@
 //! allocate absurd amounts, before any engine file is opened — even when the
 //! recorded sizes and hashes match, as an attacker would make them.
 
+mod common;
+
 use std::path::Path;
 
 use heart::config::{GenConfig, MulaConfig};
 use heart::manifest::{EngineKind, FORMAT_VERSION, FileEntry, Manifest, Target, Verify, sha256_bytes};
 use heart::precision::Precision;
 
-fn varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
-}
-
-fn field(number: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    varint(number << 3 | 2, &mut out);
-    varint(body.len() as u64, &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-/// A `ModelProto` whose graph has one initializer stored in `location`.
-fn graph_with_external(location: &str, offset: u64, length: u64) -> Vec<u8> {
-    let entry = |k: &str, v: &str| [field(1, k.as_bytes()), field(2, v.as_bytes())].concat();
-    let mut tensor = field(8, b"w");
-    tensor.extend(field(13, &entry("location", location)));
-    tensor.extend(field(13, &entry("offset", &offset.to_string())));
-    tensor.extend(field(13, &entry("length", &length.to_string())));
-    varint(14 << 3, &mut tensor);
-    varint(1, &mut tensor);
-    field(7, &field(5, &tensor))
-}
+use common::graph_with_external;
 
 fn entry(dir: &Path, path: &str, kind: EngineKind) -> FileEntry {
     let bytes = std::fs::read(dir.join(path)).unwrap();

@@ -10,43 +10,10 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use heart::manifest::{Manifest, Verify};
-use support::{build, heart_run_bin, run};
-
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")
-}
-
-fn build_args(out: &Path) -> Vec<String> {
-    let f = fixture();
-    [
-        "-q",
-        "--mula",
-        f.join("heartmula").to_str().unwrap(),
-        "--codec",
-        f.join("heartcodec").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]
-    .map(String::from)
-    .to_vec()
-}
-
-/// Engines built once from the bundled fixture, shared by the tests that only read them.
-fn engines() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let root = tempfile::tempdir().unwrap();
-        let args = build_args(&root.path().join("engines"));
-        build(&args.iter().map(String::as_str).collect::<Vec<_>>());
-        root
-    });
-    static ENGINES: OnceLock<PathBuf> = OnceLock::new();
-    ENGINES.get_or_init(|| dir.path().join("engines"))
-}
+use support::{build, fixture_build_args as build_args, fixture_engines as engines, heart_run_bin, run};
 
 fn song_args(engines: &Path, out: &Path, seed: u64) -> Vec<String> {
     [
@@ -66,6 +33,19 @@ fn song_args(engines: &Path, out: &Path, seed: u64) -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+/// Runs `heart-run` for one song.
+fn song(engines: &Path, out: &Path, seed: u64) -> Output {
+    let args = song_args(engines, out, seed);
+    run(&heart_run_bin(), &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// The stderr of a run that must have failed with exit code 1.
+fn failure(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    err
 }
 
 fn spawn(bin: &Path, args: &[String]) -> Child {
@@ -192,8 +172,7 @@ fn a_full_disk_while_building_is_a_clear_error_and_leaves_nothing() {
         Path::new(env!("CARGO_BIN_EXE_heart-build")),
         &build_args(&out).iter().map(String::as_str).collect::<Vec<_>>(),
     );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure(&o);
     assert!(
         err.contains("No space left on device") && err.contains("the disk is full; nothing was written"),
         "{err}"
@@ -212,15 +191,8 @@ fn a_full_disk_while_writing_the_wav_is_a_clear_error_and_leaves_nothing() {
     while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
     drop(f);
     let out = disk.0.join("song.wav");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(engines(), &out, 0)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = song(engines(), &out, 0);
+    let err = failure(&o);
     assert!(
         err.contains("No space left on device") && err.contains("the disk is full; no output was written"),
         "{err}"
@@ -240,19 +212,10 @@ fn engines_on_a_read_only_mount_run() {
         "the mount is read-only"
     );
     let out = root.path().join("song.wav");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(&ro, &out, 3).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
+    let o = song(&ro, &out, 3);
     ok(&o, "heart-run on read-only engines");
     let reference = root.path().join("reference.wav");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(engines(), &reference, 3)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
+    let o = song(engines(), &reference, 3);
     ok(&o, "heart-run on the writable original");
     assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&reference).unwrap());
 }
@@ -311,23 +274,15 @@ fn bad_input_gets_messages_a_user_can_act_on() {
     let at = args.iter().position(|a| a == "--duration").unwrap();
     args[at + 1] = "-1".into();
     let o = run(&heart_run_bin(), &args.iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = failure(&o);
     assert!(
         err.contains("--duration -1: expected a positive number of seconds"),
         "{err}"
     );
 
     let missing = root.path().join("no-such-engines");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(&missing, &out, 0)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = song(&missing, &out, 0);
+    let err = failure(&o);
     assert!(
         err.contains(&format!(
             "engine folder {} does not exist: build one with `heart-build",
@@ -349,12 +304,8 @@ fn bad_input_gets_messages_a_user_can_act_on() {
     let manifest = std::fs::read_to_string(evil.join("manifest.toml")).unwrap();
     let manifest = manifest.replace("path = \"tokenizer.json\"", "path = \"../secret.json\"");
     std::fs::write(evil.join("manifest.toml"), manifest).unwrap();
-    let o = run(
-        &heart_run_bin(),
-        &song_args(&evil, &out, 0).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = song(&evil, &out, 0);
+    let err = failure(&o);
     assert!(
         err.contains("manifest.toml: [[file]] path `../secret.json` has a `..` component"),
         "{err}"
@@ -411,12 +362,8 @@ fn a_graph_whose_external_data_points_outside_the_folder_is_refused_before_onnx_
     reseal(&evil, "decoder.onnx");
 
     let out = root.path().join("x.wav");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(&evil, &out, 0).iter().map(String::as_str).collect::<Vec<_>>(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = song(&evil, &out, 0);
+    let err = failure(&o);
     assert!(
         err.contains("decoder.onnx: external data of tensor")
             && err.contains("path `../decoder.onnx.data` has a `..` component")
@@ -440,15 +387,8 @@ fn engine_files_the_manifest_does_not_list_are_not_opened() {
     m.files.retain(|f| f.path != "scalar_decoder.onnx");
     m.write(&folder).unwrap();
     let out = root.path().join("x.wav");
-    let o = run(
-        &heart_run_bin(),
-        &song_args(&folder, &out, 0)
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-    );
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    let o = song(&folder, &out, 0);
+    let err = failure(&o);
     assert!(
         err.contains("engine file `scalar_decoder.onnx` is not listed in the manifest"),
         "{err}"

@@ -10,15 +10,14 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 
 use heart::manifest::Verify;
 use heart_runtime::mem::{current_rss_bytes, peak_rss_bytes};
 use heart_runtime::settings::SettingsArgs;
 use heart_runtime::song::{Engine, SongRequest};
 use heart_runtime::wav::{WavFormat, write_wav};
-use support::{build, heart_run_bin, run};
+use support::{fixture_engines as engines, heart_run_bin, run};
 
 /// Seconds asked of every song (the fixture's LM usually stops earlier).
 const DURATION_S: f32 = 6.0;
@@ -30,26 +29,6 @@ fn songs() -> usize {
         Ok(v) => v.parse().expect("HEART_SOAK_SONGS is a song count"),
         Err(_) => 10,
     }
-}
-
-fn engines() -> &'static Path {
-    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
-    &DIR.get_or_init(|| {
-        let root = tempfile::tempdir().unwrap();
-        let out = root.path().join("engines");
-        let f = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a");
-        build(&[
-            "-q",
-            "--mula",
-            f.join("heartmula").to_str().unwrap(),
-            "--codec",
-            f.join("heartcodec").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
-        (root, out)
-    })
-    .1
 }
 
 fn tags(i: usize) -> String {

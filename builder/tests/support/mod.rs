@@ -5,6 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 
 /// `heart-run` is a binary of the runtime package; `cargo test --workspace`
 /// builds it next to `heart-build`.
@@ -55,4 +56,40 @@ pub fn row_names(record: &serde_json::Value) -> Vec<&str> {
         .iter()
         .map(|r| r["name"].as_str().expect("row name"))
         .collect()
+}
+
+/// The bundled golden fixture.
+pub fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-a")
+}
+
+/// `heart-build` arguments that build fp32 engines with a codec from the
+/// bundled fixture into `out`.
+pub fn fixture_build_args(out: &Path) -> Vec<String> {
+    let f = fixture();
+    [
+        "-q",
+        "--mula",
+        f.join("heartmula").to_str().unwrap(),
+        "--codec",
+        f.join("heartcodec").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Engines built once per test binary from the bundled fixture, for tests
+/// that only read them.
+pub fn fixture_engines() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let root = tempfile::tempdir().unwrap();
+        let out = root.path().join("engines");
+        let args = fixture_build_args(&out);
+        build(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        (root, out)
+    })
+    .1
 }
