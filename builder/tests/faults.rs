@@ -264,6 +264,12 @@ fn a_song_killed_or_interrupted_mid_run_leaves_no_output() {
         }
         assert!(names(root.path()).is_empty(), "{signal}: {:?}", names(root.path()));
     }
+    // What a run killed while writing the WAV leaves is removed by the next run.
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("song.wav");
+    std::fs::write(root.path().join(".song.wav.999999999.part"), b"RIFF").unwrap();
+    ok(&song(engines(), &out, 5), "heart-run after a killed one");
+    assert_eq!(names(root.path()), ["song.wav"]);
 }
 
 #[test]

@@ -197,9 +197,11 @@ fn text(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<S
     }
 }
 
-/// Fails before any work if `out` cannot be written, and makes Ctrl-C leave
-/// no partial file behind.
+/// Fails before any work if `out` cannot be written, removes what a killed
+/// earlier run left while writing it, and makes Ctrl-C leave no partial file
+/// behind.
 fn prepare_output(out: &Path) -> Result<()> {
+    heart_runtime::wav::remove_abandoned_parts(out);
     let tmp = heart_runtime::wav::temp_path(out);
     std::fs::OpenOptions::new()
         .write(true)
