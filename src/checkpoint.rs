@@ -131,10 +131,7 @@ impl Checkpoint {
         let index_path = dir.join(INDEX_FILE);
         let single = dir.join(SINGLE_FILE);
         if index_path.is_file() {
-            let text = std::fs::read_to_string(&index_path).map_err(|source| Error::Io {
-                path: index_path.clone(),
-                source,
-            })?;
+            let text = crate::config::read_small_text(&index_path)?;
             let index: Index = serde_json::from_str(&text).map_err(|e| Error::Config {
                 path: index_path.clone(),
                 message: format!("not a safetensors index (expected {{\"weight_map\": {{name: file}}}}): {e}"),
@@ -145,7 +142,10 @@ impl Checkpoint {
                 if shard_ids.contains_key(file) {
                     continue;
                 }
-                let path = dir.join(file);
+                let path = crate::safe_path::resolve_inside(dir, file).map_err(|message| Error::Layout {
+                    path: index_path.clone(),
+                    message: format!("shard {message}; shards must lie in the checkpoint directory"),
+                })?;
                 if !path.is_file() {
                     return Err(Error::Layout {
                         path: index_path.clone(),

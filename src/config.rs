@@ -66,8 +66,26 @@ impl FlavorParams {
 
     fn check(&self, what: &str) -> std::result::Result<(), String> {
         let fail = |m: String| Err(format!("{what}: {m}"));
-        if self.num_layers == 0 || self.num_heads == 0 || self.num_kv_heads == 0 {
-            return fail("num_layers, num_heads and num_kv_heads must be > 0".into());
+        for (field, value, max) in [
+            ("num_layers", self.num_layers, limits::LAYERS),
+            ("num_heads", self.num_heads, limits::HEADS),
+            ("num_kv_heads", self.num_kv_heads, limits::HEADS),
+            ("embed_dim", self.embed_dim, limits::WIDTH),
+            ("intermediate_dim", self.intermediate_dim, limits::WIDTH),
+            ("max_seq_len", self.max_seq_len, limits::SEQ_LEN),
+        ] {
+            if value == 0 || value > max {
+                return fail(format!("{field} {value} is outside 1..={max}"));
+            }
+        }
+        for (field, value) in [
+            ("norm_eps", self.norm_eps),
+            ("rope_base", self.rope_base),
+            ("scale_factor", self.scale_factor),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return fail(format!("{field} {value} must be a positive finite number"));
+            }
         }
         if !self.embed_dim.is_multiple_of(self.num_heads) {
             return fail(format!(
@@ -86,6 +104,45 @@ impl FlavorParams {
         }
         Ok(())
     }
+
+    /// Weights of one stack (attention + SwiGLU per layer), in parameters.
+    fn parameters(&self) -> u128 {
+        let (d, i) = (self.embed_dim as u128, self.intermediate_dim as u128);
+        let kv = (self.num_kv_heads * self.head_dim()) as u128;
+        self.num_layers as u128 * (2 * d * d + 2 * d * kv + 3 * d * i)
+    }
+
+    /// Bytes of an f32 KV cache at full capacity for a CFG pair (batch 2).
+    fn kv_cache_bytes(&self) -> u128 {
+        2 * self.num_layers as u128 * 2 * (self.num_kv_heads * self.head_dim()) as u128 * self.max_seq_len as u128 * 4
+    }
+}
+
+/// Upper bounds on configuration values read from files (checkpoint
+/// `config.json`, an engine's manifest). Each is far above any HeartMuLa /
+/// HeartCodec release (the largest flavor, `llama-7B`, has 32 layers of width
+/// 4096) and far below a value that would make a reader allocate terabytes:
+/// a hostile file is refused with a message naming the field instead.
+pub mod limits {
+    /// Transformer layers of one stack, codec blocks.
+    pub const LAYERS: usize = 1024;
+    /// Attention heads.
+    pub const HEADS: usize = 1024;
+    /// Model, hidden, SwiGLU and codec widths.
+    pub const WIDTH: usize = 1 << 17;
+    /// RoPE table length / KV-cache capacity.
+    pub const SEQ_LEN: usize = 1 << 20;
+    /// Text or audio vocabulary size, codebook size.
+    pub const VOCAB: usize = 1 << 22;
+    /// Audio codebooks / RVQ quantizers.
+    pub const CODEBOOKS: usize = 64;
+    /// Upsampling stages of the scalar decoder.
+    pub const UPSAMPLE_STAGES: usize = 16;
+    /// One upsampling factor, kernel size, samples per latent.
+    pub const KERNEL: usize = 1024;
+    /// Whole LM weights at f32, and its CFG KV cache at full capacity, in bytes
+    /// (1 TiB; HeartMuLa-oss-3B needs 16 GB and 3.7 GB).
+    pub const MODEL_BYTES: u128 = 1 << 40;
 }
 
 /// `config.json` of a HeartMuLa checkpoint, as written by upstream.
@@ -181,28 +238,8 @@ impl MulaConfig {
         };
         let backbone = flavor(&raw.backbone_flavor, "backbone_flavor")?;
         let decoder = flavor(&raw.decoder_flavor, "decoder_flavor")?;
-        backbone.check("backbone")?;
-        decoder.check("decoder")?;
-        if raw.audio_num_codebooks < 2 {
-            return Err(format!(
-                "audio_num_codebooks must be >= 2, got {}",
-                raw.audio_num_codebooks
-            ));
-        }
-        if raw.text_vocab_size == 0 || raw.muq_dim == 0 {
-            return Err(format!(
-                "text_vocab_size ({}) and muq_dim ({}) must be > 0",
-                raw.text_vocab_size, raw.muq_dim
-            ));
-        }
-        if raw.audio_vocab_size < 6 {
-            return Err(format!(
-                "audio_vocab_size {} leaves no room for the 5 special ids",
-                raw.audio_vocab_size
-            ));
-        }
         let dtype = raw.dtype.or(raw.torch_dtype).unwrap_or_else(|| "float32".to_string());
-        Ok(Self {
+        let cfg = Self {
             backbone_flavor: raw.backbone_flavor,
             decoder_flavor: raw.decoder_flavor,
             backbone,
@@ -212,7 +249,61 @@ impl MulaConfig {
             audio_num_codebooks: raw.audio_num_codebooks,
             muq_dim: raw.muq_dim,
             dtype,
-        })
+        };
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    /// Checks consistency and [`limits`]: every value a reader sizes an
+    /// allocation by is bounded, so a hostile `config.json` or manifest is
+    /// refused before anything is allocated.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.backbone.check("backbone")?;
+        self.decoder.check("decoder")?;
+        if self.audio_num_codebooks < 2 || self.audio_num_codebooks > limits::CODEBOOKS {
+            return Err(format!(
+                "audio_num_codebooks {} is outside 2..={}",
+                self.audio_num_codebooks,
+                limits::CODEBOOKS
+            ));
+        }
+        if self.text_vocab_size == 0 || self.muq_dim == 0 {
+            return Err(format!(
+                "text_vocab_size ({}) and muq_dim ({}) must be > 0",
+                self.text_vocab_size, self.muq_dim
+            ));
+        }
+        if self.audio_vocab_size < 6 {
+            return Err(format!(
+                "audio_vocab_size {} leaves no room for the 5 special ids",
+                self.audio_vocab_size
+            ));
+        }
+        for (field, value) in [
+            ("text_vocab_size", self.text_vocab_size),
+            ("audio_vocab_size", self.audio_vocab_size),
+        ] {
+            if value > limits::VOCAB {
+                return Err(format!("{field} {value} is above the limit {}", limits::VOCAB));
+            }
+        }
+        if self.muq_dim > limits::WIDTH {
+            return Err(format!("muq_dim {} is above the limit {}", self.muq_dim, limits::WIDTH));
+        }
+        let d = self.backbone.embed_dim as u128;
+        let tables = (self.text_vocab_size as u128 + (self.audio_vocab_size * self.audio_num_codebooks) as u128) * d;
+        let parameters = self.backbone.parameters() + self.decoder.parameters() + 2 * tables;
+        let kv = self.backbone.kv_cache_bytes() + self.decoder.kv_cache_bytes();
+        for (what, bytes) in [("the f32 weights", parameters * 4), ("the KV caches", kv)] {
+            if bytes > limits::MODEL_BYTES {
+                return Err(format!(
+                    "this configuration would need {} GB for {what}, above the limit of {} GB",
+                    bytes / 1_000_000_000,
+                    limits::MODEL_BYTES / 1_000_000_000
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Number of real codec codes per codebook (`audio_vocab_size - 5`, upstream 8192).
@@ -349,7 +440,32 @@ impl CodecConfig {
         Ok(cfg)
     }
 
-    fn check(&self) -> std::result::Result<(), String> {
+    /// Checks the constraints upstream's `detokenize` imposes and [`limits`]
+    /// on every size the codec runtime allocates by.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        for (field, value, max) in [
+            ("dim", self.dim, limits::WIDTH),
+            ("codebook_size", self.codebook_size, limits::VOCAB),
+            ("codebook_dim", self.codebook_dim, limits::WIDTH),
+            ("num_quantizers", self.num_quantizers, limits::CODEBOOKS),
+            ("attention_head_dim", self.attention_head_dim, limits::WIDTH),
+            ("num_attention_heads", self.num_attention_heads, limits::HEADS),
+            ("num_layers", self.num_layers, limits::LAYERS),
+            ("num_layers_2", self.num_layers_2, limits::LAYERS),
+            ("latent_hidden_dim", self.latent_hidden_dim, limits::WIDTH),
+            ("out_channels", self.out_channels, limits::WIDTH),
+            ("in_channels", self.in_channels, 4 * limits::WIDTH),
+            ("num_samples", self.num_samples, limits::KERNEL),
+            ("default_kernel_size", self.default_kernel_size, limits::KERNEL),
+            ("delay_kernel_size", self.delay_kernel_size, limits::KERNEL),
+            ("init_channel", self.init_channel, limits::WIDTH),
+            ("res_kernel_size", self.res_kernel_size, limits::KERNEL),
+            ("sample_rate", self.sample_rate as usize, 1 << 20),
+        ] {
+            if value == 0 || value > max {
+                return Err(format!("{field} {value} is outside 1..={max}"));
+            }
+        }
         if self.out_channels != 2 * self.latent_hidden_dim {
             return Err(format!(
                 "out_channels {} must be 2 x latent_hidden_dim {} (stereo split)",
@@ -366,11 +482,38 @@ impl CodecConfig {
         if self.upsample_factors.len() != self.upsample_kernel_sizes.len() || self.upsample_factors.is_empty() {
             return Err("upsample_factors and upsample_kernel_sizes must be non-empty and of equal length".into());
         }
-        if self.init_channel == 0 || self.num_layers == 0 || self.num_layers_2 == 0 {
-            return Err("init_channel, num_layers and num_layers_2 must be > 0".into());
+        if self.upsample_factors.len() > limits::UPSAMPLE_STAGES {
+            return Err(format!(
+                "{} upsample_factors; at most {} stages",
+                self.upsample_factors.len(),
+                limits::UPSAMPLE_STAGES
+            ));
         }
-        if self.num_quantizers == 0 || self.num_attention_heads == 0 || !self.attention_head_dim.is_multiple_of(2) {
-            return Err("num_quantizers, num_attention_heads must be > 0 and attention_head_dim even".into());
+        let stages = self.upsample_factors.iter().chain(&self.upsample_kernel_sizes);
+        if let Some(bad) = stages.copied().find(|&v| v == 0 || v > limits::KERNEL) {
+            return Err(format!(
+                "upsample factor or kernel {bad} is outside 1..={}",
+                limits::KERNEL
+            ));
+        }
+        if (self.init_channel as u128) << self.upsample_factors.len() > limits::WIDTH as u128 {
+            return Err(format!(
+                "init_channel {} x 2^{} stages exceeds the width limit {}",
+                self.init_channel,
+                self.upsample_factors.len(),
+                limits::WIDTH
+            ));
+        }
+        let per_latent: u128 =
+            self.upsample_factors.iter().map(|&f| f as u128).product::<u128>() * self.num_samples as u128;
+        if per_latent > limits::SEQ_LEN as u128 {
+            return Err(format!(
+                "{per_latent} audio samples per latent frame (product of upsample_factors x num_samples) exceeds {}",
+                limits::SEQ_LEN
+            ));
+        }
+        if !self.attention_head_dim.is_multiple_of(2) {
+            return Err("attention_head_dim must be even".into());
         }
         Ok(())
     }
@@ -419,11 +562,29 @@ impl CodecConfig {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+/// Largest JSON configuration or checkpoint index read (real ones are a few
+/// KiB; the 3B index is 30 KB): a hostile file is refused instead of being
+/// read whole into memory.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+
+/// Reads a configuration-sized text file, refusing one above [`MAX_CONFIG_BYTES`].
+pub(crate) fn read_small_text(path: &Path) -> Result<String> {
+    let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    let size = std::fs::metadata(path).map_err(io)?.len();
+    if size > MAX_CONFIG_BYTES {
+        return Err(Error::Config {
+            path: path.to_path_buf(),
+            message: format!("{size} bytes; a configuration file is at most {MAX_CONFIG_BYTES} bytes"),
+        });
+    }
+    std::fs::read_to_string(path).map_err(io)
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = read_small_text(path)?;
     serde_json::from_str(&text).map_err(|e| Error::Config {
         path: path.to_path_buf(),
         message: describe_json_error(&e, &text),

@@ -47,6 +47,23 @@ pub fn tensorrt_engine(graph: &str) -> String {
 /// `draft/decoder.onnx`); the draft reads the engine's own [`LM_TABLES`].
 pub const DRAFT_DIR: &str = "draft";
 
+/// Every file the runtime opens by its fixed name from an engine folder (the
+/// LM, plus the codec and the speculative draft when they are used). Each must
+/// be a file of the manifest (`Manifest::require_files`), so that it was
+/// checked for size, hash, location and external data before it is opened.
+pub fn runtime_files(codec: bool, draft: bool) -> Vec<String> {
+    let mut files: Vec<String> = [BACKBONE_GRAPH, DECODER_GRAPH, LM_TABLES, TOKENIZER]
+        .map(String::from)
+        .to_vec();
+    if codec {
+        files.extend([FLOW_ESTIMATOR_GRAPH, SCALAR_DECODER_GRAPH, CODEC_TABLES].map(String::from));
+    }
+    if draft {
+        files.extend([BACKBONE_GRAPH, DECODER_GRAPH].map(|g| format!("{DRAFT_DIR}/{g}")));
+    }
+    files
+}
+
 /// The kind of an engine file, from its path relative to the engine folder;
 /// `None` for names heart does not write.
 pub fn kind_of_file(name: &str) -> Option<EngineKind> {

@@ -15,6 +15,20 @@ pub enum Error {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The folder given as an engine folder is missing, not a folder, or has
+    /// no manifest.
+    #[error(
+        "engine folder {} {what}: build one with `heart-build --mula DIR --codec DIR --out {}` \
+         (or try `heart-build synth --size tiny --out ckpt` first)",
+        path.display(),
+        path.display()
+    )]
+    NoEngineFolder {
+        /// The folder.
+        path: PathBuf,
+        /// What is wrong with it.
+        what: &'static str,
+    },
     /// A JSON/TOML configuration file is malformed or inconsistent.
     #[error("{}: {message}", path.display())]
     Config {
@@ -70,3 +84,18 @@ pub enum Error {
 
 /// Result alias of the core library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether `error` is, or wraps, "no space left on device": binaries walk their
+/// error chains with it to tell the user the disk is full in plain words.
+pub fn is_disk_full(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::StorageFull)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}

@@ -12,6 +12,8 @@
 //! - [`profile`]: build profiles (`configs/build/*.toml`): schema and validation.
 //! - [`precision`]: the precisions engines are built at.
 //! - [`manifest`]: the engine folder's `manifest.toml` (files, hashes, build inputs).
+//! - [`safe_path`], [`onnx_refs`]: checks on paths read from untrusted files (manifests, checkpoint
+//!   indexes, ONNX external-data locations).
 //! - [`quant`]: bit-exact FP8 E4M3FN / NVFP4 reference quantizers and the calibration prompt set.
 //! - `trt_native` (feature `tensorrt-native`): native TensorRT plan runner over a C ABI shim.
 
@@ -25,10 +27,12 @@ pub mod fixture;
 pub mod geometry;
 pub mod layout;
 pub mod manifest;
+pub mod onnx_refs;
 pub mod precision;
 pub mod profile;
 pub mod prompt;
 pub mod quant;
+pub mod safe_path;
 pub mod tensors;
 #[cfg(feature = "tensorrt-native")]
 pub mod trt_native;

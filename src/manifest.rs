@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{CodecConfig, GenConfig, MulaConfig};
 use crate::error::{Error, Result};
 use crate::precision::Precision;
+use crate::safe_path::{check_relative, resolve_inside};
 
 /// Manifest file name inside an engine folder.
 pub const MANIFEST_FILE: &str = "manifest.toml";
@@ -22,6 +23,11 @@ pub const MANIFEST_FILE: &str = "manifest.toml";
 /// Version of the engine-folder format this build reads and writes. Bumped on
 /// any change of graph inputs/outputs or file roles.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// Largest `manifest.toml` read. Real ones are a few KiB (the build profile's
+/// text is the biggest part); the bound keeps a hostile file from being read
+/// whole into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 /// What an engine file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -262,8 +268,45 @@ impl Verify {
 
 impl Manifest {
     /// Reads `<dir>/manifest.toml` and checks it against the folder.
+    ///
+    /// The folder is untrusted input (engine folders are shared like model
+    /// files), so before any engine file is opened: the manifest's size is
+    /// bounded, its configs are bounded ([`MulaConfig::check`],
+    /// [`CodecConfig::check`]), every file path must stay inside the folder
+    /// ([`crate::safe_path`]), every file must have its recorded size (checked
+    /// before anything is read or mapped) and hash, and every ONNX graph may
+    /// only reference external data that is itself a file of the manifest,
+    /// within that file's size.
     pub fn load(dir: &Path, verify: Verify) -> Result<Self> {
         let path = dir.join(MANIFEST_FILE);
+        if !dir.is_dir() {
+            return Err(Error::NoEngineFolder {
+                path: dir.to_path_buf(),
+                what: if dir.exists() {
+                    "is not a folder"
+                } else {
+                    "does not exist"
+                },
+            });
+        }
+        let size = match std::fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoEngineFolder {
+                    path: dir.to_path_buf(),
+                    what: "has no manifest.toml, so it is not an engine folder",
+                });
+            }
+            Err(source) => return Err(Error::Io { path, source }),
+        };
+        if size > MAX_MANIFEST_BYTES {
+            return Err(Error::Config {
+                path,
+                message: format!(
+                    "{size} bytes; a manifest is at most {MAX_MANIFEST_BYTES} bytes (this is not one heart-build wrote)"
+                ),
+            });
+        }
         let text = std::fs::read_to_string(&path).map_err(|source| Error::Io {
             path: path.clone(),
             source,
@@ -283,7 +326,12 @@ impl Manifest {
                 ),
             });
         }
+        manifest.check_contents().map_err(|message| Error::Config {
+            path: path.clone(),
+            message,
+        })?;
         manifest.check_files(dir, verify)?;
+        manifest.check_graphs(dir)?;
         Ok(manifest)
     }
 
@@ -310,10 +358,99 @@ impl Manifest {
         })
     }
 
+    /// Checks what needs no file access: configs within bounds, generation ids
+    /// inside the vocabularies, every file path spelled as a relative path
+    /// inside the folder.
+    fn check_contents(&self) -> std::result::Result<(), String> {
+        self.model.check().map_err(|m| format!("[model]: {m}"))?;
+        self.gen_config
+            .check_against(&self.model)
+            .map_err(|m| format!("[gen_config]: {m}"))?;
+        if let Some(codec) = &self.codec {
+            codec.check().map_err(|m| format!("[codec]: {m}"))?;
+        }
+        for entry in &self.files {
+            check_relative(&entry.path)
+                .map_err(|m| format!("[[file]] {m}; refusing an engine folder whose files may lie outside it"))?;
+        }
+        Ok(())
+    }
+
+    /// Checks the external-data references of every ONNX graph in the folder
+    /// (see [`crate::onnx_refs`]) before ONNX Runtime opens it: each location
+    /// is a relative path inside the folder, names a file of this manifest, and
+    /// its `offset + length` fits that file's recorded size.
+    fn check_graphs(&self, dir: &Path) -> Result<()> {
+        for graph in self.files.iter().filter(|f| f.path.ends_with(".onnx")) {
+            let path = dir.join(&graph.path);
+            let fail = |message: String| Error::Config {
+                path: path.clone(),
+                message,
+            };
+            let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            // SAFETY: read-only map of a file whose size was just checked
+            // against the manifest; the bytes are only parsed, and a file
+            // truncated underneath would fault rather than mislead.
+            let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| Error::Io {
+                path: path.clone(),
+                source,
+            })?;
+            let refs = crate::onnx_refs::external_refs(&map).map_err(&fail)?;
+            let folder = Path::new(&graph.path).parent().unwrap_or(Path::new(""));
+            for r in refs {
+                check_relative(&r.location).map_err(|m| {
+                    fail(format!(
+                        "external data of tensor `{}`: {m}; refusing a graph that reads files outside the engine folder",
+                        r.tensor
+                    ))
+                })?;
+                let relative = folder.join(&r.location).to_string_lossy().into_owned();
+                let data = self.files.iter().find(|f| f.path == relative).ok_or_else(|| {
+                    fail(format!(
+                        "external data of tensor `{}` is `{}`, which is not a file of the manifest",
+                        r.tensor, r.location
+                    ))
+                })?;
+                let end = r.offset.checked_add(r.length.unwrap_or(0));
+                if end.is_none_or(|end| end > data.size) {
+                    return Err(fail(format!(
+                        "external data of tensor `{}` ends past the {} bytes of `{}` (offset {}, length {:?})",
+                        r.tensor, data.size, data.path, r.offset, r.length
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails unless every path in `names` is a file of this manifest: the
+    /// runtime opens graphs and tables by their fixed names, and a file the
+    /// manifest does not list was never checked for size, hash or location.
+    pub fn require_files(&self, dir: &Path, names: &[String]) -> Result<()> {
+        for name in names {
+            if !self.files.iter().any(|f| &f.path == name) {
+                return Err(Error::Config {
+                    path: dir.join(MANIFEST_FILE),
+                    message: format!(
+                        "engine file `{name}` is not listed in the manifest, so it cannot be checked; \
+                         rebuild the folder with heart-build"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn check_files(&self, dir: &Path, verify: Verify) -> Result<()> {
         let manifest_path = dir.join(MANIFEST_FILE);
         for entry in &self.files {
-            let path = dir.join(&entry.path);
+            let path = resolve_inside(dir, &entry.path).map_err(|message| Error::Config {
+                path: manifest_path.clone(),
+                message: format!("[[file]] {message}; refusing an engine folder whose files may lie outside it"),
+            })?;
             let size = file_size(&path)?;
             if size != entry.size {
                 return Err(Error::Config {
@@ -396,8 +533,11 @@ mod tests {
     use super::*;
     use crate::config::{FlavorParams, RawMulaConfig};
 
+    /// An 11-byte ONNX model: just `producer_name = "heartmula"`.
+    const GRAPH: &[u8] = b"\x12\x09heartmula";
+
     fn sample(dir: &Path) -> Manifest {
-        std::fs::write(dir.join("backbone.onnx"), b"graph bytes").unwrap();
+        std::fs::write(dir.join("backbone.onnx"), GRAPH).unwrap();
         let raw: RawMulaConfig = serde_json::from_value(serde_json::json!({
             "backbone_flavor": "llama-3B", "decoder_flavor": "llama-300M", "text_vocab_size": 128256,
             "audio_vocab_size": 8197, "audio_num_codebooks": 8, "muq_dim": 512, "torch_dtype": "float32"
@@ -435,7 +575,7 @@ mod tests {
         assert_eq!(back, m);
         assert_eq!(
             back.files[0].sha256,
-            sha256_bytes(b"graph bytes"),
+            sha256_bytes(GRAPH),
             "manifest records the real SHA-256"
         );
     }

@@ -37,12 +37,40 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Loads a `tokenizer.json`.
+    /// Largest `tokenizer.json` read (Llama-3's is 9 MB).
+    pub const MAX_FILE_BYTES: u64 = 256 << 20;
+
+    /// Loads a `tokenizer.json`. The file may come from a stranger's engine
+    /// folder: its size is bounded, and the `tokenizers` crate panics on some
+    /// malformed files (an `expect` in its decoder deserializer, found by
+    /// `tests/fuzz_readers.rs`), so a panic there is caught and reported as a
+    /// load error.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let err = |message: String| Error::Tokenizer {
             path: path.to_path_buf(),
-            message: format!("cannot load: {e}"),
+            message,
+        };
+        let size = std::fs::metadata(path)
+            .map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        if size > Self::MAX_FILE_BYTES {
+            return Err(err(format!(
+                "cannot load: {size} bytes, above the limit of {} bytes",
+                Self::MAX_FILE_BYTES
+            )));
+        }
+        let loaded = std::panic::catch_unwind(|| tokenizers::Tokenizer::from_file(path)).map_err(|panic| {
+            let what = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("unknown error");
+            err(format!("cannot load: malformed tokenizer file ({what})"))
         })?;
+        let inner = loaded.map_err(|e| err(format!("cannot load: {e}")))?;
         Ok(Self {
             path: path.to_path_buf(),
             inner,

@@ -342,3 +342,129 @@ fn codec_wrong_decoder_shape() {
         &[name, "shape [4, 8, 4], expected [8, 4, 4]"],
     );
 }
+
+/// Rewrites the header of the safetensors file at `path` (keeping the data).
+fn edit_header(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let mut header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    edit(&mut header);
+    let text = serde_json::to_vec(&header).unwrap();
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend_from_slice(&text);
+    out.extend_from_slice(&bytes[8 + n..]);
+    std::fs::write(path, out).unwrap();
+}
+
+#[test]
+fn safetensors_header_that_lies_about_offsets() {
+    for (what, lie) in [
+        ("past the end", [0u64, 1 << 40]),
+        ("overflowing", [u64::MAX - 3, u64::MAX]),
+        ("backwards", [64, 0]),
+    ] {
+        let s = Scratch::new();
+        let path = s.mula().join("model.safetensors");
+        edit_header(&path, |h| {
+            h["text_embeddings.weight"]["data_offsets"] = serde_json::json!(lie);
+        });
+        let err = assert_err(
+            open_mula(&s.mula()),
+            &["model.safetensors", "not a valid safetensors file"],
+        );
+        assert!(matches!(err, Error::Safetensors { .. }), "{what}: {err}");
+    }
+}
+
+#[test]
+fn index_naming_a_shard_outside_the_checkpoint() {
+    let s = Scratch::new();
+    let dir = s.mula();
+    std::fs::rename(dir.join("model.safetensors"), s.root.join("outside.safetensors")).unwrap();
+    let names = common::read_tensors(&s.root.join("outside.safetensors"));
+    let map: serde_json::Map<String, serde_json::Value> = names
+        .keys()
+        .map(|n| (n.clone(), "../outside.safetensors".into()))
+        .collect();
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    assert_err(
+        open_mula(&dir),
+        &[
+            "model.safetensors.index.json",
+            "shard path `../outside.safetensors` has a `..` component",
+            "shards must lie in the checkpoint directory",
+        ],
+    );
+}
+
+#[test]
+fn absurd_config_values_are_refused_before_allocation() {
+    for (field, value, expected) in [
+        (
+            "text_vocab_size",
+            serde_json::json!(1u64 << 40),
+            "text_vocab_size 1099511627776 is above the limit",
+        ),
+        (
+            "audio_num_codebooks",
+            serde_json::json!(100_000),
+            "audio_num_codebooks 100000 is outside 2..=64",
+        ),
+        (
+            "muq_dim",
+            serde_json::json!(1u64 << 33),
+            "muq_dim 8589934592 is above the limit",
+        ),
+    ] {
+        let s = Scratch::new();
+        s.edit_json(&s.mula().join("config.json"), |v| v[field] = value);
+        assert_err(open_mula(&s.mula()), &["config.json", expected]);
+    }
+    let s = Scratch::new();
+    s.edit_json(&s.mula().join("config.json"), |v| {
+        v["tiny_flavors"]["tiny-a-backbone"]["num_layers"] = 100_000_000.into();
+    });
+    assert_err(
+        open_mula(&s.mula()),
+        &["config.json", "backbone: num_layers 100000000 is outside 1..=1024"],
+    );
+    let s = Scratch::new();
+    s.edit_json(&s.mula().join("config.json"), |v| {
+        v["tiny_flavors"]["tiny-a-backbone"]["max_seq_len"] = (1 << 20).into();
+        v["tiny_flavors"]["tiny-a-backbone"]["num_layers"] = 1024.into();
+        v["tiny_flavors"]["tiny-a-backbone"]["embed_dim"] = (1 << 16).into();
+        v["tiny_flavors"]["tiny-a-backbone"]["num_heads"] = 512.into();
+        v["tiny_flavors"]["tiny-a-backbone"]["num_kv_heads"] = 512.into();
+    });
+    assert_err(
+        open_mula(&s.mula()),
+        &["config.json", "GB for the f32 weights, above the limit of 1099 GB"],
+    );
+
+    let s = Scratch::new();
+    s.edit_json(&s.codec().join("config.json"), |v| {
+        v["upsample_factors"] = serde_json::json!([1000, 1000, 1000]);
+        v["upsample_kernel_sizes"] = serde_json::json!([8, 8, 8]);
+    });
+    assert_err(
+        CodecCheckpoint::discover_and_open(&s.codec()),
+        &["config.json", "2000000000 audio samples per latent frame"],
+    );
+}
+
+#[test]
+fn tokenizer_that_makes_the_tokenizers_crate_panic_is_an_error() {
+    let s = Scratch::new();
+    let path = s.mula().join("tokenizer.json");
+    // A syntax error inside the `decoder` object reaches an `expect` in the
+    // crate's decoder deserializer.
+    s.edit_json(&path, |v| v["decoder"] = "@decoder@".into());
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"@decoder@\"", "{\"type\": \"ByteLevel\",}")).unwrap();
+    let err = assert_err(
+        open_mula(&s.mula()),
+        &["tokenizer.json", "cannot load: malformed tokenizer file"],
+    );
+    assert!(matches!(err, Error::Tokenizer { .. }));
+}

@@ -17,6 +17,7 @@ pub mod profiles;
 #[cfg(feature = "gpu")]
 mod providers;
 mod session;
+pub mod user_cache;
 
 pub use device::{GpuInfo, Probe};
 pub use library::{ORT_VERSION, OrtSetupError, init};

@@ -27,6 +27,7 @@ use heart::precision::Precision;
 
 use crate::device::{GpuInfo, Probe};
 use crate::profiles::{self, GraphProfile, ProfileLimits};
+use crate::user_cache;
 
 /// What the user asked for with `--backend`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,9 +210,15 @@ pub fn resolve(
             });
         }
     };
+    // A tensorrt folder carries its engines in `trt/`; engines built at run
+    // time for a portable folder go to the user's cache, not into the folder.
+    let cache_dir = match target {
+        Target::TensorRt { .. } => engine_dir.join(TENSORRT_DIR),
+        Target::Onnx => user_cache::tensorrt_cache_dir(engine_dir),
+    };
     let tensorrt = Backend::TensorRt {
         device: gpu.ordinal,
-        cache_dir: engine_dir.join(TENSORRT_DIR),
+        cache_dir: cache_dir.clone(),
     };
     let (backend, notice) = match (choice, target) {
         (BackendChoice::Cuda, _) => (Backend::Cuda { device: gpu.ordinal }, None),
@@ -221,7 +228,7 @@ pub fn resolve(
             Some(format!(
                 "{} has no prebuilt TensorRT engines: building them on first use (minutes) into {}",
                 engine_dir.display(),
-                engine_dir.join(TENSORRT_DIR).display()
+                cache_dir.display()
             )),
         ),
         _ => (Backend::Cuda { device: gpu.ordinal }, None),

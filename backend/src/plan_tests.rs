@@ -109,7 +109,13 @@ fn auto_on_a_gpu_picks_tensorrt_for_tensorrt_folders_and_cuda_otherwise() {
     let r = resolve(BackendChoice::Auto, &Target::Onnx, dir, Probe::Found(gpu.clone())).unwrap();
     assert_eq!(r.backend, Backend::Cuda { device: 0 });
     let r = resolve(BackendChoice::Tensorrt, &Target::Onnx, dir, Probe::Found(gpu)).unwrap();
-    assert!(matches!(r.backend, Backend::TensorRt { .. }));
+    let Backend::TensorRt { cache_dir, .. } = &r.backend else {
+        panic!("{r:?}")
+    };
+    assert!(
+        !cache_dir.starts_with(dir),
+        "nothing is written into the engine folder: {cache_dir:?}"
+    );
     assert!(r.notice.unwrap().contains("building them on first use"));
 }
 

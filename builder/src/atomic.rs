@@ -2,7 +2,15 @@
 //! a hidden temporary sibling, which is renamed over the target at the end. A
 //! failed or interrupted build leaves the previous folder (if any) untouched and
 //! removes its temporary folder.
+//!
+//! A build killed outright (`kill -9`, power loss) cannot clean up, so each
+//! temporary folder is held under an advisory lock (`flock`) for the life of
+//! the process that owns it; the kernel drops the lock when that process dies.
+//! The next build with the same target removes every temporary sibling whose
+//! lock it can take (its owner is gone) and leaves those of builds still
+//! running.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -42,6 +50,9 @@ pub struct AtomicDir {
     target: PathBuf,
     tmp: PathBuf,
     committed: bool,
+    /// Holds the `flock` that marks `tmp` (and, after commit, the folders it
+    /// moves) as owned by this live process.
+    _locks: Vec<File>,
 }
 
 impl AtomicDir {
@@ -61,16 +72,20 @@ impl AtomicDir {
             _ => PathBuf::from("."),
         };
         std::fs::create_dir_all(&parent).with_context(|| format!("creating {}", parent.display()))?;
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        let prefix = temp_prefix(&name);
+        remove_abandoned(&parent, &prefix)?;
+        let tmp = parent.join(format!("{prefix}{}", std::process::id()));
         if tmp.exists() {
             std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
         }
         std::fs::create_dir(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         track(&tmp, true);
+        let lock = lock(&tmp)?;
         Ok(Self {
             target: target.to_path_buf(),
             tmp,
             committed: false,
+            _locks: vec![lock],
         })
     }
 
@@ -82,6 +97,9 @@ impl AtomicDir {
     /// Moves the finished folder into place, replacing an older one.
     pub fn commit(mut self) -> Result<PathBuf> {
         if self.target.exists() {
+            // Locked before it is moved aside, so a concurrent build does not
+            // take it for abandoned while this one still needs it.
+            self._locks.push(lock(&self.target)?);
             let old = self.tmp.with_extension("old");
             std::fs::rename(&self.target, &old).with_context(|| format!("moving aside {}", self.target.display()))?;
             std::fs::rename(&self.tmp, &self.target)
@@ -95,6 +113,38 @@ impl AtomicDir {
         track(&self.tmp, false);
         Ok(self.target.clone())
     }
+}
+
+/// Name prefix of the temporary siblings of a target named `name`.
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.tmp-")
+}
+
+/// Takes the advisory lock on folder `dir`, held until the returned file is
+/// dropped or the process ends.
+fn lock(dir: &Path) -> Result<File> {
+    let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    file.try_lock()
+        .with_context(|| format!("locking {} (is another heart-build writing it?)", dir.display()))?;
+    Ok(file)
+}
+
+/// Removes the temporary siblings (`prefix*` in `parent`) of builds that died
+/// without cleaning up: those whose lock can be taken.
+fn remove_abandoned(parent: &Path, prefix: &str) -> Result<()> {
+    let entries = std::fs::read_dir(parent).with_context(|| format!("listing {}", parent.display()))?;
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let path = entry.path();
+        let Ok(file) = File::open(&path) else { continue };
+        if file.try_lock().is_ok() {
+            std::fs::remove_dir_all(&path)
+                .with_context(|| format!("removing {} left by an interrupted build", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 impl Drop for AtomicDir {
@@ -139,5 +189,28 @@ mod tests {
             1,
             "no leftovers next to the target"
         );
+    }
+
+    #[test]
+    fn abandoned_temporary_folders_are_removed_and_live_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let target = root.path().join("engine");
+        let abandoned = root.path().join(".engine.tmp-999999999");
+        std::fs::create_dir_all(abandoned.join("sub")).unwrap();
+        std::fs::write(abandoned.join("manifest.toml"), b"half").unwrap();
+        std::fs::create_dir(root.path().join(".engine.tmp-999999999.old")).unwrap();
+        let live = root.path().join(".engine.tmp-live");
+        std::fs::create_dir(&live).unwrap();
+        let held = lock(&live).unwrap();
+        let other = root.path().join(".other.tmp-1");
+        std::fs::create_dir(&other).unwrap();
+
+        let dir = AtomicDir::new(&target, false).unwrap();
+        assert!(!abandoned.exists(), "a dead build's folder is removed");
+        assert!(!root.path().join(".engine.tmp-999999999.old").exists());
+        assert!(live.exists(), "a running build's folder is kept");
+        assert!(other.exists(), "another target's folder is not touched");
+        drop(held);
+        drop(dir);
     }
 }

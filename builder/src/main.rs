@@ -19,6 +19,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("heart-build: error: {e:#}");
+            if e.chain().any(heart::error::is_disk_full) {
+                eprintln!(
+                    "heart-build: the disk is full; nothing was written: free some space or choose another --out"
+                );
+            }
             std::process::ExitCode::FAILURE
         }
     }

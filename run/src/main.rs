@@ -28,6 +28,8 @@ use serde::Serialize;
     name = "heart-run",
     version,
     args_conflicts_with_subcommands = true,
+    // `--duration -1` must reach the settings validator, not be taken for a flag.
+    allow_negative_numbers = true,
     after_help = "No engines yet? Build them from a checkpoint with `heart-build --mula DIR --codec DIR --out \
                   engines/NAME`, or try the pipeline on random weights: `heart-build synth --size tiny --out ckpt` \
                   then `heart-build --mula ckpt/HeartMuLa-oss-3B --codec ckpt/HeartCodec-oss --out engines/tiny`."
@@ -163,6 +165,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("heart-run: error: {e:#}");
+            if e.chain().any(heart::error::is_disk_full) {
+                eprintln!(
+                    "heart-run: the disk is full; no output was written: free some space or choose another --out"
+                );
+            }
             std::process::ExitCode::FAILURE
         }
     }
@@ -188,9 +195,11 @@ fn text(inline: &Option<String>, file: &Option<PathBuf>, what: &str) -> Result<S
     }
 }
 
-/// Fails before any work if `out` cannot be written, and makes Ctrl-C leave
-/// no partial file behind.
+/// Fails before any work if `out` cannot be written, removes what a killed
+/// earlier run left while writing it, and makes Ctrl-C leave no partial file
+/// behind.
 fn prepare_output(out: &Path) -> Result<()> {
+    heart_runtime::wav::remove_abandoned_parts(out);
     let tmp = heart_runtime::wav::temp_path(out);
     std::fs::OpenOptions::new()
         .write(true)
@@ -202,9 +211,24 @@ fn prepare_output(out: &Path) -> Result<()> {
     ctrlc::set_handler(move || {
         let _ = std::fs::remove_file(&tmp);
         eprintln!("\nheart-run: interrupted; no output written");
-        std::process::exit(130);
+        exit_now(130);
     })
     .context("installing the Ctrl-C handler")
+}
+
+/// Ends the process at once, without running `atexit` handlers or static
+/// destructors: `std::process::exit` from the Ctrl-C thread tears down ONNX
+/// Runtime's globals while the main thread is still inside a session, which
+/// crashed the process (killed by a signal instead of exiting 130) in about one
+/// interrupt in five.
+fn exit_now(code: i32) -> ! {
+    unsafe extern "C" {
+        fn _exit(status: i32) -> !;
+    }
+    // SAFETY: `_exit` is async-signal-safe and only ends the process; every
+    // file this process writes is either complete (renamed into place) or
+    // removed above.
+    unsafe { _exit(code) }
 }
 
 fn run(cli: &Cli) -> Result<()> {

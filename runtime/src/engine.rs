@@ -4,7 +4,9 @@
 //! handed out on demand: [`EngineFolder::lm`], [`EngineFolder::draft`],
 //! [`EngineFolder::codec`], [`EngineFolder::tokenizer`]. The song pipeline,
 //! the benchmark, the A/B and conformance all open folders through here, so
-//! every one of them runs on the backend the user chose.
+//! every one of them runs on the backend the user chose, and none of them
+//! opens an engine file the manifest does not list (each listed file was
+//! checked for size, location and external data when the manifest loaded).
 
 use std::path::{Path, PathBuf};
 
@@ -93,6 +95,13 @@ impl EngineFolder {
             dir: dir.to_path_buf(),
             source,
         })?;
+        let draft = manifest.file(EngineKind::DraftBackbone).is_some();
+        manifest
+            .require_files(dir, &heart::engine::runtime_files(manifest.codec.is_some(), draft))
+            .map_err(|source| EngineError::Manifest {
+                dir: dir.to_path_buf(),
+                source,
+            })?;
         let rt = rt
             .for_engine(dir, &manifest)
             .map_err(|e| EngineError::Backend(Box::new(e)))?;

@@ -87,11 +87,37 @@ pub fn write_wav(path: &Path, audio: &Audio, format: WavFormat) -> Result<(), Wa
 /// The temporary file [`write_wav`] writes before renaming it to `path`
 /// (removed by interrupt handlers so no partial output is left).
 pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
+    path.with_file_name(format!(".{}.{}.part", file_name(path), std::process::id()))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.part", std::process::id()))
+        .unwrap_or_default()
+}
+
+/// Removes the temporary files of writes of `path` by processes that died
+/// mid-write (`kill -9`): [`write_wav`] holds an advisory lock on its
+/// temporary file while writing, so one whose lock can be taken is
+/// abandoned. Best effort: a file that cannot be inspected is left alone.
+pub fn remove_abandoned_parts(path: &Path) {
+    let prefix = format!(".{}.", file_name(path));
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !(name.starts_with(&prefix) && name.ends_with(".part")) {
+            continue;
+        }
+        if File::open(entry.path()).is_ok_and(|f| f.try_lock().is_ok()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
@@ -107,13 +133,27 @@ fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(),
             WavFormat::Float32 => hound::SampleFormat::Float,
         },
     };
-    let encode = |source| WavError::Encode {
-        path: tmp.to_path_buf(),
-        source,
+    // I/O failures (a full disk above all) are reported as such, not as
+    // encoder errors.
+    let encode = |source| match source {
+        hound::Error::IoError(source) => WavError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        },
+        source => WavError::Encode {
+            path: tmp.to_path_buf(),
+            source,
+        },
     };
     let file = File::create(tmp).map_err(|source| WavError::Io {
         path: tmp.to_path_buf(),
         source,
+    })?;
+    // Marks the file as being written by a live process (see
+    // `remove_abandoned_parts`); released when the writer closes it.
+    file.try_lock().map_err(|e| WavError::Io {
+        path: tmp.to_path_buf(),
+        source: e.into(),
     })?;
     let mut writer = hound::WavWriter::new(BufWriter::new(file), spec).map_err(encode)?;
     let frames = audio.frames();
@@ -127,7 +167,15 @@ fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(),
             .map_err(encode)?;
         }
     }
-    writer.finalize().map_err(encode)
+    writer.finalize().map_err(encode)?;
+    // On disk before the rename makes it visible: a crash right after leaves
+    // the whole file or none.
+    File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| WavError::Io {
+            path: tmp.to_path_buf(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -173,6 +221,24 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+    }
+
+    #[test]
+    fn abandoned_temporary_files_are_removed_and_live_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("song.wav");
+        let dead = dir.path().join(".song.wav.999999999.part");
+        let live = dir.path().join(".song.wav.1.part");
+        let other = dir.path().join(".other.wav.2.part");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"RIFF").unwrap();
+        }
+        let held = File::open(&live).unwrap();
+        held.try_lock().unwrap();
+        remove_abandoned_parts(&out);
+        assert!(!dead.exists(), "a dead writer's file is removed");
+        assert!(live.exists(), "a live writer's file is kept");
+        assert!(other.exists(), "another output's file is not touched");
     }
 
     #[test]

@@ -111,3 +111,32 @@ impl Scratch {
         std::fs::write(path, serde_json::to_string_pretty(&value).unwrap()).unwrap();
     }
 }
+
+/// A serialized ONNX `ModelProto` (hand-encoded protobuf) whose graph has one
+/// initializer `w` stored externally at `location`, `offset`, `length`.
+pub fn graph_with_external(location: &str, offset: u64, length: u64) -> Vec<u8> {
+    fn varint(mut v: u64, out: &mut Vec<u8>) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+    fn field(number: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        varint(number << 3 | 2, &mut out);
+        varint(body.len() as u64, &mut out);
+        out.extend_from_slice(body);
+        out
+    }
+    let entry = |k: &str, v: &str| [field(1, k.as_bytes()), field(2, v.as_bytes())].concat();
+    // TensorProto: name = 8, external_data = 13, data_location = 14 (EXTERNAL = 1).
+    let mut tensor = field(8, b"w");
+    tensor.extend(field(13, &entry("location", location)));
+    tensor.extend(field(13, &entry("offset", &offset.to_string())));
+    tensor.extend(field(13, &entry("length", &length.to_string())));
+    varint(14 << 3, &mut tensor);
+    varint(1, &mut tensor);
+    // ModelProto.graph = 7, GraphProto.initializer = 5.
+    field(7, &field(5, &tensor))
+}

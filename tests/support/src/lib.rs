@@ -80,6 +80,37 @@ pub fn build(args: &[&str]) {
     run_ok("heart-build", args);
 }
 
+/// `heart-build` arguments that build fp32 engines with a codec from the
+/// bundled fixture into `out`.
+pub fn fixture_build_args(out: &Path) -> Vec<String> {
+    let f = fixture();
+    [
+        "-q",
+        "--mula",
+        f.join("heartmula").to_str().expect("UTF-8 path"),
+        "--codec",
+        f.join("heartcodec").to_str().expect("UTF-8 path"),
+        "--out",
+        out.to_str().expect("UTF-8 path"),
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// Engines built once per test process from the bundled fixture (fp32, with
+/// codec), for tests that only read them.
+pub fn fixture_engines() -> &'static Path {
+    static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &DIR.get_or_init(|| {
+        let root = tempfile::tempdir().expect("temp folder");
+        let out = root.path().join("engines");
+        let args = fixture_build_args(&out);
+        build(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        (root, out)
+    })
+    .1
+}
+
 /// Flags that keep `heart-run bench`'s machine measurements short (tiny
 /// bandwidth arrays and FLOP loop) and make it print JSON.
 const QUICK_BENCH_JSON: [&str; 5] = ["--stream-mib", "8", "--peak-rounds", "1000", "--json"];
