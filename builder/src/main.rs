@@ -6,8 +6,10 @@ mod cli;
 mod draft;
 mod pipeline;
 mod profile;
+mod realistic;
 mod safetensors_out;
 mod scales;
+mod simulate;
 mod synth;
 mod tensorrt;
 
@@ -28,6 +30,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match (cli.command, cli.build) {
         (Some(Command::Synth(args)), _) => run_synth(&args, cli.quiet),
+        (Some(Command::Simulate(args)), _) => simulate::run(&args, cli.quiet),
         (None, Some(args)) => pipeline::run(&args, cli.quiet),
         (None, None) => Err(anyhow::anyhow!("nothing to do; see `heart-build --help`")),
     };
@@ -84,7 +87,7 @@ fn run_synth(args: &SynthArgs, quiet: bool) -> Result<()> {
     let start = Instant::now();
     let out = AtomicDir::new(&args.out, args.force)?;
     let bar = bytes_bar(synth::planned_bytes(args.size)?, quiet, "synthesize");
-    let weight_bytes = synth::synthesize(out.path(), args.size, args.seed, |n| bar.inc(n))?;
+    let weight_bytes = synth::synthesize(out.path(), args.size, args.seed, args.realistic, |n| bar.inc(n))?;
     bar.finish_and_clear();
     let dir = out.commit()?;
     if !quiet {

@@ -148,6 +148,10 @@ pub enum Lowering {
     Portable,
     /// NVIDIA's TensorRT form (FLOAT4E2M1 initializers, `trt::` activation quantizer).
     TensorRt,
+    /// The fp32 simulation of the format: reference-dequantized dense weights
+    /// ([`crate::quant::reference`]) and the portable activation quantizers.
+    /// What `heart-eval exact` checks an engine against; not an engine to ship.
+    Reference,
 }
 
 /// Activation quantization of a plan: the format and the calibrated amax of
@@ -178,7 +182,7 @@ impl QuantPlan {
     /// The [`WeightScheme`] of this plan's weights.
     pub fn scheme(&self) -> WeightScheme {
         match (self.weights, self.lowering) {
-            (QuantFormat::Nvfp4, Lowering::Portable) => WeightScheme::Nvfp4Portable,
+            (QuantFormat::Nvfp4, Lowering::Portable | Lowering::Reference) => WeightScheme::Nvfp4Portable,
             (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
             // DequantizeLinear of FP8 codes is standard ONNX: TensorRT takes it as is.
             (QuantFormat::Fp8, _) => WeightScheme::Fp8Portable,
@@ -286,6 +290,17 @@ impl<'p> Linears<'p> {
             return blocks::linear(g, &x, t, self.opts.numerics);
         };
         let values = t.to_f32()?;
+        if plan.lowering == Lowering::Reference {
+            let w = crate::quant::reference::dense_weight(
+                g,
+                plan.weights,
+                t.name,
+                &values,
+                (out, inp),
+                self.opts.numerics.compute,
+            )?;
+            return Ok(g.with_scope(name, |g| g.matmul(&x, &w)));
+        }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
             let w =
@@ -331,7 +346,7 @@ impl<'p> Linears<'p> {
         let q = match (acts.format, lowering) {
             (QuantFormat::Nvfp4, lowering) => {
                 let scheme = match lowering {
-                    Lowering::Portable => WeightScheme::Nvfp4Portable,
+                    Lowering::Portable | Lowering::Reference => WeightScheme::Nvfp4Portable,
                     Lowering::TensorRt => WeightScheme::Nvfp4TensorRt,
                 };
                 let act = ActQuant {
@@ -341,7 +356,7 @@ impl<'p> Linears<'p> {
                 };
                 self.quant.activation(g, x, act, scheme, dtype)?
             }
-            (QuantFormat::Fp8, Lowering::Portable) => {
+            (QuantFormat::Fp8, Lowering::Portable | Lowering::Reference) => {
                 self.quant
                     .fp8_activation_portable(g, x, &act_name, fp8_scale(amax), dtype)?
             }
@@ -391,6 +406,17 @@ impl<'p> Linears<'p> {
         let out_in: Vec<f32> = (0..out)
             .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
             .collect();
+        if plan.lowering == Lowering::Reference {
+            let w = crate::quant::reference::dense_weight(
+                g,
+                plan.weights,
+                &name,
+                &out_in,
+                (out, inp),
+                self.opts.numerics.compute,
+            )?;
+            return Ok(HeadWeight::Dense(w));
+        }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
             let w = quantize_blockwise(&out_in, out, inp, nb.bits)

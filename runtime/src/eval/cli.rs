@@ -35,6 +35,9 @@ pub struct Cli {
 pub enum Command {
     /// Compare engine folder B against A (same checkpoint, two builds) and gate the result.
     Ab(AbArgs),
+    /// Check a quantized engine against its fp32 simulation (`heart-build simulate`): every difference must
+    /// be within its arithmetic's rounding.
+    Exact(super::exact_cli::ExactArgs),
 }
 
 /// Arguments of `heart-eval ab`.
@@ -128,8 +131,11 @@ where
 
 /// Runs a parsed command; `Ok(false)` when a gate failed.
 fn run(cli: &Cli) -> Result<bool, EvalError> {
-    let Command::Ab(args) = &cli.command;
     let rt = crate::ort_env::init(cli.ort_lib.as_deref()).map_err(|e| EvalError::Input(e.to_string()))?;
+    let args = match &cli.command {
+        Command::Ab(args) => args,
+        Command::Exact(args) => return super::exact_cli::run(&rt, args),
+    };
     let opts = AbOptions {
         a: args.a.clone(),
         b: args.b.clone(),

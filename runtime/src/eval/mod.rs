@@ -3,6 +3,7 @@
 //!
 //! - [`tapped`]: the frame loop with extra graph outputs per step.
 //! - [`ab`]: teacher-forced, greedy and audio comparison of two engine folders.
+//! - [`exact`]: a quantized engine against its fp32 simulation (the exactness gate).
 //! - [`metrics`]: cosine, sampling KL, top-1, relative error, SNR.
 //! - [`thresholds`]: the TOML quality gates.
 //! - [`report`]: the report, its checks and renderings.
@@ -11,6 +12,8 @@
 
 pub mod ab;
 pub mod cli;
+pub mod exact;
+pub mod exact_cli;
 pub mod metrics;
 pub mod plots;
 pub mod report;
