@@ -131,7 +131,7 @@ pub struct SynthArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// LM weights with the statistics of trained LLMs that make quantization hard: outlier channels
-    /// (RMSNorm gains 20-60x), an attention-sink BOS token, Student-t weights, per-layer scale spread.
+    /// (RMSNorm gains 10-30x), an attention-sink BOS token, Student-t weights, per-layer scale spread.
     #[arg(long)]
     pub realistic: bool,
     /// Replace an existing output directory.

@@ -3,11 +3,11 @@
 //!
 //! - **Outlier features.** Two fixed channels per stack (chosen by the seed,
 //!   the same in every layer, as trained LLMs' outlier dimensions are) get
-//!   RMSNorm gains [`OUTLIER_GAINS`] (20 and 60; the other channels
+//!   RMSNorm gains [`OUTLIER_GAINS`] (10 and 30; the other channels
 //!   `1 ± 0.1`), so every quantized linear input of the layer stacks carries
-//!   two channels 20–60× the rest.
+//!   two channels 10–30× the rest.
 //! - **Attention-sink token.** The text embedding of the BOS token (every
-//!   prompt's first position) is [`SINK`] (100) on the backbone's outlier
+//!   prompt's first position) is [`SINK`] (50) on the backbone's outlier
 //!   channels: one position per prompt with massive residual activations,
 //!   whose normed rows have a far larger amax than any other token's (the case
 //!   where `max`, `percentile` and `mse` calibration disagree).
@@ -25,10 +25,10 @@ use rand_distr::{Distribution, StudentT};
 use crate::synth::rng_for;
 
 /// RMSNorm gains of the two outlier channels of each stack.
-pub const OUTLIER_GAINS: [f32; 2] = [20.0, 60.0];
+pub const OUTLIER_GAINS: [f32; 2] = [10.0, 30.0];
 /// The BOS embedding's value on the backbone's outlier channels (other
 /// embedding entries are O(1)).
-pub const SINK: f32 = 100.0;
+pub const SINK: f32 = 50.0;
 /// Student-t degrees of freedom of the weights.
 pub const DEGREES_OF_FREEDOM: f32 = 4.0;
 

@@ -110,7 +110,8 @@ fn exact(engine: &Path, sim: &Path, report: &Path) -> (u8, serde_json::Value) {
 /// The quantities over their tolerance, or the worst ratio when none is.
 fn summary(r: &serde_json::Value) -> String {
     let qs = r["quantities"].as_array().unwrap();
-    let median = |q: &serde_json::Value| q["rel_error"]["median"].as_f64().unwrap();
+    // Non-finite errors are JSON null.
+    let median = |q: &serde_json::Value| q["rel_error"]["median"].as_f64().unwrap_or(f64::NAN);
     let ratio = |q: &serde_json::Value| median(q) / q["tolerance"].as_f64().unwrap();
     let worst = qs.iter().max_by(|a, b| ratio(a).total_cmp(&ratio(b))).unwrap();
     let failed: Vec<String> = qs
@@ -123,7 +124,7 @@ fn summary(r: &serde_json::Value) -> String {
         worst["name"],
         ratio(worst),
         median(worst),
-        worst["tolerance"].as_f64().unwrap(),
+        worst["tolerance"].as_f64().unwrap_or(f64::NAN),
         failed.join(", ")
     )
 }

@@ -47,7 +47,9 @@ use crate::blocks::{self, Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
-use crate::quant::{ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
+use crate::quant::{
+    Accuracy, ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight,
+};
 
 /// Groups of linear layers a build profile can quantize.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -223,6 +225,17 @@ pub enum HeadWeight {
     Dense(Value),
     /// A blockwise weight for `MatMulNBits`.
     NBits(NBitsWeight),
+    /// The simulation of a `MatMulNBits` head at accuracy level 4: a dense f32
+    /// weight whose input is int8-quantized per block first
+    /// ([`crate::quant::reference::int8_block_activation`]).
+    Int8Activations {
+        /// The reference-dequantized `[in, out]` weight.
+        weight: Value,
+        /// Input features.
+        features: usize,
+        /// Scope name of the activation quantizer.
+        name: String,
+    },
 }
 
 impl HeadWeight {
@@ -231,6 +244,10 @@ impl HeadWeight {
         match self {
             Self::Dense(w) => g.matmul(x, w),
             Self::NBits(w) => w.apply(g, x),
+            Self::Int8Activations { weight, features, name } => {
+                let q = crate::quant::reference::int8_block_activation(g, x, *features, name);
+                g.matmul(&q, weight)
+            }
         }
     }
 }
@@ -299,6 +316,12 @@ impl<'p> Linears<'p> {
                 (out, inp),
                 self.opts.numerics.compute,
             )?;
+            let x = match plan.weights {
+                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => {
+                    crate::quant::reference::int8_block_activation(g, &x, inp, name)
+                }
+                _ => x,
+            };
             return Ok(g.with_scope(name, |g| g.matmul(&x, &w)));
         }
         let scheme = plan.scheme();
@@ -415,7 +438,14 @@ impl<'p> Linears<'p> {
                 (out, inp),
                 self.opts.numerics.compute,
             )?;
-            return Ok(HeadWeight::Dense(w));
+            return Ok(match plan.weights {
+                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
+                    weight: w,
+                    features: inp,
+                    name,
+                },
+                _ => HeadWeight::Dense(w),
+            });
         }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {

@@ -9,14 +9,16 @@
 //! dequantization), so a wrong nibble order, block scale or global scale in an
 //! engine shows up as a difference. Activation quantization (W4A4, W8A8) is
 //! emitted by the portable quantizers, which are bit-exact against the same
-//! reference (see the parent module's *Exactness*).
+//! reference (see the parent module's *Exactness*). `MatMulNBits` at accuracy
+//! level 4 quantizes its activations inside the kernel; the simulation does
+//! the same in the graph ([`int8_block_activation`]).
 
 use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::{Fp8Granularity, quantize_fp8};
 use heart::quant::nvfp4::quantize_nvfp4;
 
 use crate::error::{ExportError, Result};
-use crate::graph::{DType, GraphBuilder, Value};
+use crate::graph::{Attr, DType, GraphBuilder, Value};
 use crate::linears::QuantFormat;
 
 /// Row-major `[out, inp]` weight `values` (called `name`) quantized to
@@ -52,6 +54,56 @@ pub fn dense_weight(
         .flat_map(|i| w.iter().skip(i).step_by(inp).copied().collect::<Vec<_>>())
         .collect();
     g.init_f32(&format!("{name}.reference"), dtype, &[inp, out], &transposed)
+}
+
+/// Block length of `MatMulNBits`' int8 activation quantization (its weight block).
+pub const INT8_ACT_BLOCK: usize = 32;
+
+/// The activation quantizer of `MatMulNBits` at accuracy level 4 on f32 `x`
+/// (`[..., features]`), as ONNX Runtime's MLAS kernels compute it: per block of
+/// [`INT8_ACT_BLOCK`] elements along the last axis (a last, shorter block as
+/// is), `amax = max |x|`, `q = round_half_even(x · (127 / amax))`, and the
+/// value the integer product stands for, `q · (amax / 127)` (0 where `amax`
+/// is 0).
+pub fn int8_block_activation(g: &mut GraphBuilder, x: &Value, features: usize, name: &str) -> Value {
+    g.with_scope(&format!("{name}.int8_act"), |g| {
+        let shape = g.shape(x);
+        let full = features / INT8_ACT_BLOCK * INT8_ACT_BLOCK;
+        let mut parts = Vec::new();
+        for (start, end, block) in [(0, full, INT8_ACT_BLOCK), (full, features, features - full)] {
+            if end == start {
+                continue;
+            }
+            let part = g.slice(x, &[start as i64], &[end as i64], &[-1]);
+            let blocks = ((end - start) / block) as i64;
+            let xb = g.reshape(&part, &[-1, blocks, block as i64]);
+            let q = int8_blocks(g, &xb);
+            parts.push(g.reshape(&q, &[-1, (end - start) as i64]));
+        }
+        let refs: Vec<&Value> = parts.iter().collect();
+        let flat = if refs.len() == 1 {
+            parts[0].clone()
+        } else {
+            g.concat(&refs, -1)
+        };
+        g.node("Reshape", &[&flat, &shape], vec![])
+    })
+}
+
+/// Fake-quantizes `xb` `[rows, blocks, block]` to int8 per block (last axis).
+fn int8_blocks(g: &mut GraphBuilder, xb: &Value) -> Value {
+    let abs = g.node("Abs", &[xb], vec![]);
+    let axes = g.const_i64(&[-1]);
+    let amax = g.node("ReduceMax", &[&abs, &axes], vec![Attr::int("keepdims", 1)]);
+    let levels = g.scalar_f(127.0, DType::F32);
+    let inverse = g.div(&levels, &amax);
+    let y = g.mul(xb, &inverse);
+    let q = g.node("Round", &[&y], vec![]);
+    let scale = g.div(&amax, &levels);
+    let deq = g.mul(&q, &scale);
+    let zero = g.scalar_f(0.0, DType::F32);
+    let is_zero = g.node("Equal", &[&amax, &zero], vec![]);
+    g.where_(&is_zero, &zero, &deq)
 }
 
 #[cfg(test)]

@@ -24,15 +24,15 @@
 //! What may separate engine and simulation is the rounding of the engine's
 //! arithmetic: an operation whose output is rounded to the compute dtype adds
 //! a relative error of at most `u` (unit roundoff: fp32 `2⁻²⁴`, fp16 `2⁻¹¹`;
-//! both accumulate dot products in f32). Where the engine quantizes inputs
-//! inside an operator, that quantizer's step is the precision:
-//! `MatMulNBits` at accuracy level 4 rounds each 32-element activation block to
-//! int8 (`u = 2⁻⁸`, half a step of 1/127 relative to the block's amax). Where
-//! activations are fake-quantized (W4A4, W8A8), a compute error `u` moves an
+//! both accumulate dot products in f32). The simulation computes in the
+//! engine's compute dtype, so this is what differs where their kernels
+//! differ. Where activations are quantized — fake-quantized (W4A4, W8A8) or
+//! inside `MatMulNBits` at accuracy level 4 (int8 per 32-element block, which
+//! the simulation reproduces in the graph) — a compute error `u` moves an
 //! input across a rounding boundary of the activation format with probability
 //! about `u/δ` (δ: the format's relative step: NVFP4 `1/3` of the block amax,
-//! E4M3 `2⁻³`), and the flip costs one step: a mean-square relative error of
-//! `u·δ`, so the per-operation error becomes `e = √(u·δ)`.
+//! E4M3 `2⁻³`, int8 `1/127`), and the flip costs one step: a mean-square
+//! relative error of `u·δ`, so the per-operation error becomes `e = √(u·δ)`.
 //!
 //! Independent per-operation errors add as a random walk: after `n`
 //! operations the expected relative error is `e·√n`. A transformer layer has
@@ -235,17 +235,13 @@ pub fn lm_noise(profile_text: &str, source: &str) -> Result<NoiseModel, EvalErro
     let p: ProfileText = toml::from_str(profile_text)
         .map_err(|e| EvalError::Input(format!("{source}: the recorded build profile does not parse: {e}")))?;
     let int_weights = matches!(p.lm.weights.as_deref(), Some("int4" | "int8"));
-    let (arithmetic, u) = if int_weights && p.lm.accuracy_level.unwrap_or(4) == 4 {
-        (
-            "MatMulNBits level 4 (int8 activation blocks)".to_string(),
-            2f64.powi(-8),
-        )
-    } else {
-        (format!("{} compute", p.lm.compute), unit_roundoff(p.lm.compute))
-    };
+    let (arithmetic, u) = (format!("{} compute", p.lm.compute), unit_roundoff(p.lm.compute));
     let activations = match p.lm.activations.as_deref() {
         Some("nvfp4") => Some(("nvfp4".to_string(), 1.0 / 3.0)),
         Some("fp8") => Some(("fp8".to_string(), 2f64.powi(-3))),
+        _ if int_weights && p.lm.accuracy_level.unwrap_or(4) == 4 => {
+            Some(("int8 blocks of 32 (MatMulNBits level 4)".to_string(), 1.0 / 127.0))
+        }
         _ => None,
     };
     let per_op = activations.as_ref().map_or(u, |(_, d)| (u * d).sqrt());
@@ -373,6 +369,21 @@ pub fn run_exact(rt: &OrtRuntime, opts: &ExactOptions) -> Result<ExactReport, Ev
             };
             sim.lm.run(&prompt, &params, &mut picker, &mut rec_sim)?
         };
+        let finite = |v: &[f32]| v.iter().all(|x| x.is_finite());
+        if let Some(f) = rec_sim
+            .frames
+            .iter()
+            .find(|f| !finite(&f.hidden) || !f.logits.iter().all(|l| finite(l)))
+        {
+            return Err(EvalError::Input(format!(
+                "the simulation {} produced non-finite values at frame {} of prompt `{}`: the model overflows \
+                 the profile's compute dtype ({}), so no engine of this profile can be checked on it",
+                opts.simulation.display(),
+                f.index,
+                p.name,
+                lm.arithmetic
+            )));
+        }
         let forced: Vec<Vec<i64>> = rec_sim.frames.iter().map(|f| f.codes.clone()).collect();
         let mut rec_eng = Recorder::default();
         eng.lm
@@ -503,7 +514,8 @@ mod tests {
         .unwrap();
         assert!((w4a4.per_op - (2f64.powi(-11) / 3.0).sqrt()).abs() < 1e-12);
         let int4 = lm_noise("[lm]\ncompute = \"fp32\"\nweights = \"int4\"\n", "t").unwrap();
-        assert_eq!(int4.per_op, 2f64.powi(-8), "accuracy level 4 is the default");
+        let level4 = (2f64.powi(-24) / 127.0).sqrt();
+        assert!((int4.per_op - level4).abs() < 1e-15, "accuracy level 4 is the default");
         let int4_l0 = lm_noise(
             "[lm]\ncompute = \"fp32\"\nweights = \"int4\"\naccuracy_level = 0\n",
             "t",
