@@ -412,6 +412,8 @@ fn report(
         },
         audio_snr_db: has_codecs.then(|| acc.snr.summary()),
         audio_identical: acc.snr_identical,
+        budget: None,
+        relative_to_fp8: None,
         gate: None,
         checks: Vec::new(),
         pass: true,

@@ -6,11 +6,13 @@
 //! - [`exact`]: a quantized engine against its fp32 simulation (the exactness gate).
 //! - [`metrics`]: cosine, sampling KL, top-1, relative error, SNR.
 //! - [`thresholds`]: the TOML quality gates.
+//! - [`budget`]: which gate belongs to the model under test.
 //! - [`report`]: the report, its checks and renderings.
 //! - [`plots`]: the report's PNG plots.
 //! - [`cli`]: the `heart-eval` command line.
 
 pub mod ab;
+pub mod budget;
 pub mod cli;
 pub mod exact;
 pub mod exact_cli;
