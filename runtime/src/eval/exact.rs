@@ -160,7 +160,7 @@ impl ExactReport {
     /// The terminal / Markdown table.
     pub fn markdown(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "# heart-eval exact: {} against its fp32 simulation\n", self.profile);
+        let _ = writeln!(s, "# heart-eval exact: {} against its simulation\n", self.profile);
         let _ = writeln!(s, "- engine: `{}`\n- simulation: `{}`", self.engine, self.simulation);
         let _ = writeln!(s, "- {} prompts, {} teacher-forced frames", self.prompts, self.frames);
         let noise = |m: &NoiseModel| {
