@@ -41,6 +41,9 @@ pub struct Cli {
 pub enum Command {
     /// Write a checkpoint with the real upstream layout and random weights.
     Synth(SynthArgs),
+    /// Build the fp32 simulation of a quantized engine (reference-dequantized weights, the engine's
+    /// activation scales) for `heart-eval exact`.
+    Simulate(crate::simulate::SimulateArgs),
 }
 
 /// Arguments of an engine build.
@@ -148,6 +151,10 @@ pub struct SynthArgs {
     /// Seed of the random weights (same seed, same bytes).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// LM weights with the statistics of trained LLMs that make quantization hard: outlier channels
+    /// (RMSNorm gains 10-30x), an attention-sink BOS token, Student-t weights, per-layer scale spread.
+    #[arg(long)]
+    pub realistic: bool,
     /// Replace an existing output directory.
     #[arg(long)]
     pub force: bool,

@@ -8,8 +8,10 @@ pub mod cli;
 pub mod draft;
 pub mod pipeline;
 pub mod profile;
+pub mod realistic;
 pub mod safetensors_out;
 pub mod scales;
+pub mod simulate;
 pub mod synth;
 pub mod tensorrt;
 pub mod trt_rtx;
@@ -57,7 +59,7 @@ pub fn synthesize(args: &SynthArgs, quiet: bool) -> Result<()> {
     let start = Instant::now();
     let out = AtomicDir::new(&args.out, args.force)?;
     let bar = bytes_bar(synth::planned_bytes(args.size)?, quiet, "synthesize");
-    let weight_bytes = synth::synthesize(out.path(), args.size, args.seed, |n| bar.inc(n))?;
+    let weight_bytes = synth::synthesize(out.path(), args.size, args.seed, args.realistic, |n| bar.inc(n))?;
     bar.finish_and_clear();
     let dir = out.commit()?;
     if !quiet {

@@ -17,10 +17,17 @@ use crate::calibrate;
 use crate::cli::{BuildArgs, BuildTarget};
 use crate::draft;
 use crate::profile::Profile;
+use crate::simulate::Simulation;
 
 /// Runs `heart-build` with `args`.
 pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
     let profile = check_precisions(args)?;
+    build(args, &profile, None, quiet)
+}
+
+/// Builds `args` with the resolved `profile`; a `simulation` takes its
+/// activation scales from the simulated engine instead of a calibration run.
+pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation>, quiet: bool) -> Result<()> {
     let precision = profile.precision;
     let gpu = crate::tensorrt::preflight(args.target)?;
     let trt_rtx = match args.target {
@@ -62,17 +69,20 @@ pub fn run(args: &BuildArgs, quiet: bool) -> Result<()> {
         stage("calibrating activation scales on the fp32 model");
     }
     let bar = crate::count_bar(quiet || profile.calibration.is_none(), "calibrate");
-    let lm = calibrate::prepare(
-        &profile,
-        args.calibration.as_deref(),
-        args.layer_taps,
-        &mula,
-        dir,
-        &|i, n| {
-            bar.set_length(n as u64);
-            bar.set_position(i as u64);
-        },
-    )?;
+    let lm = match simulation {
+        Some(sim) => crate::simulate::prepare(sim, args.layer_taps, dir)?,
+        None => calibrate::prepare(
+            profile,
+            args.calibration.as_deref(),
+            args.layer_taps,
+            &mula,
+            dir,
+            &|i, n| {
+                bar.set_length(n as u64);
+                bar.set_position(i as u64);
+            },
+        )?,
+    };
     bar.finish_and_clear();
     let options = lm
         .options

@@ -173,7 +173,9 @@ pub fn gen_config(size: SynthSize) -> GenConfig {
 
 /// Writes a synthesized checkpoint of `size` under `out`; returns the bytes of
 /// weights written.
-pub fn synthesize(out: &Path, size: SynthSize, seed: u64, progress: impl FnMut(u64)) -> Result<u64> {
+/// With `realistic`, the LM's weights get outlier channels, an attention-sink
+/// token, heavy tails and per-layer scale spread ([`crate::realistic`]).
+pub fn synthesize(out: &Path, size: SynthSize, seed: u64, realistic: bool, progress: impl FnMut(u64)) -> Result<u64> {
     let mut progress = progress;
     let mula_json = mula_config_json(size);
     let raw: RawMulaConfig = serde_json::from_value(mula_json.clone())?;
@@ -192,6 +194,7 @@ pub fn synthesize(out: &Path, size: SynthSize, seed: u64, progress: impl FnMut(u
     std::fs::write(out.join("tokenizer.json"), TOKENIZER_JSON).context("writing tokenizer.json")?;
 
     let specials_from = mula.codebook_size();
+    let style = realistic.then_some(gen_config(size).text_bos_id as usize);
     let mula_tensors: Vec<OutTensor> = mula_tensor_specs(&mula)
         .into_iter()
         .map(|s| OutTensor {
@@ -203,7 +206,7 @@ pub fn synthesize(out: &Path, size: SynthSize, seed: u64, progress: impl FnMut(u
         &mula_dir,
         &mula_tensors,
         MAX_SHARD_BYTES,
-        |t, start, buf| fill_mula(seed, t, start, buf, specials_from),
+        |t, start, buf| fill_mula(seed, t, start, buf, specials_from, style),
         &mut progress,
     )?;
     let codec_tensors: Vec<OutTensor> = codec_tensor_specs(&codec)
@@ -246,7 +249,7 @@ fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
 
 /// Per-tensor, per-chunk RNG: chunks are independent, so the stream does not
 /// depend on the chunk size used by the writer.
-fn rng_for(seed: u64, name: &str, start: usize) -> ChaCha8Rng {
+pub(crate) fn rng_for(seed: u64, name: &str, start: usize) -> ChaCha8Rng {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
     for b in name.bytes() {
         h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -267,10 +270,14 @@ fn fan_in_amplitude(fan_in: usize) -> f32 {
     (3.0 / fan_in as f32).sqrt()
 }
 
-fn fill_mula(seed: u64, t: &OutTensor, start: usize, buf: &mut [f32], specials_from: usize) {
+/// `realistic`: the BOS token id, for [`crate::realistic`]'s sink token.
+fn fill_mula(seed: u64, t: &OutTensor, start: usize, buf: &mut [f32], specials_from: usize, realistic: Option<usize>) {
     let name = t.name.as_str();
     if name.ends_with(".scale") {
-        buf.fill(1.0);
+        match realistic {
+            Some(_) => crate::realistic::norm_gains(seed, name, buf),
+            None => buf.fill(1.0),
+        }
         return;
     }
     if name == "muq_linear.bias" {
@@ -283,7 +290,10 @@ fn fill_mula(seed: u64, t: &OutTensor, start: usize, buf: &mut [f32], specials_f
         "audio_head" => t.shape[1],
         _ => *t.shape.last().unwrap_or(&1),
     };
-    uniform(&mut rng, buf, fan_in_amplitude(fan_in));
+    match realistic {
+        Some(bos) => crate::realistic::weights(&mut rng, seed, name, &t.shape, start, buf, fan_in, bos),
+        None => uniform(&mut rng, buf, fan_in_amplitude(fan_in)),
+    }
     // Zero the logits of special audio ids (see the module doc).
     let vocab = *t.shape.last().unwrap_or(&1);
     match name {

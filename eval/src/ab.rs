@@ -54,15 +54,15 @@ pub struct AbOptions {
 }
 
 /// One opened engine folder.
-struct Engine {
-    dir: PathBuf,
-    manifest: Manifest,
-    lm: TappedLm,
-    codec: Option<Codec>,
+pub(super) struct Engine {
+    pub(super) dir: PathBuf,
+    pub(super) manifest: Manifest,
+    pub(super) lm: TappedLm,
+    pub(super) codec: Option<Codec>,
 }
 
 impl Engine {
-    fn open(rt: &OrtRuntime, dir: &Path, sessions: &SessionConfig) -> Result<Self, EvalError> {
+    pub(super) fn open(rt: &OrtRuntime, dir: &Path, sessions: &SessionConfig) -> Result<Self, EvalError> {
         let manifest = Manifest::load(dir, Verify::Quick)?;
         let lm = TappedLm::open(rt, dir, &manifest.model, &manifest.gen_config, sessions)?;
         let codec = match &manifest.codec {
@@ -78,7 +78,7 @@ impl Engine {
     }
 
     /// Taps every layer of both graphs.
-    fn tap_layers(&mut self) -> Result<(), LmError> {
+    pub(super) fn tap_layers(&mut self) -> Result<(), LmError> {
         let (bb, dec) = (
             self.manifest.model.backbone.num_layers,
             self.manifest.model.decoder.num_layers,
@@ -88,7 +88,7 @@ impl Engine {
         self.lm.set_taps(GraphKind::Decoder, names(dec))
     }
 
-    fn has_layer_taps(&self) -> bool {
+    pub(super) fn has_layer_taps(&self) -> bool {
         let tap = heart::engine::io::layer_tap(0);
         [GraphKind::Backbone, GraphKind::Decoder]
             .iter()
@@ -96,7 +96,7 @@ impl Engine {
     }
 
     /// SHA-256 of the LM weights the folder was built from, if recorded.
-    fn weights_sha256(&self) -> Vec<&str> {
+    pub(super) fn weights_sha256(&self) -> Vec<&str> {
         let inputs = self.manifest.inputs.iter();
         inputs
             .filter(|i| i.role == "mula_weights")
@@ -107,9 +107,9 @@ impl Engine {
 
 /// Records a run: its frames and every step's taps.
 #[derive(Default)]
-struct Recorder {
-    frames: Vec<TappedFrame>,
-    taps: Vec<(GraphKind, Vec<Vec<f32>>)>,
+pub(super) struct Recorder {
+    pub(super) frames: Vec<TappedFrame>,
+    pub(super) taps: Vec<(GraphKind, Vec<Vec<f32>>)>,
 }
 
 impl TapObserver for Recorder {
@@ -412,6 +412,8 @@ fn report(
         },
         audio_snr_db: has_codecs.then(|| acc.snr.summary()),
         audio_identical: acc.snr_identical,
+        budget: None,
+        relative_to_fp8: None,
         gate: None,
         checks: Vec::new(),
         pass: true,

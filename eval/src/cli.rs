@@ -13,8 +13,8 @@ use heart::manifest::{Manifest, Verify};
 
 use super::EvalError;
 use super::ab::{AbOptions, run_ab};
-use super::report::AbReport;
-use super::thresholds::load_gate;
+use super::budget::{Budget, Budgets};
+use super::report::{AbReport, RelativeCost};
 use heart_backend::SessionConfig;
 use heart_runtime::lm::SamplerParams;
 use heart_runtime::settings::defaults;
@@ -36,6 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Compare engine folder B against A (same checkpoint, two builds) and gate the result.
     Ab(AbArgs),
+    /// Check a quantized engine against its fp32 simulation (`heart-build simulate`): every difference must
+    /// be within its arithmetic's rounding.
+    Exact(super::exact_cli::ExactArgs),
 }
 
 /// Arguments of `heart-eval ab`.
@@ -68,12 +71,21 @@ pub struct AbArgs {
     /// Top-k of A's sampling and of the KL's reference distribution.
     #[arg(long, value_name = "K", default_value_t = defaults::TOPK)]
     pub topk: usize,
-    /// Thresholds file with one [gate.NAME] table per gate.
-    #[arg(long, value_name = "FILE", default_value = "configs/ab-thresholds.toml")]
-    pub thresholds: PathBuf,
-    /// Gate to apply (default: B's build profile name, else its precision).
+    /// Quality budget file: [model.NAME] tables keyed by the checkpoint's weights SHA-256, or your own
+    /// [gate.PROFILE] tables for your model (the default holds the CI's models only).
+    #[arg(
+        long,
+        alias = "thresholds",
+        value_name = "FILE",
+        default_value = "configs/ab-thresholds.toml"
+    )]
+    pub budget: PathBuf,
+    /// Gate of the budget to apply (default: B's build profile name, else its precision).
     #[arg(long, value_name = "NAME")]
     pub gate: Option<String>,
+    /// An fp8 engine of the same model: also report B's cost relative to it (KL, top-1 loss, hidden error).
+    #[arg(long, value_name = "DIR")]
+    pub fp8: Option<PathBuf>,
     /// Only report; apply no gate.
     #[arg(long, conflicts_with = "gate")]
     pub no_gate: bool,
@@ -129,8 +141,11 @@ where
 
 /// Runs a parsed command; `Ok(false)` when a gate failed.
 fn run(cli: &Cli) -> Result<bool, EvalError> {
-    let Command::Ab(args) = &cli.command;
     let rt = heart_backend::init(cli.ort_lib.as_deref()).map_err(|e| EvalError::Input(e.to_string()))?;
+    let args = match &cli.command {
+        Command::Ab(args) => args,
+        Command::Exact(args) => return super::exact_cli::run(&rt, args),
+    };
     let opts = AbOptions {
         a: args.a.clone(),
         b: args.b.clone(),
@@ -148,27 +163,40 @@ fn run(cli: &Cli) -> Result<bool, EvalError> {
             ..SessionConfig::default()
         },
     };
-    let gate = if args.no_gate {
+    let budget = if args.no_gate {
         None
     } else {
+        let m = Manifest::load(&args.b, Verify::Quick)?;
         let name = match &args.gate {
             Some(name) => name.clone(),
-            None => default_gate(&args.b)?,
+            None => m.build_profile.map_or_else(|| m.precision.to_string(), |p| p.name),
         };
-        Some((load_gate(&args.thresholds, &name)?, name))
+        let weights: Vec<&str> = m
+            .inputs
+            .iter()
+            .filter(|i| i.role == "mula_weights")
+            .map(|i| i.sha256.as_str())
+            .collect();
+        Some(Budgets::load(&args.budget)?.lookup(&weights, &name, args.gate.is_some())?)
     };
     let mut report = run_ab(&rt, &opts)?;
-    if let Some((gate, name)) = &gate {
-        report.apply_gate(name, gate);
+    match budget {
+        Some(Budget::Gate { name, gate }) => report.apply_gate(&name, &gate),
+        Some(Budget::None(why)) => report.budget = Some(why),
+        None => {}
+    }
+    if let Some(fp8) = &args.fp8 {
+        let fp8_report = run_ab(
+            &rt,
+            &AbOptions {
+                b: fp8.clone(),
+                ..opts.clone()
+            },
+        )?;
+        report.relative_to_fp8 = Some(RelativeCost::of(&report, &fp8_report));
     }
     emit(&report, args)?;
     Ok(report.pass)
-}
-
-/// The gate named after B's build profile, else after its precision.
-fn default_gate(b: &std::path::Path) -> Result<String, EvalError> {
-    let m = Manifest::load(b, Verify::Quick)?;
-    Ok(m.build_profile.map_or_else(|| m.precision.to_string(), |p| p.name))
 }
 
 /// Prints the report and writes the report files.

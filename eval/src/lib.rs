@@ -3,15 +3,20 @@
 //! [`heart_runtime::lm::tapped`], shared with the builder's calibration).
 //!
 //! - [`ab`]: teacher-forced, greedy and audio comparison of two engine folders.
+//! - [`exact`]: a quantized engine against its fp32 simulation (the exactness gate).
 //! - [`metrics`]: cosine, sampling KL, top-1, relative error, SNR.
 //! - [`thresholds`]: the TOML quality gates.
+//! - [`budget`]: which gate belongs to the model under test.
 //! - [`report`]: the report, its checks and renderings.
 //! - [`plots`]: the report's PNG plots.
 //! - [`output`]: the report folder (`report.json`, `report.md`, plots).
 //! - [`cli`]: the `heart-eval` command line.
 
 pub mod ab;
+pub mod budget;
 pub mod cli;
+pub mod exact;
+pub mod exact_cli;
 pub mod metrics;
 pub mod output;
 pub mod plots;

@@ -420,6 +420,8 @@ mod tests {
             },
             audio_snr_db: None,
             audio_identical: 0,
+            budget: None,
+            relative_to_fp8: None,
             gate: None,
             checks: vec![],
             pass: true,

@@ -87,12 +87,48 @@ pub struct AbReport {
     pub audio_snr_db: Option<Summary>,
     /// Prompts whose audio was bit-identical.
     pub audio_identical: usize,
+    /// Why no gate applies, when none does (no budget for this model).
+    pub budget: Option<String>,
+    /// B's cost relative to an fp8 engine of the same model (`--fp8 DIR`).
+    pub relative_to_fp8: Option<RelativeCost>,
     /// The gate applied.
     pub gate: Option<String>,
     /// Its checks.
     pub checks: Vec<Check>,
     /// Whether every check passed.
     pub pass: bool,
+}
+
+/// B's cost relative to an fp8 engine of the same model, both against the
+/// same A: ratios travel between models better than absolute KL (a model with
+/// sharper logits has a larger KL at every precision).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelativeCost {
+    /// The fp8 engine folder.
+    pub fp8: String,
+    /// Worst codebook's mean KL: B's / fp8's.
+    pub kl_ratio: Option<f64>,
+    /// Worst codebook's top-1 loss (1 − agreement): B's / fp8's.
+    pub top1_loss_ratio: Option<f64>,
+    /// Mean hidden-state relative error: B's / fp8's.
+    pub hidden_error_ratio: Option<f64>,
+}
+
+impl RelativeCost {
+    /// `b`'s measures over `fp8`'s (an A/B of the fp8 engine against the same A).
+    pub fn of(b: &AbReport, fp8: &AbReport) -> Self {
+        let (mb, mf) = (b.measured(), fp8.measured());
+        let ratio = |x: Option<f64>, y: Option<f64>| match (x, y) {
+            (Some(x), Some(y)) if y > 0.0 => Some(x / y),
+            _ => None,
+        };
+        Self {
+            fp8: fp8.b.clone(),
+            kl_ratio: ratio(mb.kl, mf.kl),
+            top1_loss_ratio: ratio(mb.top1_agreement.map(|t| 1.0 - t), mf.top1_agreement.map(|t| 1.0 - t)),
+            hidden_error_ratio: ratio(mb.hidden_rel_error, mf.hidden_rel_error),
+        }
+    }
 }
 
 impl AbReport {
@@ -173,6 +209,20 @@ impl AbReport {
             None => {
                 let _ = writeln!(s, "audio: not compared (a folder has no codec)");
             }
+        }
+        if let Some(r) = &self.relative_to_fp8 {
+            let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.2}×"));
+            let _ = writeln!(
+                s,
+                "cost relative to fp8 (`{}`): KL {}, top-1 loss {}, hidden error {}",
+                r.fp8,
+                f(r.kl_ratio),
+                f(r.top1_loss_ratio),
+                f(r.hidden_error_ratio)
+            );
+        }
+        if let Some(why) = &self.budget {
+            let _ = writeln!(s, "\n{why}");
         }
         if let Some(gate) = &self.gate {
             let _ = writeln!(s, "\n## gate `{gate}`: {}\n", if self.pass { "PASS" } else { "FAIL" });

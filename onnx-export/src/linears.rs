@@ -47,7 +47,9 @@ use crate::dense::{self, Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
-use crate::quant::{ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
+use crate::quant::{
+    Accuracy, ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight,
+};
 
 /// Storage format of quantized weights and of quantized activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +80,10 @@ pub enum GraphForm {
     /// (FLOAT4E2M1 weights, `trt::TRT_FP4DynamicQuantize`, FP8
     /// `QuantizeLinear`/`DequantizeLinear` pairs), so FP4 stays FP4 in the engine.
     TensorRt,
+    /// The fp32 simulation of the format: reference-dequantized dense weights
+    /// ([`crate::quant::reference`]) and the portable activation quantizers.
+    /// What `heart-eval exact` checks an engine against; not an engine to ship.
+    Reference,
 }
 
 impl GraphForm {
@@ -124,7 +130,7 @@ impl QuantPlan {
     /// The [`WeightScheme`] of this plan's weights.
     pub fn scheme(&self) -> WeightScheme {
         match (self.weights, self.lowering) {
-            (QuantFormat::Nvfp4, Lowering::Portable) => WeightScheme::Nvfp4Portable,
+            (QuantFormat::Nvfp4, Lowering::Portable | Lowering::Reference) => WeightScheme::Nvfp4Portable,
             (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
             (QuantFormat::Fp8, Lowering::Portable) => WeightScheme::Fp8Portable,
             (QuantFormat::Fp8, Lowering::TensorRt) => WeightScheme::Fp8TensorRt,
@@ -192,6 +198,17 @@ pub enum HeadWeight {
     Dense(Value),
     /// A blockwise weight for `MatMulNBits`.
     NBits(NBitsWeight),
+    /// The simulation of a `MatMulNBits` head at accuracy level 4: a dense f32
+    /// weight whose input is int8-quantized per block first
+    /// ([`crate::quant::reference::int8_block_activation`]).
+    Int8Activations {
+        /// The reference-dequantized `[in, out]` weight.
+        weight: Value,
+        /// Input features.
+        features: usize,
+        /// Scope name of the activation quantizer.
+        name: String,
+    },
 }
 
 impl HeadWeight {
@@ -200,6 +217,10 @@ impl HeadWeight {
         match self {
             Self::Dense(w) => g.matmul(x, w),
             Self::NBits(w) => w.apply(g, x),
+            Self::Int8Activations { weight, features, name } => {
+                let q = crate::quant::reference::int8_block_activation(g, x, *features, name);
+                g.matmul(&q, weight)
+            }
         }
     }
 }
@@ -259,6 +280,23 @@ impl<'p> Linears<'p> {
             return dense::linear(g, &x, t, self.opts.numerics);
         };
         let values = t.to_f32()?;
+        if plan.lowering == Lowering::Reference {
+            let w = crate::quant::reference::dense_weight(
+                g,
+                plan.weights,
+                t.name,
+                &values,
+                (out, inp),
+                self.opts.numerics.compute,
+            )?;
+            let x = match plan.weights {
+                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => {
+                    crate::quant::reference::int8_block_activation(g, &x, inp, name)
+                }
+                _ => x,
+            };
+            return Ok(g.with_scope(name, |g| g.matmul(&x, &w)));
+        }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
             let w =
@@ -304,7 +342,7 @@ impl<'p> Linears<'p> {
         let q = match (acts.format, lowering) {
             (QuantFormat::Nvfp4, lowering) => {
                 let scheme = match lowering {
-                    Lowering::Portable => WeightScheme::Nvfp4Portable,
+                    Lowering::Portable | Lowering::Reference => WeightScheme::Nvfp4Portable,
                     Lowering::TensorRt => WeightScheme::Nvfp4TensorRt,
                 };
                 let act = ActQuant {
@@ -314,7 +352,7 @@ impl<'p> Linears<'p> {
                 };
                 self.quant.activation(g, x, act, scheme, dtype)?
             }
-            (QuantFormat::Fp8, Lowering::Portable) => {
+            (QuantFormat::Fp8, Lowering::Portable | Lowering::Reference) => {
                 self.quant
                     .fp8_activation_portable(g, x, &act_name, fp8_scale(amax), dtype)?
             }
@@ -363,6 +401,24 @@ impl<'p> Linears<'p> {
         let out_in: Vec<f32> = (0..out)
             .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
             .collect();
+        if plan.lowering == Lowering::Reference {
+            let w = crate::quant::reference::dense_weight(
+                g,
+                plan.weights,
+                &name,
+                &out_in,
+                (out, inp),
+                self.opts.numerics.compute,
+            )?;
+            return Ok(match plan.weights {
+                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
+                    weight: w,
+                    features: inp,
+                    name,
+                },
+                _ => HeadWeight::Dense(w),
+            });
+        }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
             let w = quantize_blockwise(&out_in, out, inp, nb.bits)

@@ -77,6 +77,7 @@
 
 pub mod nbits;
 pub mod portable;
+pub mod reference;
 pub mod tensorrt;
 
 use heart::checkpoint::TensorRef;

@@ -1,0 +1,169 @@
+//! `heart-build simulate`: the fp32 simulation of a quantized engine folder,
+//! the reference `heart-eval exact` checks that engine against.
+//!
+//! The engine's build profile (recorded in its manifest) is rebuilt from the
+//! same checkpoint with
+//! - f32 compute and f32 dense weights;
+//! - every quantized weight replaced by its reference quantize → dequantize
+//!   values ([`onnx_export::quant::reference`]): what the format stores,
+//!   computed by `heart::quant`, none of the engine's packing or in-graph
+//!   dequantization;
+//! - activations fake-quantized (W4A4, W8A8) with the engine's own calibrated
+//!   amax values, read from its `calibration.json` (no second calibration run);
+//! - the codec at fp32, every layer tapped (`tap.layer_*`).
+//!
+//! The folder's manifest names the profile `<engine profile>.simulation` and
+//! keeps the engine profile's text and SHA-256, so `heart-eval exact` can tell
+//! which engine build a simulation stands for.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use heart::manifest::{CalibrationEntry, Manifest, Verify};
+use heart::precision::Precision;
+use onnx_export::linears::{Activations, Lowering};
+use onnx_export::lm::LmOptions;
+
+use crate::calibrate::{CalibrationStats, PreparedLm};
+use crate::cli::{BuildArgs, BuildTarget};
+use crate::profile::Profile;
+
+/// Suffix of a simulation's profile name in its manifest.
+pub const PROFILE_SUFFIX: &str = ".simulation";
+
+/// Arguments of `heart-build simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The quantized engine folder to simulate (built by heart-build).
+    #[arg(long, value_name = "DIR")]
+    pub engine: PathBuf,
+    /// The HeartMuLa checkpoint the engine was built from.
+    #[arg(long, value_name = "DIR")]
+    pub mula: PathBuf,
+    /// The HeartCodec checkpoint (simulated at fp32), if the engine has a codec.
+    #[arg(long, value_name = "DIR")]
+    pub codec: Option<PathBuf>,
+    /// tokenizer.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// gen_config.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub gen_config: Option<PathBuf>,
+    /// Output folder of the simulation.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What a simulation build needs beyond an ordinary build's arguments.
+pub struct Simulation {
+    /// The simulation's profile (reference lowering, f32).
+    pub profile: Profile,
+    /// The engine's calibration statistics, when its profile quantizes activations.
+    pub stats: Option<(CalibrationStats, CalibrationEntry)>,
+}
+
+/// Builds the simulation of `args.engine` into `args.out`.
+pub fn run(args: &SimulateArgs, quiet: bool) -> Result<()> {
+    let sim = plan(&args.engine)?;
+    let build = BuildArgs {
+        mula: args.mula.clone(),
+        codec: args.codec.clone(),
+        tokenizer: args.tokenizer.clone(),
+        gen_config: args.gen_config.clone(),
+        precision: None,
+        profile: None,
+        codec_precision: Precision::Fp32,
+        calibration: None,
+        layer_taps: true,
+        target: BuildTarget::Onnx,
+        out: args.out.clone(),
+        force: args.force,
+        draft_precision: None,
+        draft_backbone_layers: None,
+        draft_decoder_layers: None,
+    };
+    crate::pipeline::build(&build, &sim.profile, Some(&sim), quiet)
+}
+
+/// Reads the engine's profile and calibration and turns them into the simulation's.
+pub fn plan(engine: &Path) -> Result<Simulation> {
+    let manifest = Manifest::load(engine, Verify::Quick)
+        .with_context(|| format!("reading the engine to simulate, {}", engine.display()))?;
+    let Some(entry) = &manifest.build_profile else {
+        bail!(
+            "{}: the manifest records no build profile, so there is no format to simulate",
+            engine.join(heart::manifest::MANIFEST_FILE).display()
+        );
+    };
+    let source = format!(
+        "{} (build_profile)",
+        engine.join(heart::manifest::MANIFEST_FILE).display()
+    );
+    let mut profile = Profile::parse(&entry.name, &source, &entry.text)?;
+    let Some(plan) = profile.options.quant.as_mut() else {
+        bail!(
+            "{}: profile `{}` quantizes nothing; compare it with `heart-eval ab` against an fp32 build instead",
+            engine.display(),
+            entry.name
+        );
+    };
+    plan.lowering = Lowering::Reference;
+    let stats = match profile.activations {
+        None => None,
+        Some(format) => {
+            let cal = manifest.calibration.clone().with_context(|| {
+                format!(
+                    "{}: profile `{}` quantizes activations but the manifest records no calibration",
+                    engine.display(),
+                    entry.name
+                )
+            })?;
+            let path = engine.join(&cal.stats);
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let stats: CalibrationStats = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a calibration statistics file", path.display()))?;
+            plan.activations = Some(Activations {
+                format,
+                amax: stats.amax(),
+            });
+            Some((stats, cal))
+        }
+    };
+    profile.calibration = None;
+    profile.entry.name = format!("{}{PROFILE_SUFFIX}", entry.name);
+    profile.entry.source = format!("simulation of {}", engine.display());
+    Ok(Simulation { profile, stats })
+}
+
+/// The LM export options of a simulation build: its profile's options with
+/// layer taps, and the engine's statistics copied into `dir`.
+pub fn prepare(sim: &Simulation, layer_taps: bool, dir: &Path) -> Result<PreparedLm> {
+    let options = LmOptions {
+        layer_taps,
+        ..sim.profile.options.clone()
+    };
+    let Some((stats, entry)) = &sim.stats else {
+        return Ok(PreparedLm {
+            options,
+            stats_file: None,
+            entry: None,
+        });
+    };
+    let path = dir.join(heart::engine::CALIBRATION);
+    crate::calibrate::write_stats(stats, &path)?;
+    Ok(PreparedLm {
+        options,
+        stats_file: Some(onnx_export::external::WrittenFile {
+            bytes: std::fs::metadata(&path)?.len(),
+            path: path.clone(),
+        }),
+        entry: Some(CalibrationEntry {
+            stats_sha256: heart::manifest::sha256_file(&path)?,
+            ..entry.clone()
+        }),
+    })
+}
