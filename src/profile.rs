@@ -213,6 +213,12 @@ pub enum Lowering {
     /// NVIDIA's TensorRT form (FLOAT4E2M1 initializers, `trt::` activation quantizer).
     #[serde(rename = "tensorrt")]
     TensorRt,
+    /// The fp32 simulation of the format: reference-dequantized dense weights
+    /// and the portable activation quantizers. What `heart-eval exact` checks
+    /// an engine against (`heart-build simulate`); not an engine to ship, so
+    /// no profile file can ask for it.
+    #[serde(skip)]
+    Reference,
 }
 
 /// How activation amax values are chosen from the calibration statistics.

@@ -214,7 +214,7 @@ pub fn resolve(
     // time for a portable folder go to the user's cache, not into the folder.
     let cache_dir = match target {
         Target::TensorRt { .. } => engine_dir.join(TENSORRT_DIR),
-        Target::Onnx => user_cache::tensorrt_cache_dir(engine_dir),
+        Target::Onnx | Target::TensorRtRtx { .. } => user_cache::tensorrt_cache_dir(engine_dir),
     };
     let tensorrt = Backend::TensorRt {
         device: gpu.ordinal,
@@ -223,7 +223,7 @@ pub fn resolve(
     let (backend, notice) = match (choice, target) {
         (BackendChoice::Cuda, _) => (Backend::Cuda { device: gpu.ordinal }, None),
         (BackendChoice::Tensorrt | BackendChoice::Auto, Target::TensorRt { .. }) => (tensorrt, None),
-        (BackendChoice::Tensorrt, Target::Onnx) => (
+        (BackendChoice::Tensorrt, Target::Onnx | Target::TensorRtRtx { .. }) => (
             tensorrt,
             Some(format!(
                 "{} has no prebuilt TensorRT engines: building them on first use (minutes) into {}",

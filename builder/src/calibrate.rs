@@ -27,7 +27,7 @@ use heart::manifest::CalibrationEntry;
 use heart::quant::calibration::CalibrationSet;
 use heart_backend::SessionConfig;
 use heart_runtime::lm::tapped::{GraphKind, TapObserver, TapStep, TappedLm};
-use heart_runtime::lm::{GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise};
+use heart_runtime::lm::{GenParams, HeartMula, LmError, Prompt, SamplerParams, Sampling, SeededNoise};
 use onnx_export::external::WrittenFile;
 use onnx_export::linears::Activations;
 use onnx_export::lm::{GraphForm, LmOptions, ProbeSite, QuantFormat, numerics};
@@ -152,7 +152,7 @@ pub fn calibrate(
     let export = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &opts, tmp.path())
         .context("exporting the fp32 calibration graphs")?;
     let rt = heart_backend::init(None)?;
-    let mut lm = TappedLm::open(
+    let lm = HeartMula::open(
         &rt,
         tmp.path(),
         &mula.config,
@@ -160,6 +160,7 @@ pub fn calibrate(
         &SessionConfig::default(),
     )
     .context("opening the calibration graphs")?;
+    let mut lm = TappedLm::new(lm);
     let outputs = |sites: &[ProbeSite]| sites.iter().map(|s| s.output.clone()).collect();
     lm.set_taps(GraphKind::Backbone, outputs(&export.backbone_probes))?;
     lm.set_taps(GraphKind::Decoder, outputs(&export.decoder_probes))?;

@@ -64,19 +64,22 @@ pub fn norm_gains(seed: u64, name: &str, buf: &mut [f32]) {
     }
 }
 
-/// Fills weight `name` (chunk of `buf.len()` values from element `start`)
-/// with heavy-tailed values of variance `1/fan_in` times its layer's scale,
-/// and writes the sink token's row of the text embedding.
-pub fn weights(
-    rng: &mut ChaCha8Rng,
-    seed: u64,
-    name: &str,
-    shape: &[usize],
-    start: usize,
-    buf: &mut [f32],
-    fan_in: usize,
-    bos: usize,
-) {
+/// Which part of which tensor a buffer of synthesized values is.
+#[derive(Debug, Clone, Copy)]
+pub struct Chunk<'a> {
+    /// Checkpoint tensor name.
+    pub name: &'a str,
+    /// Its shape.
+    pub shape: &'a [usize],
+    /// Element index of the buffer's first value.
+    pub start: usize,
+}
+
+/// Fills weight `chunk.name` (the `buf.len()` values from element
+/// `chunk.start`) with heavy-tailed values of variance `1/fan_in` times its
+/// layer's scale, and writes the sink token's row of the text embedding.
+pub fn weights(rng: &mut ChaCha8Rng, seed: u64, chunk: Chunk<'_>, buf: &mut [f32], fan_in: usize, bos: usize) {
+    let Chunk { name, shape, start } = chunk;
     let t = StudentT::new(DEGREES_OF_FREEDOM).expect("positive degrees of freedom");
     // Var(t_ν) = ν / (ν − 2).
     let std = (DEGREES_OF_FREEDOM / (DEGREES_OF_FREEDOM - 2.0)).sqrt();
@@ -131,7 +134,12 @@ mod tests {
     fn weights_are_heavy_tailed_with_the_plain_variance() {
         let mut rng = rng_for(1, "w", 0);
         let mut buf = vec![0f32; 200_000];
-        weights(&mut rng, 1, "projection.weight", &[400, 500], 0, &mut buf, 500, 320);
+        let chunk = Chunk {
+            name: "projection.weight",
+            shape: &[400, 500],
+            start: 0,
+        };
+        weights(&mut rng, 1, chunk, &mut buf, 500, 320);
         let n = buf.len() as f64;
         let var = buf.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n;
         let kurt = buf.iter().map(|&x| f64::from(x).powi(4)).sum::<f64>() / n / var.powi(2);

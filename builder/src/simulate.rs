@@ -28,6 +28,7 @@ use onnx_export::lm::LmOptions;
 use crate::calibrate::{CalibrationStats, PreparedLm};
 use crate::cli::{BuildArgs, BuildTarget};
 use crate::profile::Profile;
+use heart::profile::BuildProfile;
 
 /// Suffix of a simulation's profile name in its manifest.
 pub const PROFILE_SUFFIX: &str = ".simulation";
@@ -80,6 +81,8 @@ pub fn run(args: &SimulateArgs, quiet: bool) -> Result<()> {
         calibration: None,
         layer_taps: true,
         target: BuildTarget::Onnx,
+        gpu_arch: crate::trt_rtx::GpuArch::Sm121,
+        trt_rtx: None,
         out: args.out.clone(),
         force: args.force,
         draft_precision: None,
@@ -103,7 +106,7 @@ pub fn plan(engine: &Path) -> Result<Simulation> {
         "{} (build_profile)",
         engine.join(heart::manifest::MANIFEST_FILE).display()
     );
-    let mut profile = Profile::parse(&entry.name, &source, &entry.text)?;
+    let mut profile = Profile::from_build(BuildProfile::parse(&entry.name, &source, &entry.text)?);
     let Some(plan) = profile.options.quant.as_mut() else {
         bail!(
             "{}: profile `{}` quantizes nothing; compare it with `heart-eval ab` against an fp32 build instead",
@@ -133,9 +136,9 @@ pub fn plan(engine: &Path) -> Result<Simulation> {
             Some((stats, cal))
         }
     };
-    profile.calibration = None;
-    profile.entry.name = format!("{}{PROFILE_SUFFIX}", entry.name);
-    profile.entry.source = format!("simulation of {}", engine.display());
+    profile.build.calibration = None;
+    profile.build.entry.name = format!("{}{PROFILE_SUFFIX}", entry.name);
+    profile.build.entry.source = format!("simulation of {}", engine.display());
     Ok(Simulation { profile, stats })
 }
 

@@ -6,7 +6,6 @@
 //! container runs as root); without it they fail with a message saying so
 //! rather than pass untested.
 
-
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -168,7 +167,7 @@ fn a_full_disk_while_building_is_a_clear_error_and_leaves_nothing() {
     let disk = Tmpfs::mount(&root.path().join("disk"), "1m");
     let out = disk.0.join("engines");
     let o = run(
-        Path::new(env!("CARGO_BIN_EXE_heart-build")),
+        "heart-build",
         &build_args(&out).iter().map(String::as_str).collect::<Vec<_>>(),
     );
     let err = failure(&o);

@@ -15,15 +15,16 @@ use heart::precision::Precision;
 use super::{CaseOutcome, CaseResult, ConformContext, codec, mula};
 
 type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-use heart_backend::{OrtRuntime, SessionConfig};
+use heart_backend::SessionConfig;
 use heart_runtime::codec::Codec;
+use heart_runtime::engine::EngineFolder;
 use heart_runtime::lm::HeartMula;
 
 /// An engine folder and the sessions opened on it so far.
 pub struct EngineSet {
     dir: PathBuf,
     manifest: Manifest,
-    rt: OrtRuntime,
+    folder: EngineFolder,
     lm: Option<HeartMula>,
     codec: Option<Codec>,
 }
@@ -39,12 +40,12 @@ impl std::fmt::Debug for EngineSet {
 impl EngineSet {
     /// Opens `dir` (manifest verified) and loads ONNX Runtime.
     pub fn open(dir: &Path) -> BoxResult<Self> {
-        let manifest = Manifest::load(dir, Verify::Quick)?;
         let rt = heart_backend::init(None)?;
+        let folder = EngineFolder::open(&rt, dir, Verify::Quick)?;
         Ok(Self {
             dir: dir.to_path_buf(),
-            manifest,
-            rt,
+            manifest: folder.manifest().clone(),
+            folder,
             lm: None,
             codec: None,
         })
@@ -96,8 +97,7 @@ fn lm(ctx: &mut ConformContext) -> BoxResult<Option<(&mut HeartMula, Precision)>
     };
     if set.lm.is_none() {
         check_built_from(&set.manifest, &set.dir, "mula_weights", &weights)?;
-        let m = &set.manifest;
-        let opened = HeartMula::open(&set.rt, &set.dir, &m.model, &m.gen_config, &SessionConfig::default())?;
+        let opened = set.folder.lm(&SessionConfig::default())?;
         set.lm = Some(opened);
     }
     let precision = set.manifest.precision;
@@ -137,18 +137,12 @@ pub fn run_codec(ctx: &mut ConformContext, case: &Case) -> CaseResult {
     };
     if set.codec.is_none() {
         check_built_from(&set.manifest, &set.dir, "codec_weights", &weights)?;
-        let cfg = set.manifest.codec.clone().ok_or_else(|| {
-            format!(
-                "engine folder {} has no codec (built without --codec)",
-                set.dir.display()
-            )
-        })?;
         if set.manifest.codec_precision != Some(Precision::Fp32) {
             return Ok(CaseOutcome::skip(
                 "codec conformance tolerances are defined for fp32 codec engines only",
             ));
         }
-        set.codec = Some(Codec::open_with_config(&set.rt, &set.dir, cfg)?);
+        set.codec = Some(set.folder.codec()?);
     }
     let codec_engine = set.codec.as_mut().expect("opened above");
     codec::run(codec_engine, fixture, case)

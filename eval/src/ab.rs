@@ -27,6 +27,7 @@ use super::metrics::{Running, argmax, cosine, relative_error, sampling_kl, snr_d
 use super::report::{AbReport, CodebookStats, GreedyStats, LayerErrors, PromptSkip};
 use heart_backend::{OrtRuntime, SessionConfig};
 use heart_runtime::codec::{Codec, DetokenizeParams};
+use heart_runtime::engine::EngineFolder;
 use heart_runtime::lm::tapped::{ForcedCodes, GraphKind, TapObserver, TapStep, TappedFrame, TappedLm};
 use heart_runtime::lm::{GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise};
 
@@ -63,15 +64,15 @@ pub(super) struct Engine {
 
 impl Engine {
     pub(super) fn open(rt: &OrtRuntime, dir: &Path, sessions: &SessionConfig) -> Result<Self, EvalError> {
-        let manifest = Manifest::load(dir, Verify::Quick)?;
-        let lm = TappedLm::open(rt, dir, &manifest.model, &manifest.gen_config, sessions)?;
-        let codec = match &manifest.codec {
-            Some(cfg) => Some(Codec::open_with_config(rt, dir, cfg.clone())?),
+        let folder = EngineFolder::open(rt, dir, Verify::Quick)?;
+        let lm = TappedLm::new(folder.lm(sessions)?);
+        let codec = match folder.manifest().codec {
+            Some(_) => Some(folder.codec()?),
             None => None,
         };
         Ok(Self {
             dir: dir.to_path_buf(),
-            manifest,
+            manifest: folder.manifest().clone(),
             lm,
             codec,
         })

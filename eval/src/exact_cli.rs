@@ -6,9 +6,9 @@ use clap::Args;
 
 use super::EvalError;
 use super::exact::{ExactOptions, run_exact};
+use heart_backend::OrtRuntime;
 use heart_backend::SessionConfig;
 use heart_runtime::lm::SamplerParams;
-use heart_backend::OrtRuntime;
 use heart_runtime::settings::defaults;
 
 /// Arguments of `heart-eval exact`.

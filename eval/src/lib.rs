@@ -55,4 +55,13 @@ pub enum EvalError {
     /// The engines or options cannot be compared.
     #[error("{0}")]
     Input(String),
+    /// An engine folder could not be opened.
+    #[error(transparent)]
+    Engine(Box<heart_runtime::engine::EngineError>),
+}
+
+impl From<heart_runtime::engine::EngineError> for EvalError {
+    fn from(e: heart_runtime::engine::EngineError) -> Self {
+        Self::Engine(Box::new(e))
+    }
 }

@@ -80,10 +80,6 @@ pub enum GraphForm {
     /// (FLOAT4E2M1 weights, `trt::TRT_FP4DynamicQuantize`, FP8
     /// `QuantizeLinear`/`DequantizeLinear` pairs), so FP4 stays FP4 in the engine.
     TensorRt,
-    /// The fp32 simulation of the format: reference-dequantized dense weights
-    /// ([`crate::quant::reference`]) and the portable activation quantizers.
-    /// What `heart-eval exact` checks an engine against; not an engine to ship.
-    Reference,
 }
 
 impl GraphForm {
@@ -132,7 +128,7 @@ impl QuantPlan {
         match (self.weights, self.lowering) {
             (QuantFormat::Nvfp4, Lowering::Portable | Lowering::Reference) => WeightScheme::Nvfp4Portable,
             (QuantFormat::Nvfp4, Lowering::TensorRt) => WeightScheme::Nvfp4TensorRt,
-            (QuantFormat::Fp8, Lowering::Portable) => WeightScheme::Fp8Portable,
+            (QuantFormat::Fp8, Lowering::Portable | Lowering::Reference) => WeightScheme::Fp8Portable,
             (QuantFormat::Fp8, Lowering::TensorRt) => WeightScheme::Fp8TensorRt,
             // A contrib operator either way (ONNX Runtime's CPU and CUDA providers run it).
             (QuantFormat::Int(nb), _) => WeightScheme::MatMulNBits(nb),
@@ -449,7 +445,7 @@ impl<'p> Linears<'p> {
         for i in 0..heads {
             match self.audio_head(g, t, i)? {
                 HeadWeight::Dense(w) => stacked.push(g.unsqueeze(&w, &[0])),
-                HeadWeight::NBits(_) => return Err(no_dense_weight(t.name)),
+                HeadWeight::NBits(_) | HeadWeight::Int8Activations { .. } => return Err(no_dense_weight(t.name)),
             }
         }
         Ok(g.concat(&stacked.iter().collect::<Vec<_>>(), 0))

@@ -8,7 +8,6 @@
 //! CI runs 10 songs each. By hand: `scripts/soak.sh 100` (sets
 //! `HEART_SOAK_SONGS` and prints the figures).
 
-
 use std::path::Path;
 
 use heart::manifest::Verify;
@@ -16,7 +15,7 @@ use heart_runtime::mem::{current_rss_bytes, peak_rss_bytes};
 use heart_runtime::settings::SettingsArgs;
 use heart_runtime::song::{Pipeline, SongRequest};
 use heart_runtime::wav::{WavFormat, write_wav};
-use heart_test_support::{bin, fixture_engines as engines, run};
+use heart_test_support::{fixture_engines as engines, run};
 
 /// Seconds asked of every song (the fixture's LM usually stops earlier).
 const DURATION_S: f32 = 6.0;
@@ -140,7 +139,7 @@ fn songs_as_separate_processes_all_succeed() {
     for i in 0..n {
         let path = out.path().join(format!("{i}.wav"));
         let o = run(
-            &bin("heart-run"),
+            "heart-run",
             &[
                 "--engines",
                 engines().to_str().unwrap(),

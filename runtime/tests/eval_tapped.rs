@@ -8,7 +8,7 @@ use heart::precision::Precision;
 use heart_backend::SessionConfig;
 use heart_runtime::lm::tapped::{ForcedCodes, GraphKind, TapObserver, TapStep, TappedFrame, TappedLm};
 use heart_runtime::lm::{
-    CodePicker, GenParams, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StopReason, generate,
+    CodePicker, GenParams, HeartMula, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StopReason, generate,
 };
 
 fn prompt() -> Prompt {
@@ -20,14 +20,16 @@ fn prompt() -> Prompt {
 fn tapped(precision: Precision) -> TappedLm {
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let (cfg, gen_cfg) = heart_test_support::mula_configs();
-    TappedLm::open(
-        &rt,
-        heart_test_support::lm_engine(precision),
-        &cfg,
-        &gen_cfg,
-        &SessionConfig::default(),
+    TappedLm::new(
+        HeartMula::open(
+            &rt,
+            heart_test_support::lm_engine(precision),
+            &cfg,
+            &gen_cfg,
+            &SessionConfig::default(),
+        )
+        .unwrap(),
     )
-    .unwrap()
 }
 
 #[derive(Default)]

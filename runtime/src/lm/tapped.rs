@@ -6,15 +6,10 @@
 //! the [`Taps`] asked for here, its frame events handed to a [`TapObserver`]
 //! as steps and frames.
 
-use std::path::Path;
-
-use heart::config::{GenConfig, MulaConfig};
-
 pub use crate::lm::GraphKind;
 use crate::lm::{
     CodePicker, FrameEvent, GenParams, Generation, HeartMula, LmDims, LmError, Prompt, Taps, try_generate,
 };
-use heart_backend::{OrtRuntime, SessionConfig};
 
 /// The tapped outputs of one graph step.
 #[derive(Debug)]
@@ -67,18 +62,12 @@ pub struct TappedLm {
 }
 
 impl TappedLm {
-    /// Opens the LM graphs and tables of `dir` (as [`HeartMula::open`]).
-    pub fn open(
-        rt: &OrtRuntime,
-        dir: &Path,
-        cfg: &MulaConfig,
-        gen_cfg: &GenConfig,
-        sessions: &SessionConfig,
-    ) -> Result<Self, LmError> {
-        Ok(Self {
-            lm: HeartMula::open(rt, dir, cfg, gen_cfg, sessions)?,
+    /// `lm`, asked for no taps yet.
+    pub fn new(lm: HeartMula) -> Self {
+        Self {
+            lm,
             taps: Taps::default(),
-        })
+        }
     }
 
     /// Sizes and ids.

@@ -14,7 +14,7 @@ use onnx_export::proto::{ModelProto, TensorProto};
 use prost::Message;
 
 fn repo(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+    heart_test_support::workspace_root().join(rel)
 }
 
 fn s(p: &Path) -> &str {
@@ -22,7 +22,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn heart_build(args: &[&str]) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_heart-build"))
+    let o = std::process::Command::new(heart_test_support::bin("heart-build"))
         .args(args)
         .arg("--quiet")
         .output()
