@@ -203,7 +203,7 @@ struct RequestGraph {
     profile: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct Reply {
     error: Option<String>,
     tensorrt_rtx_version: Option<String>,
@@ -211,7 +211,7 @@ struct Reply {
     graphs: Vec<ReplyGraph>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ReplyGraph {
     bytes: u64,
     seconds: f64,
@@ -219,7 +219,7 @@ struct ReplyGraph {
     outputs: Vec<ReplyTensor>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 struct ReplyTensor {
     name: String,
 }
@@ -377,12 +377,9 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
                 env.dir.display()
             )
         })?;
-    child
-        .stdin
-        .take()
-        .context("the build helper's stdin")?
-        .write_all(request)
-        .context("sending the build request")?;
+    // A helper that dies before reading its request closes the pipe: report
+    // its own output then, not the broken pipe.
+    let sent = child.stdin.take().map(|mut stdin| stdin.write_all(request));
     let out = child
         .wait_with_output()
         .context("waiting for the TensorRT-RTX build helper")?;
@@ -401,8 +398,14 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
         Some(Reply { error: Some(e), .. }) => bail!("TensorRT-RTX: {e}\nbuilder log (tail):\n{}", log_tail()),
         Some(r) if out.status.success() => Ok(r),
         _ => bail!(
-            "the TensorRT-RTX build helper failed ({}) without a reply; its output:\n{stdout}\n{}",
+            "the TensorRT-RTX build helper ({} with {}) failed ({}{}) without a reply; its output:\n{stdout}\n{}",
+            env.python.display(),
+            env.dir.display(),
             out.status,
+            match sent {
+                Some(Err(e)) => format!(", request not delivered: {e}"),
+                _ => String::new(),
+            },
             log_tail()
         ),
     }
@@ -435,6 +438,21 @@ mod tests {
         assert!(err.contains("scripts/setup-trt-rtx.sh"), "{err}");
         assert!(err.contains(&dir.path().display().to_string()), "{err}");
         assert_eq!(candidates(Some(dir.path())), vec![dir.path().to_path_buf()]);
+    }
+
+    #[test]
+    fn a_helper_that_gives_no_reply_is_an_error_with_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = TrtRtx {
+            dir: dir.path().to_path_buf(),
+            python: PathBuf::from("/bin/sh"),
+        };
+        let err = run_helper(&env, b"{}").unwrap_err().to_string();
+        assert!(
+            err.contains("failed (exit status") && err.contains("without a reply"),
+            "{err}"
+        );
+        assert!(err.contains("/bin/sh"), "{err}");
     }
 
     #[test]
