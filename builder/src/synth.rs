@@ -291,7 +291,17 @@ fn fill_mula(seed: u64, t: &OutTensor, start: usize, buf: &mut [f32], specials_f
         _ => *t.shape.last().unwrap_or(&1),
     };
     match realistic {
-        Some(bos) => crate::realistic::weights(&mut rng, seed, name, &t.shape, start, buf, fan_in, bos),
+        Some(bos) => {
+            let chunk = crate::realistic::Chunk {
+                seed,
+                name,
+                shape: &t.shape,
+                start,
+                fan_in,
+                bos,
+            };
+            crate::realistic::weights(&mut rng, chunk, buf);
+        }
         None => uniform(&mut rng, buf, fan_in_amplitude(fan_in)),
     }
     // Zero the logits of special audio ids (see the module doc).
