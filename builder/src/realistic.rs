@@ -64,22 +64,35 @@ pub fn norm_gains(seed: u64, name: &str, buf: &mut [f32]) {
     }
 }
 
-/// Which part of which tensor a buffer of synthesized values is.
+/// Where a chunk of weights goes.
 #[derive(Debug, Clone, Copy)]
 pub struct Chunk<'a> {
-    /// Checkpoint tensor name.
+    /// Seed of the checkpoint.
+    pub seed: u64,
+    /// Tensor name.
     pub name: &'a str,
-    /// Its shape.
+    /// Tensor shape.
     pub shape: &'a [usize],
-    /// Element index of the buffer's first value.
+    /// Index of the chunk's first element in the tensor.
     pub start: usize,
+    /// Fan-in the plain mode scales by.
+    pub fan_in: usize,
+    /// The BOS (sink) token id.
+    pub bos: usize,
 }
 
-/// Fills weight `chunk.name` (the `buf.len()` values from element
-/// `chunk.start`) with heavy-tailed values of variance `1/fan_in` times its
-/// layer's scale, and writes the sink token's row of the text embedding.
-pub fn weights(rng: &mut ChaCha8Rng, seed: u64, chunk: Chunk<'_>, buf: &mut [f32], fan_in: usize, bos: usize) {
-    let Chunk { name, shape, start } = chunk;
+/// Fills `buf` (the chunk `c` of a weight) with heavy-tailed values of
+/// variance `1/fan_in` times its layer's scale, and writes the sink token's
+/// row of the text embedding.
+pub fn weights(rng: &mut ChaCha8Rng, c: Chunk<'_>, buf: &mut [f32]) {
+    let Chunk {
+        seed,
+        name,
+        shape,
+        start,
+        fan_in,
+        bos,
+    } = c;
     let t = StudentT::new(DEGREES_OF_FREEDOM).expect("positive degrees of freedom");
     // Var(t_ν) = ν / (ν − 2).
     let std = (DEGREES_OF_FREEDOM / (DEGREES_OF_FREEDOM - 2.0)).sqrt();
@@ -135,11 +148,14 @@ mod tests {
         let mut rng = rng_for(1, "w", 0);
         let mut buf = vec![0f32; 200_000];
         let chunk = Chunk {
+            seed: 1,
             name: "projection.weight",
             shape: &[400, 500],
             start: 0,
+            fan_in: 500,
+            bos: 320,
         };
-        weights(&mut rng, 1, chunk, &mut buf, 500, 320);
+        weights(&mut rng, chunk, &mut buf);
         let n = buf.len() as f64;
         let var = buf.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>() / n;
         let kurt = buf.iter().map(|&x| f64::from(x).powi(4)).sum::<f64>() / n / var.powi(2);

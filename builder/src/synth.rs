@@ -293,11 +293,14 @@ fn fill_mula(seed: u64, t: &OutTensor, start: usize, buf: &mut [f32], specials_f
     match realistic {
         Some(bos) => {
             let chunk = crate::realistic::Chunk {
+                seed,
                 name,
                 shape: &t.shape,
                 start,
+                fan_in,
+                bos,
             };
-            crate::realistic::weights(&mut rng, seed, chunk, buf, fan_in, bos)
+            crate::realistic::weights(&mut rng, chunk, buf);
         }
         None => uniform(&mut rng, buf, fan_in_amplitude(fan_in)),
     }

@@ -54,6 +54,8 @@ fn synth(root: &Path, name: &str, extra: &[&str]) -> Ckpt {
 /// Builds `profile` of `ck` into `engine` (codec at `codec_precision`) and its simulation into `sim`.
 fn build_pair(ck: &Ckpt, profile: &str, codec_precision: &str, engine: &Path, sim: &Path) {
     let calibration = repo("calibration");
+    let quick = matches!(profile, "fp8" | "fp4-w4a4").then(|| quick_calibration(engine, profile));
+    let profile = quick.as_deref().map_or(profile, s);
     let mut args = vec![
         "--mula",
         s(&ck.mula),
@@ -67,7 +69,7 @@ fn build_pair(ck: &Ckpt, profile: &str, codec_precision: &str, engine: &Path, si
         "--out",
         s(engine),
     ];
-    if matches!(profile, "fp8" | "fp4-w4a4") {
+    if quick.is_some() {
         args.extend(["--calibration", s(&calibration)]);
     }
     heart_build(&args);
@@ -82,6 +84,23 @@ fn build_pair(ck: &Ckpt, profile: &str, codec_precision: &str, engine: &Path, si
         "--out",
         s(sim),
     ]);
+}
+
+/// The shipped profile `name` (one that calibrates activations) with a short
+/// calibration run, written beside `engine` under its own name: how good the
+/// scales are does not matter to exactness, and the full run is most of a
+/// build's time.
+fn quick_calibration(engine: &Path, name: &str) -> PathBuf {
+    let text = std::fs::read_to_string(repo(&format!("configs/build/{name}.toml"))).unwrap();
+    let quick = text
+        .replace("max_prompts = 0", "max_prompts = 4")
+        .replace("frames_per_prompt = 8", "frames_per_prompt = 4");
+    assert!(quick.contains("max_prompts = 4") && quick.contains("frames_per_prompt = 4"));
+    let dir = engine.with_extension("profile");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, quick).unwrap();
+    path
 }
 
 /// `heart-eval exact` in-process on 4 prompts × 6 frames; the exit status and report.
