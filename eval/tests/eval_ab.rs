@@ -247,7 +247,10 @@ fn exit_status_follows_the_gate_and_a_broken_engine_fails() {
     );
     let (code, _, err) = run("nowhere", &[]);
     assert_eq!(code, 2);
-    assert!(err.contains("manifest.toml"), "{err}");
+    assert!(
+        err.contains("nowhere does not exist: build one with `heart-build"),
+        "{err}"
+    );
 }
 
 /// Width and height from a PNG's signature and IHDR chunk.
