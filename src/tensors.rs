@@ -373,46 +373,6 @@ fn check_one(ckpt: &Checkpoint, spec: &TensorSpec) -> Option<Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::RawMulaConfig;
-
-    fn real_mula() -> MulaConfig {
-        MulaConfig::resolve(RawMulaConfig {
-            backbone_flavor: "llama-3B".into(),
-            decoder_flavor: "llama-300M".into(),
-            text_vocab_size: 128_256,
-            audio_vocab_size: 8197,
-            audio_num_codebooks: 8,
-            muq_dim: 512,
-            torch_dtype: Some("float32".into()),
-            dtype: None,
-            tiny_flavors: Default::default(),
-        })
-        .unwrap()
-    }
-
-    fn real_codec() -> CodecConfig {
-        CodecConfig {
-            dim: 512,
-            codebook_size: 8192,
-            codebook_dim: 32,
-            num_quantizers: 8,
-            attention_head_dim: 64,
-            in_channels: 1024,
-            num_attention_heads: 24,
-            num_layers: 24,
-            num_layers_2: 6,
-            out_channels: 256,
-            sample_rate: 48_000,
-            num_samples: 2,
-            upsample_factors: vec![5, 4, 4, 4, 3],
-            upsample_kernel_sizes: vec![10, 8, 8, 8, 6],
-            latent_hidden_dim: 128,
-            default_kernel_size: 7,
-            delay_kernel_size: 5,
-            init_channel: 64,
-            res_kernel_size: 7,
-        }
-    }
 
     fn params(specs: &[TensorSpec]) -> usize {
         specs.iter().map(TensorSpec::numel).sum()
@@ -420,7 +380,7 @@ mod tests {
 
     #[test]
     fn released_mula_has_289_tensors_and_spec_parameter_count() {
-        let specs = mula_tensor_specs(&real_mula());
+        let specs = mula_tensor_specs(&MulaConfig::heartmula_oss_3b());
         assert_eq!(specs.len(), 289);
         assert_eq!(params(&specs), 3_938_113_536);
         let head = specs.iter().find(|s| s.name == "audio_head").unwrap();
@@ -429,7 +389,7 @@ mod tests {
 
     #[test]
     fn released_codec_counts_match_spec() {
-        let cfg = real_codec();
+        let cfg = CodecConfig::heartcodec_oss();
         let decode = codec_tensor_specs(&cfg);
         let stored_weight_norm = decode.iter().filter(|s| s.name.ends_with(".original0")).count();
         // 506 after folding each (g, v) pair into one weight.
@@ -447,7 +407,7 @@ mod tests {
 
     #[test]
     fn scalar_decoder_shapes_follow_init_channel_and_upsampling() {
-        let decode = codec_tensor_specs(&real_codec());
+        let decode = codec_tensor_specs(&CodecConfig::heartcodec_oss());
         let shape = |n: &str| decode.iter().find(|s| s.name == n).unwrap().shape.clone();
         let p = "scalar_model.decoder";
         assert_eq!(
@@ -474,7 +434,7 @@ mod tests {
     fn no_post_processor_when_num_samples_is_one() {
         let cfg = CodecConfig {
             num_samples: 1,
-            ..real_codec()
+            ..CodecConfig::heartcodec_oss()
         };
         let decode = codec_tensor_specs(&cfg);
         assert!(!decode.iter().any(|s| s.name.contains(".conv.weight")));
