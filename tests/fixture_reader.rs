@@ -1,7 +1,7 @@
 //! The fixture-folder reader: case index, declared-vs-stored tensor checks,
 //! tolerances and file hashes.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use common::{Stored, copy_dir, fixture, read_tensors, write_tensors};
 use heart::fixture::{Fixture, Tolerance};

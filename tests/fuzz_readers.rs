@@ -8,7 +8,7 @@
 //! `HEART_FUZZ_CASES` (e.g. `HEART_FUZZ_CASES=5000 cargo test -p heart --test
 //! fuzz_readers --release -- --nocapture`) for a longer run.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use std::path::Path;
 use std::sync::mpsc;

@@ -2,7 +2,7 @@
 //! fixture layout, the release layout (tokenizer and gen config one level up),
 //! sharded weights, explicit paths.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use std::collections::BTreeMap;
 

@@ -2,7 +2,7 @@
 //! tensor or field, and what was expected. Each test breaks a copy of the tiny
 //! fixture in one way and asserts the message.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use std::path::Path;
 

@@ -1,7 +1,7 @@
 //! Tokenizer and prompt builder against the fixture's reference outputs: every
 //! probe's ids and every prompt case's tensors must match exactly.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use heart::fixture::{Case, Fixture};
 use heart::layout::MulaCheckpoint;

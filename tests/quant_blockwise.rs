@@ -5,7 +5,7 @@
 //! by ONNX Runtime's own quantizer.
 
 #[allow(dead_code)]
-mod quant_support;
+use heart_test_support::codes as quant_support;
 
 use heart::quant::QuantError;
 use heart::quant::blockwise::{

@@ -3,7 +3,7 @@
 //! every midpoint, saturation, NaN, random values against a brute-force nearest
 //! search, and hand-worked per-tensor / per-row scaled tensors.
 
-mod quant_support;
+use heart_test_support::codes as quant_support;
 
 use heart::quant::QuantError;
 use heart::quant::fp8::{

@@ -3,7 +3,7 @@
 //! blocks and tensors, NaN/inf errors, an error-bound property over seeded random
 //! data, and a reference computed independently in Python.
 
-mod quant_support;
+use heart_test_support::codes as quant_support;
 
 use heart::quant::QuantError;
 use heart::quant::e2m1::{

@@ -3,7 +3,7 @@
 //! allocate absurd amounts, before any engine file is opened — even when the
 //! recorded sizes and hashes match, as an attacker would make them.
 
-mod common;
+use heart_test_support::checkpoints as common;
 
 use std::path::Path;
 

@@ -7,8 +7,8 @@
 //! branches, per-codebook and whole-frame); at level 4 (the default) they stay
 //! close to fp32.
 
-mod lm_support;
-mod quant_support;
+use heart_test_support::lm_graphs as lm_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! `x · dequantize(W)ᵀ` of the Rust reference quantizers (weight-only, W4A4,
 //! W8A8); calibration variants expose their probes; layer taps; errors.
 
-mod quant_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;

@@ -7,8 +7,8 @@
 //! whole-frame `logits_all` (empty on other calls in both forms). The form
 //! itself has no `If` and no contrib operator.
 
-mod lm_support;
-mod quant_support;
+use heart_test_support::lm_graphs as lm_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use std::path::Path;
 

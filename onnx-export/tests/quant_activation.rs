@@ -4,7 +4,7 @@
 //! tie of the block scale, saturation, zero and underflowing blocks, an
 //! overflowing scale, rank 3, f16, and the W4A4 linear end to end.
 
-mod quant_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use half::f16;
 use heart::quant::fp8::e4m3_to_f32;

@@ -6,7 +6,7 @@
 //! (`QuantizeLinear`/`DequantizeLinear` pair, scale in the compute dtype) is
 //! the same bits at f32.
 
-mod quant_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use half::f16;
 use heart::quant::fp8::{e4m3_to_f32, encode_scaled};

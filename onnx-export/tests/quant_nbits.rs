@@ -7,7 +7,7 @@
 //! block) within that bound plus half an activation step per block,
 //! `Σ_blocks amax_b(x) / 254 · Σ_b |w|`; errors name the weight.
 
-mod quant_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use heart::quant::blockwise::{BlockwiseTensor, IntBits, quantize_blockwise};
 use onnx_export::proto::ModelProto;

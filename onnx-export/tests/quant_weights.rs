@@ -3,7 +3,7 @@
 //! and `X · W` matches an f64 product of the reference within the f32
 //! accumulation bound `(k+1) · 2⁻²⁴ · Σ|x·w|` — every option set.
 
-mod quant_support;
+use heart_test_support::ort_graphs as quant_support;
 
 use half::f16;
 use heart::quant::fp8::{Fp8Granularity, Fp8Tensor, quantize_fp8};

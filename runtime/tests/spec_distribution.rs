@@ -18,7 +18,7 @@
 //! Controls: plain sampling passes the first test, and plain sampling from the
 //! far draft fails it.
 
-mod spec_support;
+use heart_test_support::drafts as spec_support;
 
 use std::collections::BTreeMap;
 

@@ -3,7 +3,7 @@
 //! rejections at every codebook; fp16: few), for several prompts, guidance
 //! scales and draft lengths, including end of audio inside a round.
 
-mod spec_support;
+use heart_test_support::drafts as spec_support;
 
 use heart_runtime::lm::{
     FrameOrigin, GenParams, Generation, HeartMula, LmError, Prompt, SamplerParams, Sampling, SeededNoise, SpecParams,

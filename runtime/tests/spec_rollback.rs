@@ -3,7 +3,7 @@
 //! one-position steps, a truncated cache forgets rejected positions, and
 //! whole-frame decoder scoring equals the per-codebook walk.
 
-mod spec_support;
+use heart_test_support::drafts as spec_support;
 
 use heart_runtime::lm::{BackboneOut, HeartMula, LmState, Prompt};
 use spec_support::{prompt, target};

@@ -1,6 +1,16 @@
 //! Helpers shared by heart's test suites (a dev-dependency only): where the
 //! committed tiny-a fixture is, how to find and run the workspace's binaries,
-//! and engine folders exported once per test process.
+//! and engine folders exported once per test process; plus the helpers of
+//! particular suites: rewritten checkpoints ([`checkpoints`]), seeded codes
+//! for the quantizer tests ([`codes`]), ONNX Runtime sessions under the option
+//! sets QDQ graphs must agree under ([`ort_graphs`]), LM graph runs
+//! ([`lm_graphs`]) and draft engines for speculative decoding ([`drafts`]).
+
+pub mod checkpoints;
+pub mod codes;
+pub mod drafts;
+pub mod lm_graphs;
+pub mod ort_graphs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,7 +1,6 @@
 //! Shared by the `spec_*` tests: draft engines of the tiny-a model (exported
 //! once per test binary) and the fixture's case prompts.
 
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -42,24 +41,24 @@ const SESSIONS: SessionConfig = SessionConfig {
 
 /// Opens the fp32 target.
 pub fn target() -> HeartMula {
-    open(LmFiles::target(heart_test_support::lm_engine(Precision::Fp32)))
+    open(LmFiles::target(crate::lm_engine(Precision::Fp32)))
 }
 
 fn open(files: LmFiles) -> HeartMula {
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let (cfg, gen_cfg) = heart_test_support::mula_configs();
+    let (cfg, gen_cfg) = crate::mula_configs();
     HeartMula::open_files(&rt, &files, &cfg, &gen_cfg, &SESSIONS).unwrap()
 }
 
 /// Opens a draft of the target.
 pub fn draft(kind: Draft) -> HeartMula {
-    let target_dir = heart_test_support::lm_engine(Precision::Fp32);
+    let target_dir = crate::lm_engine(Precision::Fp32);
     let files = match kind {
         Draft::EarlyExit => LmFiles {
             tables: target_dir.join(heart::engine::LM_TABLES),
             ..LmFiles::draft(early_exit_engine())
         },
-        Draft::Fp16 => LmFiles::target(heart_test_support::lm_engine(Precision::Fp16)),
+        Draft::Fp16 => LmFiles::target(crate::lm_engine(Precision::Fp16)),
         Draft::Same => LmFiles::target(target_dir),
         Draft::Perturbed => LmFiles {
             tables: target_dir.join(heart::engine::LM_TABLES),
@@ -76,8 +75,8 @@ fn early_exit_engine() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let draft = dir.path().join(heart::engine::DRAFT_DIR);
         std::fs::create_dir(&draft).unwrap();
-        let ckpt = Checkpoint::open(&heart_test_support::fixture().join("heartmula")).unwrap();
-        let (mut cfg, _) = heart_test_support::mula_configs();
+        let ckpt = Checkpoint::open(&crate::fixture().join("heartmula")).unwrap();
+        let (mut cfg, _) = crate::mula_configs();
         cfg.backbone.num_layers = 1;
         cfg.decoder.num_layers = 1;
         let opts = onnx_export::lm::LmOptions::for_precision(Precision::Fp32);
@@ -98,7 +97,7 @@ fn perturbed_engine() -> &'static Path {
         let dir = tempfile::tempdir().unwrap();
         let ckpt_dir = dir.path().join("ckpt");
         std::fs::create_dir(&ckpt_dir).unwrap();
-        let bytes = std::fs::read(heart_test_support::fixture().join("heartmula/model.safetensors")).unwrap();
+        let bytes = std::fs::read(crate::fixture().join("heartmula/model.safetensors")).unwrap();
         let st = SafeTensors::deserialize(&bytes).unwrap();
         let mut rng = ChaCha8Rng::seed_from_u64(17);
         let tensors: Vec<(String, Vec<u8>, Vec<usize>)> = st
@@ -123,7 +122,7 @@ fn perturbed_engine() -> &'static Path {
             .collect();
         safetensors::serialize_to_file(views, None, &ckpt_dir.join("model.safetensors")).unwrap();
         let ckpt = Checkpoint::open(&ckpt_dir).unwrap();
-        let (cfg, _) = heart_test_support::mula_configs();
+        let (cfg, _) = crate::mula_configs();
         onnx_export::lm::export_lm(&ckpt, &cfg, Precision::Fp32, dir.path()).unwrap();
         dir
     })
@@ -132,7 +131,7 @@ fn perturbed_engine() -> &'static Path {
 
 /// The prompt of a fixture case.
 pub fn prompt(case: &str) -> Prompt {
-    let fixture = Fixture::open(&heart_test_support::fixture()).unwrap();
+    let fixture = Fixture::open(&crate::fixture()).unwrap();
     let case = fixture.case(case).unwrap();
     heart_runtime::lm::Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap()
 }

@@ -2,7 +2,6 @@
 //! graphs of an export on ONNX Runtime CPU with seeded inputs and an empty
 //! cache, and comparing their outputs.
 
-#![allow(dead_code)]
 
 use std::path::Path;
 
@@ -10,7 +9,7 @@ use heart::config::{FlavorParams, MulaConfig};
 use heart::engine::{self, io};
 use rand_distr::{Distribution, Normal};
 
-use crate::quant_support::{Opts, rng, session};
+use crate::ort_graphs::{Opts, rng, session};
 
 /// New positions of a step call.
 pub const ROWS: usize = 3;

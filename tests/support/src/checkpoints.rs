@@ -1,14 +1,13 @@
 //! Helpers shared by the integration tests: the committed tiny fixture, and
 //! rewriting (copies of) its checkpoints to provoke loader errors.
 
-#![allow(dead_code)] // each test binary uses a different subset
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-pub use heart_test_support::fixture;
+pub use crate::fixture;
 
 /// One stored tensor, owned.
 #[derive(Debug, Clone, PartialEq)]
