@@ -71,7 +71,7 @@ pub fn decode(
 ) -> Result<Decoded, LmError> {
     let mut count = 0usize;
     match decoding {
-        Decoding::Plain if engines.target.frame_graph().is_some() => {
+        Decoding::Plain if engines.target.has_frame_graph() => {
             let generation = generate_frames(
                 engines.target,
                 prompt,

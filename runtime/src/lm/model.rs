@@ -303,6 +303,11 @@ impl HeartMula {
         })
     }
 
+    /// Whether the engine has a frame graph ([`super::frame_graph`]).
+    pub fn has_frame_graph(&self) -> bool {
+        self.frame.is_some()
+    }
+
     /// The frame graph, if the engine has one ([`super::frame_graph`]).
     pub fn frame_graph(&mut self) -> Option<&mut StackGraph> {
         self.frame.as_mut()
