@@ -83,6 +83,7 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
     Some(match name {
         BACKBONE_GRAPH => EngineKind::Backbone,
         DECODER_GRAPH => EngineKind::Decoder,
+        FRAME_GRAPH => EngineKind::Frame,
         LM_TABLES => EngineKind::LmTables,
         FLOW_ESTIMATOR_GRAPH => EngineKind::FlowEstimator,
         SCALAR_DECODER_GRAPH => EngineKind::ScalarDecoder,
@@ -98,6 +99,10 @@ pub fn kind_of_file(name: &str) -> Option<EngineKind> {
 pub const BACKBONE_GRAPH: &str = "backbone.onnx";
 /// The depth decoder graph (projection, decoder stack, `audio_head[k-1]`).
 pub const DECODER_GRAPH: &str = "decoder.onnx";
+/// The frame graph: a backbone step, the sampling of codebook 0 and the
+/// decoder's walk over codebooks 1.. with their sampling, in one call
+/// ([`frame_io`]).
+pub const FRAME_GRAPH: &str = "frame.onnx";
 /// Embedding tables the runtime sums per frame (f32 safetensors).
 pub const LM_TABLES: &str = "lm_tables.safetensors";
 
@@ -181,6 +186,28 @@ pub mod io {
     }
 }
 
+/// Input/output names of [`FRAME_GRAPH`] beyond the backbone's (`embeds`,
+/// `positions`, `attn_bias`, `past_*` in, `new_*` out, as in [`io`]).
+///
+/// Inputs: `noise` f32 `[n_codebooks, V]` (the exponential race's `q ~ Exp(1)`,
+/// one row per codebook in sampling order), `temperature` f32 scalar,
+/// `top_k` int64 `[1]` (`1..=V`), `cfg_scale` f32 scalar (row 0 conditional,
+/// the last row unconditional; with one row the mix is the row itself).
+/// Output: `codes` int64 `[n_codebooks]`, the frame's codes (the same in every
+/// batch row).
+pub mod frame_io {
+    /// Exponential-race noise, one row per codebook.
+    pub const NOISE: &str = "noise";
+    /// Sampling temperature.
+    pub const TEMPERATURE: &str = "temperature";
+    /// Candidates kept per codebook (ties at the k-th value too).
+    pub const TOP_K: &str = "top_k";
+    /// Classifier-free guidance scale.
+    pub const CFG_SCALE: &str = "cfg_scale";
+    /// The sampled codes of the frame.
+    pub const CODES: &str = "codes";
+}
+
 /// Input/output names of the two codec graphs.
 ///
 /// `flow_estimator.onnx`: `x` f32 `[B, T, in_channels]` (channel concat of the
@@ -210,6 +237,7 @@ mod tests {
         for (name, kind) in [
             (BACKBONE_GRAPH, EngineKind::Backbone),
             (DECODER_GRAPH, EngineKind::Decoder),
+            (FRAME_GRAPH, EngineKind::Frame),
             (LM_TABLES, EngineKind::LmTables),
             (FLOW_ESTIMATOR_GRAPH, EngineKind::FlowEstimator),
             (SCALAR_DECODER_GRAPH, EngineKind::ScalarDecoder),

@@ -37,6 +37,8 @@ pub enum EngineKind {
     Backbone,
     /// Depth decoder step graph.
     Decoder,
+    /// One whole frame per call: backbone step, sampling, decoder walk.
+    Frame,
     /// Embedding tables used by the runtime's frame embedder.
     LmTables,
     /// Flow-matching estimator graph.
@@ -68,7 +70,7 @@ impl EngineKind {
     /// whose precision the draft build records itself).
     pub fn precision(self, lm: Precision, codec: Precision) -> Option<Precision> {
         match self {
-            Self::Backbone | Self::Decoder | Self::LmTables => Some(lm),
+            Self::Backbone | Self::Decoder | Self::Frame | Self::LmTables => Some(lm),
             Self::FlowEstimator | Self::ScalarDecoder | Self::CodecTables => Some(codec),
             Self::GraphData
             | Self::Tokenizer

@@ -9,7 +9,10 @@
 //! advance the position, so the timed frames run at `p + warmup ..`. Rows per
 //! position: backbone step, decoder frame, whole frame (ms; with a floor when a
 //! bandwidth is given), frames/s and the real-time factor (audio seconds per
-//! wall second: a frame is 80 ms of audio).
+//! wall second: a frame is 80 ms of audio), then the session calls a frame
+//! takes. When the engine has a frame graph, the same frames through it follow
+//! (after a fresh `reset(p)`): its frame (ms, floor), frames/s, calls per
+//! frame and its speed-up over the per-step frame (ratio of medians).
 //!
 //! # Codec ([`bench_codec`] over a [`CodecStepper`])
 //! Euler steps and window decodes, each timed over the repeats. Rows: estimator
@@ -52,6 +55,15 @@ pub trait FrameStepper {
 
     /// The decoder calls completing the frame (codebooks 1..7 with sampling).
     fn decoder_frame(&mut self) -> Result<(), Self::Error>;
+
+    /// Session calls per frame: through the per-step graphs, and through the
+    /// frame graph (`None` when the engine has none).
+    fn calls_per_frame(&self) -> (usize, Option<usize>);
+
+    /// A whole frame through the frame graph: the embedding of the previous
+    /// frame, then one call (backbone, sampling, decoder steps). Advances the
+    /// position by one. Only called when [`Self::calls_per_frame`] has one.
+    fn whole_frame(&mut self) -> Result<(), Self::Error>;
 }
 
 /// What [`bench_lm`] measures.
@@ -148,7 +160,39 @@ fn bench_position<S: FrameStepper>(
     }
     let fps = frame.rate(at("lm frames/s"), "frames/s", 1e3);
     let rtf = frame.rate(at("lm real-time factor"), "x", heart::geometry::FRAME_MS as f64);
-    Ok(vec![backbone, decoder, frame, fps, rtf])
+    let (per_step_calls, frame_graph_calls) = stepper.calls_per_frame();
+    let calls = Row::new(at("lm calls per frame"), "calls", Stats::single(per_step_calls as f64));
+    let mut rows = vec![backbone, decoder, frame, fps, rtf, calls];
+    if let Some(graph_calls) = frame_graph_calls {
+        stepper
+            .reset(position)
+            .map_err(|e| BenchError::engine(at("reset"), e))?;
+        let secs = time_repeats(repeats, || {
+            stepper
+                .whole_frame()
+                .map_err(|e| BenchError::engine(at("frame graph"), e))
+        })?;
+        let mut whole = Row::millis(at("lm frame graph"), "ms/frame", secs);
+        if let Some(f) = floor {
+            whole = whole.with_floor(memory_floor_ms(
+                f.roofline.frame_bytes(position).total(),
+                f.bandwidth_gb_s,
+            ));
+        }
+        let fps = whole.rate(at("lm frame graph frames/s"), "frames/s", 1e3);
+        let calls = Row::new(
+            at("lm frame graph calls per frame"),
+            "calls",
+            Stats::single(graph_calls as f64),
+        );
+        let speedup = Row::new(
+            at("lm frame graph speed-up"),
+            "x",
+            Stats::single(rows[2].stats.median / whole.stats.median),
+        );
+        rows.extend([whole, fps, calls, speedup]);
+    }
+    Ok(rows)
 }
 
 /// One codec engine, driven step by step.

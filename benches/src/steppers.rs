@@ -9,8 +9,9 @@
 //! not change the work a step does.
 
 use heart_runtime::codec::{Codec, CodecError};
+use heart_runtime::lm::frame_graph::frame_step;
 use heart_runtime::lm::frame_loop::pick_guided;
-use heart_runtime::lm::sampler::{SamplerParams, SeededNoise};
+use heart_runtime::lm::sampler::{NoiseSource, SamplerParams, SeededNoise};
 use heart_runtime::lm::{GenParams, HeartMula, LmError, LmState, Prompt, Sampling};
 
 use super::drive::{CodecStepper, FrameStepper};
@@ -108,6 +109,29 @@ impl FrameStepper for LmStepper<'_> {
         let codes = result?;
         for (row, c) in self.frame.iter_mut().zip(codes) {
             *row = c;
+        }
+        Ok(())
+    }
+
+    fn calls_per_frame(&self) -> (usize, Option<usize>) {
+        let per_step = self.lm.dims().codebooks;
+        (per_step, self.lm.has_frame_graph().then_some(1))
+    }
+
+    fn whole_frame(&mut self) -> Result<(), LmError> {
+        let st = self
+            .state
+            .as_mut()
+            .ok_or_else(|| LmError::Input("reset before stepping".into()))?;
+        let dims = self.lm.dims();
+        let embeds = self.lm.embedder().frame(&self.frame, dims.empty_id)?;
+        let mut q = vec![0f32; dims.codebooks * dims.audio_vocab];
+        for row in q.chunks_exact_mut(dims.audio_vocab) {
+            self.noise.fill_exponential(row)?;
+        }
+        let codes = frame_step(self.lm, st, (&embeds, 1), &q, &self.generation, self.sampler)?;
+        for row in &mut self.frame {
+            row.clone_from(&codes);
         }
         Ok(())
     }

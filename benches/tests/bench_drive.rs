@@ -20,12 +20,14 @@ fn work() {
 #[error("fake failure after {0} calls")]
 struct FakeError(usize);
 
-/// Records every call; fails the `fail_at`-th backbone step when set.
+/// Records every call; fails the `fail_at`-th backbone step when set; has a
+/// frame graph when `frame_graph` is set.
 #[derive(Default)]
 struct FakeLm {
     calls: Vec<String>,
     backbone_steps: usize,
     fail_at: Option<usize>,
+    frame_graph: bool,
 }
 
 impl FrameStepper for FakeLm {
@@ -54,6 +56,16 @@ impl FrameStepper for FakeLm {
 
     fn decoder_frame(&mut self) -> Result<(), FakeError> {
         self.calls.push("decoder".into());
+        work();
+        Ok(())
+    }
+
+    fn calls_per_frame(&self) -> (usize, Option<usize>) {
+        (8, self.frame_graph.then_some(1))
+    }
+
+    fn whole_frame(&mut self) -> Result<(), FakeError> {
+        self.calls.push("whole".into());
         work();
         Ok(())
     }
@@ -88,14 +100,21 @@ fn lm_driver_calls_in_plan_order_and_names_every_row() {
             "lm frame @ pos 0",
             "lm frames/s @ pos 0",
             "lm real-time factor @ pos 0",
+            "lm calls per frame @ pos 0",
             "lm backbone step @ pos 5",
             "lm decoder frame @ pos 5",
             "lm frame @ pos 5",
             "lm frames/s @ pos 5",
             "lm real-time factor @ pos 5",
+            "lm calls per frame @ pos 5",
         ]
     );
-    assert!(rows.iter().all(|r| r.stats.n == 3 && r.floor.is_none()));
+    assert!(
+        rows.iter()
+            .filter(|r| r.unit != "calls")
+            .all(|r| r.stats.n == 3 && r.floor.is_none())
+    );
+    assert_eq!(rows[7].stats.median, 8.0);
     let (frame, fps, rtf) = (&rows[4].stats, &rows[5].stats, &rows[6].stats);
     assert!((fps.median - 1e3 / frame.median).abs() <= 1e-9 * fps.median);
     assert!((rtf.median - 80.0 / frame.median).abs() <= 1e-9 * rtf.median);
@@ -116,8 +135,8 @@ fn lm_floors_come_from_the_roofline_at_each_position() {
     let rows = bench_lm(&mut FakeLm::default(), &plan, Some(&floor)).unwrap();
     for (i, p) in [0, 2048].into_iter().enumerate() {
         let bytes = floor.roofline.frame_bytes(p);
-        let [backbone, decoder, frame, fps, _] = &rows[5 * i..5 * i + 5] else {
-            panic!("5 rows per position")
+        let [backbone, decoder, frame, fps, _, _] = &rows[6 * i..6 * i + 6] else {
+            panic!("6 rows per position")
         };
         assert_eq!(backbone.floor, Some(memory_floor_ms(bytes.backbone(), 273.0)));
         assert_eq!(decoder.floor, Some(memory_floor_ms(bytes.decoder(), 273.0)));
@@ -127,9 +146,47 @@ fn lm_floors_come_from_the_roofline_at_each_position() {
         assert!(fps.floor.is_none());
     }
     // 21.07 GB of weights at 273 GB/s, plus 0.94 GB of KV cache at position 2048.
-    let (f0, f2k) = (rows[2].floor.unwrap(), rows[7].floor.unwrap());
+    let (f0, f2k) = (rows[2].floor.unwrap(), rows[8].floor.unwrap());
     assert!((77.16..77.20).contains(&f0), "{f0}");
     assert!((f2k - f0 - 939_524_096.0 / 273e6).abs() < 1e-9, "{f2k}");
+}
+
+#[test]
+fn a_frame_graph_is_measured_after_the_per_step_frames_at_the_same_position() {
+    let floor = LmFloor {
+        roofline: LmRoofline::new(&MulaConfig::heartmula_oss_3b(), Precision::Fp32, 2),
+        bandwidth_gb_s: 273.0,
+    };
+    let plan = LmPlan {
+        positions: vec![7],
+        repeats: Repeats::new(1, 2),
+        prefill_tokens: None,
+    };
+    let mut lm = FakeLm {
+        frame_graph: true,
+        ..FakeLm::default()
+    };
+    let rows = bench_lm(&mut lm, &plan, Some(&floor)).unwrap();
+    let mut expected = vec!["reset 7".to_string()];
+    expected.extend(["backbone", "decoder"].repeat(3).iter().map(|s| s.to_string()));
+    expected.push("reset 7".into());
+    expected.extend(["whole"; 3].iter().map(|s| s.to_string()));
+    assert_eq!(lm.calls, expected);
+    let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names[6..],
+        [
+            "lm frame graph @ pos 7",
+            "lm frame graph frames/s @ pos 7",
+            "lm frame graph calls per frame @ pos 7",
+            "lm frame graph speed-up @ pos 7",
+        ]
+    );
+    let (per_step, whole) = (&rows[2], &rows[6]);
+    assert_eq!(whole.stats.n, 2);
+    assert_eq!(whole.floor, per_step.floor, "the same bytes per frame on both paths");
+    assert_eq!((rows[5].stats.median, rows[8].stats.median), (8.0, 1.0));
+    assert_eq!(rows[9].stats.median, per_step.stats.median / whole.stats.median);
 }
 
 #[test]

@@ -95,6 +95,15 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &options, dir)
         .context("exporting the HeartMuLa graphs")?
         .files;
+    written.extend(
+        onnx_export::frame::export_frame(
+            &mula.checkpoint,
+            &mula.config,
+            &lm.options,
+            &dir.join(heart::engine::FRAME_GRAPH),
+        )
+        .context("exporting the frame graph")?,
+    );
     written.extend(lm.stats_file);
     if let Some(plan) = &draft_plan {
         stage(&format!("exporting the speculative-decoding draft ({plan})"));

@@ -33,7 +33,7 @@
 use heart::checkpoint::{Checkpoint, TensorRef};
 use heart::config::FlavorParams;
 
-pub use crate::dense::{Numerics, cast_if, linear};
+pub use crate::dense::{Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, Layout, Value};
 use crate::linears::{LinearGroup, Linears};
@@ -180,6 +180,16 @@ pub fn rope(g: &mut GraphBuilder, x: &Value, ctx: &AttnContext, hd: usize) -> Va
     g.reshape(&y, &[0, 0, 0, hd as i64])
 }
 
+/// The RoPE tables of stack `p` as initializers `{name}.cos` / `{name}.sin`,
+/// each `[max_seq_len, hd/2]` f32.
+pub fn rope_inits(g: &mut GraphBuilder, p: &FlavorParams, name: &str) -> Result<(Value, Value)> {
+    let half = p.head_dim() / 2;
+    let (cos, sin) = rope_tables(p);
+    let cos_t = g.init_f32(&format!("{name}.cos"), DType::F32, &[p.max_seq_len, half], &cos)?;
+    let sin_t = g.init_f32(&format!("{name}.sin"), DType::F32, &[p.max_seq_len, half], &sin)?;
+    Ok((cos_t, sin_t))
+}
+
 /// Builds the shared per-call attention inputs from graph inputs `positions`
 /// (int64 `[S]`), `attn_bias` (f32 `[S, C+S]`) and the first layer's
 /// `past_value` (for the capacity), with the RoPE tables stored in the graph.
@@ -190,14 +200,25 @@ pub fn attn_context(
     attn_bias: &Value,
     past_value: &Value,
 ) -> Result<AttnContext> {
+    let tables = rope_inits(g, p, "rope")?;
+    Ok(attn_context_with(g, p, &tables, positions, attn_bias, past_value))
+}
+
+/// [`attn_context`] over RoPE tables already in the graph ([`rope_inits`]):
+/// a graph that runs one stack several times stores its tables once.
+pub fn attn_context_with(
+    g: &mut GraphBuilder,
+    p: &FlavorParams,
+    (cos_t, sin_t): &(Value, Value),
+    positions: &Value,
+    attn_bias: &Value,
+    past_value: &Value,
+) -> AttnContext {
     let half = p.head_dim() / 2;
-    let (cos, sin) = rope_tables(p);
-    let cos_t = g.init_f32("rope.cos", DType::F32, &[p.max_seq_len, half], &cos)?;
-    let sin_t = g.init_f32("rope.sin", DType::F32, &[p.max_seq_len, half], &sin)?;
     let groups = (p.num_heads / p.num_kv_heads) as i64;
-    Ok(g.with_scope("attn_context", |g| {
-        let cos_g = g.gather(&cos_t, positions, 0);
-        let sin_g = g.gather(&sin_t, positions, 0);
+    g.with_scope("attn_context", |g| {
+        let cos_g = g.gather(cos_t, positions, 0);
+        let sin_g = g.gather(sin_t, positions, 0);
         let cos = g.reshape(&cos_g, &[-1, 1, half as i64, 1]);
         let sin = g.reshape(&sin_g, &[-1, 1, half as i64, 1]);
         let reps = g.const_i64(&[groups, 1]);
@@ -209,7 +230,7 @@ pub fn attn_context(
             bias,
             capacity,
         }
-    }))
+    })
 }
 
 /// One pre-norm transformer layer `{prefix}` (e.g. `backbone.layers.3`) on the

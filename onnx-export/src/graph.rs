@@ -18,7 +18,7 @@
 //! version is derived from the default-domain opset and never exceeds 11
 //! (ONNX Runtime 1.31 rejects the IR 14 that `onnx` 1.23 writes by default).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use heart::checkpoint::TensorRef;
@@ -49,6 +49,7 @@ pub struct GraphBuilder {
     opsets: BTreeMap<String, i64>,
     inline_limit: u64,
     names: HashSet<String>,
+    weights: HashMap<String, (DType, Layout)>,
     counter: usize,
     scope: Vec<String>,
     metadata: Vec<(String, String)>,
@@ -71,6 +72,7 @@ impl GraphBuilder {
             opsets: BTreeMap::from([(String::new(), DEFAULT_OPSET)]),
             inline_limit: DEFAULT_INLINE_LIMIT,
             names: HashSet::new(),
+            weights: HashMap::new(),
             counter: 0,
             scope: Vec::new(),
             metadata: Vec::new(),
@@ -245,8 +247,28 @@ impl GraphBuilder {
         self.weight_named(t.name, t, dtype, layout)
     }
 
-    /// Like [`Self::weight`] but with an explicit initializer name.
+    /// Like [`Self::weight`] but with an explicit initializer name. Asking
+    /// again for a weight already stored under `name` with the same dtype and
+    /// layout returns it (a graph that runs a stack several times stores its
+    /// weights once); with another dtype or layout it is an error.
     pub fn weight_named(&mut self, name: &str, t: &TensorRef<'_>, dtype: DType, layout: Layout) -> Result<Value> {
+        match self.weights.get(name) {
+            Some(&stored) if stored == (dtype, layout) => return Ok(Value::new(name)),
+            Some(stored) => {
+                return Err(ExportError::Shape {
+                    tensor: name.to_string(),
+                    expected: format!("the dtype and layout it was stored with, {stored:?}"),
+                    got: format!("{:?}", (dtype, layout)),
+                });
+            }
+            None => {}
+        }
+        let value = self.stream_weight(name, t, dtype, layout)?;
+        self.weights.insert(name.to_string(), (dtype, layout));
+        Ok(value)
+    }
+
+    fn stream_weight(&mut self, name: &str, t: &TensorRef<'_>, dtype: DType, layout: Layout) -> Result<Value> {
         match layout {
             Layout::AsIs => self.init_stream(name, dtype, t.shape, |sink| stream_range(t, 0, t.numel(), sink)),
             Layout::Index(i) => {

@@ -9,6 +9,8 @@
 //! - [`blocks`]: Llama building blocks (RMSNorm, linear, SwiGLU, GQA + RoPE).
 //! - [`linears`]: how the LM's linear layers are emitted (dense, quantized by
 //!   a [`linears::QuantPlan`], probed for calibration).
+//! - [`frame`]: the one-call-per-frame graph (backbone step, sampling,
+//!   decoder walk; [`frame::export_frame`]).
 //! - [`lm`]: the HeartMuLa backbone/decoder graphs and embedding tables
 //!   ([`lm::export_lm`]).
 //! - [`quant`]: quantized weights and activations (NVFP4, FP8), portable and
@@ -23,6 +25,7 @@ pub mod dense;
 pub mod ep_context;
 pub mod error;
 pub mod external;
+pub mod frame;
 pub mod graph;
 pub mod linears;
 pub mod lm;

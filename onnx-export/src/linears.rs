@@ -43,7 +43,7 @@ use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::fp8_scale;
 use heart::quant::nvfp4::nvfp4_global_scale;
 
-use crate::dense::{self, Numerics, cast_if};
+use crate::dense::{Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
@@ -229,6 +229,7 @@ pub struct Linears<'p> {
     probes: Vec<(ProbeSite, Value, usize)>,
     probe_of: HashMap<String, usize>,
     quantized_inputs: HashMap<(String, u32), Value>,
+    weights: HashMap<String, HeadWeight>,
 }
 
 impl<'p> Linears<'p> {
@@ -240,6 +241,7 @@ impl<'p> Linears<'p> {
             probes: Vec::new(),
             probe_of: HashMap::new(),
             quantized_inputs: HashMap::new(),
+            weights: HashMap::new(),
         }
     }
 
@@ -255,6 +257,8 @@ impl<'p> Linears<'p> {
 
     /// `x · Wᵀ` for the checkpoint Linear weight `t` (`[out, in]`) of `group`,
     /// on compute-dtype `x` of rank `rank` (3 in the stacks, 2 for heads).
+    /// The weight is stored once per graph: a graph that runs a stack several
+    /// times (the frame graph's decoder steps) shares it between the products.
     pub fn linear(
         &mut self,
         g: &mut GraphBuilder,
@@ -272,8 +276,32 @@ impl<'p> Linears<'p> {
         };
         let name = t.name.trim_end_matches(".weight");
         let x = self.input(g, x, name, inp, group, rank)?;
+        let w = match self.weights.get(t.name) {
+            Some(w) => w.clone(),
+            None => {
+                let w = self.weight(g, t, group, (out, inp))?;
+                self.weights.insert(t.name.to_string(), w.clone());
+                w
+            }
+        };
+        Ok(match &w {
+            HeadWeight::Dense(w) => g.with_scope(name, |g| g.matmul(&x, w)),
+            HeadWeight::NBits(w) => w.apply(g, &x),
+        })
+    }
+
+    /// Emits the weight of Linear `t` (`[out, in]`) of `group`: dense,
+    /// dequantized by the graph, or blockwise for `MatMulNBits`.
+    fn weight(
+        &mut self,
+        g: &mut GraphBuilder,
+        t: &TensorRef<'_>,
+        group: LinearGroup,
+        (out, inp): (usize, usize),
+    ) -> Result<HeadWeight> {
         let Some(plan) = self.plan_for(group) else {
-            return dense::linear(g, &x, t, self.opts.numerics);
+            let nm = self.opts.numerics;
+            return Ok(HeadWeight::Dense(g.weight(t, nm.weights, Layout::Transposed)?));
         };
         let values = t.to_f32()?;
         if plan.lowering == Lowering::Reference {
@@ -298,10 +326,15 @@ impl<'p> Linears<'p> {
             let w =
                 quantize_blockwise(&values, out, inp, nb.bits).map_err(|e| ExportError::from(e.in_tensor(t.name)))?;
             let dtype = self.opts.numerics.compute;
-            return self.quant.matmul_nbits(g, &x, t.name, &w, nb.accuracy, dtype);
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, t.name, &w, nb.accuracy, dtype)?));
         }
-        let w = self.quantized_weight(g, t.name, &values, (out, inp), scheme)?;
-        Ok(g.with_scope(name, |g| g.matmul(&x, &w)))
+        Ok(HeadWeight::Dense(self.quantized_weight(
+            g,
+            t.name,
+            &values,
+            (out, inp),
+            scheme,
+        )?))
     }
 
     /// Prepares the input `x` (`[..., features]`, compute dtype, rank `rank`) of

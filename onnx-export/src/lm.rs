@@ -422,13 +422,13 @@ pub fn export_tables(ckpt: &Checkpoint, cfg: &MulaConfig, path: &Path) -> Result
 
 /// What [`stack`] returns: the residual stream after the last layer, each
 /// layer's `(new_key, new_value)`, and (with layer taps) each layer's output.
-type StackOut = (Value, Vec<(Value, Value)>, Vec<Value>);
+pub(crate) type StackOut = (Value, Vec<(Value, Value)>, Vec<Value>);
 
 /// Declares the shared inputs and cache inputs of a stack `{prefix}.layers.*`,
 /// runs its layers on the f32 residual stream `x` and returns the result with
 /// each layer's `(new_key, new_value)` and, when `lin`'s options ask for layer
 /// taps, each layer's output.
-fn stack(
+pub(crate) fn stack(
     g: &mut GraphBuilder,
     lin: &mut Linears<'_>,
     ckpt: &Checkpoint,
@@ -474,7 +474,7 @@ fn stack(
 }
 
 /// `x[:, -1, :]` of a `[B, S, D]` value.
-fn last_position(g: &mut GraphBuilder, x: &Value) -> Value {
+pub(crate) fn last_position(g: &mut GraphBuilder, x: &Value) -> Value {
     let s = g.slice(x, &[-1], &[i64::MAX], &[1]);
     g.squeeze(&s, &[1])
 }
@@ -492,7 +492,7 @@ fn output_taps(g: &mut GraphBuilder, p: &FlavorParams, taps: &[Value]) {
 }
 
 /// Declares every layer's new keys/values as graph outputs.
-fn output_cache(g: &mut GraphBuilder, p: &FlavorParams, nm: Numerics, cache: &[(Value, Value)]) {
+pub(crate) fn output_cache(g: &mut GraphBuilder, p: &FlavorParams, nm: Numerics, cache: &[(Value, Value)]) {
     let (kv, hd) = (p.num_kv_heads, p.head_dim());
     for (i, (k, v)) in cache.iter().enumerate() {
         g.output(k, &io::new_key(i), nm.compute, &key_dims(kv, hd, "seq"));
@@ -502,15 +502,21 @@ fn output_cache(g: &mut GraphBuilder, p: &FlavorParams, nm: Numerics, cache: &[(
 
 /// Final RMSNorm of `{prefix}.norm` at every position, `[B, S, D]` (the norm is
 /// per position, so its last row equals the norm of the last position alone).
-fn final_norm(g: &mut GraphBuilder, ckpt: &Checkpoint, prefix: &str, p: &FlavorParams, x: &Value) -> Result<Value> {
+pub(crate) fn final_norm(
+    g: &mut GraphBuilder,
+    ckpt: &Checkpoint,
+    prefix: &str,
+    p: &FlavorParams,
+    x: &Value,
+) -> Result<Value> {
     let scale = expect_shape(ckpt, &format!("{prefix}.norm.scale"), &[p.embed_dim])?;
     blocks::rms_norm(g, x, &scale, p.norm_eps)
 }
 
-fn key_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {
+pub(crate) fn key_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {
     [Dim::from("batch"), kv.into(), hd.into(), len.into()]
 }
 
-fn value_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {
+pub(crate) fn value_dims(kv: usize, hd: usize, len: &str) -> [Dim; 4] {
     [Dim::from("batch"), kv.into(), len.into(), hd.into()]
 }

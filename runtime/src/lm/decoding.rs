@@ -1,10 +1,12 @@
-//! One entry point for both ways of decoding a song's frames: [`Decoding`]
-//! picks plain sampling from the target or lossless speculative decoding with
-//! a draft engine, and [`decode`] runs it. Callers (the song pipeline, the
+//! One entry point for the ways of decoding a song's frames: [`Decoding`]
+//! picks plain sampling from the target (one frame-graph call per frame when
+//! the engine has `frame.onnx`, else the per-step graphs) or lossless
+//! speculative decoding with a draft engine, and [`decode`] runs it. Callers (the song pipeline, the
 //! benchmark) cannot tell the two apart beyond the statistics speculation
 //! adds: the same prompt, parameters and noise source go in, kept frames and
 //! the stop reason come out.
 
+use super::frame_graph::{WholeFrame, generate_frames};
 use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, generate};
 use super::model::HeartMula;
 use super::sampler::{NoiseSource, SamplerParams};
@@ -14,8 +16,12 @@ use super::{LmError, Prompt};
 /// How frames are decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoding {
-    /// Every frame sampled from the target engine.
+    /// Every frame sampled from the target engine: through its frame graph
+    /// when it has one, else as [`Self::PerStep`]. Same codes either way.
     Plain,
+    /// Every frame sampled from the target engine's per-step graphs (one
+    /// backbone call, then one decoder call per codebook).
+    PerStep,
     /// Drafted `draft_frames` at a time by a draft engine and verified by the
     /// target (same output distribution; other samples for a seed).
     Speculative {
@@ -65,7 +71,26 @@ pub fn decode(
 ) -> Result<Decoded, LmError> {
     let mut count = 0usize;
     match decoding {
-        Decoding::Plain => {
+        Decoding::Plain if engines.target.has_frame_graph() => {
+            let generation = generate_frames(
+                engines.target,
+                prompt,
+                &generation,
+                sampler,
+                noise,
+                &mut |f: &WholeFrame<'_>| {
+                    if f.kept {
+                        count += 1;
+                        kept(count, f.max_frames);
+                    }
+                },
+            )?;
+            Ok(Decoded {
+                generation,
+                speculation: None,
+            })
+        }
+        Decoding::Plain | Decoding::PerStep => {
             let mut picker = Sampling { params: sampler, noise };
             let generation = generate(
                 engines.target,

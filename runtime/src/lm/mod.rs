@@ -3,7 +3,9 @@
 //!
 //! Entry points: [`HeartMula::open`] on an engine folder (the graphs and tables
 //! `onnx_export::lm::export_lm` writes), then [`generate`] with a [`Prompt`],
-//! [`GenParams`] and a [`CodePicker`] ([`Sampling`] over a [`NoiseSource`]).
+//! [`GenParams`] and a [`CodePicker`] ([`Sampling`] over a [`NoiseSource`]),
+//! or [`generate_frames`] through the engine's frame graph (one call per
+//! frame, sampling in the graph); [`decode`] picks between them.
 //! Lower-level steps ([`HeartMula::prefill`], [`HeartMula::feed_frame`],
 //! [`HeartMula::decode_frame`]) are public for conformance and for drivers such
 //! as [`generate_speculative`] (lossless speculative decoding with a draft
@@ -11,6 +13,7 @@
 
 pub mod decoding;
 pub mod embed;
+pub mod frame_graph;
 pub mod frame_loop;
 pub mod kv_cache;
 pub mod model;
@@ -25,6 +28,7 @@ use std::path::PathBuf;
 
 pub use decoding::{Decoded, Decoding, Engines, decode};
 pub use embed::{Embedder, Prompt, Row};
+pub use frame_graph::{WholeFrame, generate_frames};
 pub use frame_loop::{
     CodePicker, FrameEvent, GenParams, Generation, Sampling, StopReason, ends_generation, generate, try_generate,
 };

@@ -166,6 +166,8 @@ pub struct LmFiles {
     pub decoder: PathBuf,
     /// Embedding tables.
     pub tables: PathBuf,
+    /// The frame graph plain decoding runs, if the folder has one.
+    pub frame: Option<PathBuf>,
 }
 
 impl LmFiles {
@@ -175,6 +177,7 @@ impl LmFiles {
             backbone: engine_dir.join(engine::BACKBONE_GRAPH),
             decoder: engine_dir.join(engine::DECODER_GRAPH),
             tables: engine_dir.join(engine::LM_TABLES),
+            frame: Some(engine_dir.join(engine::FRAME_GRAPH)).filter(|p| p.is_file()),
         }
     }
 
@@ -186,6 +189,7 @@ impl LmFiles {
             backbone: dir.join(engine::BACKBONE_GRAPH),
             decoder: dir.join(engine::DECODER_GRAPH),
             tables: engine_dir.join(engine::LM_TABLES),
+            frame: None,
         }
     }
 }
@@ -228,6 +232,7 @@ fn last_output(out: &mut Vec<Vec<f32>>, name: &str, graph: &StackGraph) -> Resul
 pub struct HeartMula {
     backbone: StackGraph,
     decoder: StackGraph,
+    frame: Option<StackGraph>,
     embedder: Embedder,
     dims: LmDims,
 }
@@ -266,9 +271,24 @@ impl HeartMula {
     ) -> Result<Self, LmError> {
         let backbone = StackGraph::open(rt, &files.backbone, sessions)?;
         let decoder = StackGraph::open(rt, &files.decoder, sessions)?;
+        let frame = match &files.frame {
+            Some(path) => Some(StackGraph::open(rt, path, sessions)?),
+            None => None,
+        };
         let tables = files.tables.clone();
         let embedder = Embedder::open(&tables, cfg.audio_vocab_size)?;
         let d = cfg.backbone.embed_dim;
+        let cache = |g: &StackGraph| (g.cache_shape(1), g.cache_dtype());
+        if let Some(f) = frame.as_ref().filter(|f| cache(f) != cache(&backbone)) {
+            return Err(LmError::Engine {
+                path: f.path().to_path_buf(),
+                message: format!(
+                    "the frame graph's cache {:?} differs from the backbone's {:?}",
+                    cache(f),
+                    cache(&backbone)
+                ),
+            });
+        }
         if embedder.dim() != d || backbone.embed_dim() != d || decoder.embed_dim() != d {
             return Err(LmError::Engine {
                 path: files.backbone.clone(),
@@ -293,6 +313,7 @@ impl HeartMula {
         Ok(Self {
             backbone,
             decoder,
+            frame,
             embedder,
             dims: LmDims {
                 audio_vocab: cfg.audio_vocab_size,
@@ -303,6 +324,16 @@ impl HeartMula {
                 max_seq_len: cfg.backbone.max_seq_len,
             },
         })
+    }
+
+    /// Whether the engine has a frame graph ([`super::frame_graph`]).
+    pub fn has_frame_graph(&self) -> bool {
+        self.frame.is_some()
+    }
+
+    /// The frame graph, if the engine has one ([`super::frame_graph`]).
+    pub fn frame_graph(&mut self) -> Option<&mut StackGraph> {
+        self.frame.as_mut()
     }
 
     /// Sizes and ids.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use heart::engine::io;
 use heart_backend::{OrtRuntime, SessionConfig};
-use ort::session::{Session, SessionInputValue};
+use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
 use super::LmError;
@@ -135,6 +135,35 @@ impl StackGraph {
         codebook: Option<i64>,
         outputs: &[&str],
     ) -> Result<StepOutputs, LmError> {
+        let codebook = codebook.map(|k| [k]);
+        let mut extra: Vec<(String, SessionInputValue<'_>)> = Vec::new();
+        if let Some(k) = &codebook {
+            extra.push((
+                io::CODEBOOK.into(),
+                TensorRef::from_array_view(((), &k[..]))
+                    .map_err(|e| self.ort_err(e))?
+                    .into(),
+            ));
+        }
+        let path = self.path.clone();
+        self.run(cache, embeds, s, extra, |out| {
+            outputs
+                .iter()
+                .map(|name| Ok(extract::<f32>(out, name, &path)?.to_vec()))
+                .collect()
+        })
+    }
+
+    /// [`Self::step`] with the graph-specific inputs `extra` bound too; `read`
+    /// takes what it needs from the outputs (the cache is written already).
+    pub fn run<R>(
+        &mut self,
+        cache: &mut KvCache,
+        embeds: &[f32],
+        s: usize,
+        extra: Vec<(String, SessionInputValue<'_>)>,
+        read: impl FnOnce(&SessionOutputs<'_>) -> Result<R, LmError>,
+    ) -> Result<R, LmError> {
         let batch = cache.shape().batch;
         if embeds.len() != batch * s * self.embed_dim || cache.shape() != self.cache_shape(batch) {
             return Err(LmError::Shape {
@@ -146,11 +175,7 @@ impl StackGraph {
         cache.reserve(s)?;
         let positions = cache.positions(s);
         let bias = cache.attn_bias(s);
-        let codebook = codebook.map(|k| [k]);
-        let ort_err = |e: ort::Error| LmError::Ort {
-            path: self.path.clone(),
-            message: e.to_string(),
-        };
+        let ort_err = |e: ort::Error| self.ort_err(e);
         let mut inputs: Vec<(String, SessionInputValue<'_>)> = vec![
             (
                 io::EMBEDS.into(),
@@ -171,12 +196,7 @@ impl StackGraph {
                     .into(),
             ),
         ];
-        if let Some(k) = &codebook {
-            inputs.push((
-                io::CODEBOOK.into(),
-                TensorRef::from_array_view(((), &k[..])).map_err(ort_err)?.into(),
-            ));
-        }
+        inputs.extend(extra);
         for layer in 0..self.layers {
             let (k, v) = cache.layer(layer);
             inputs.push((io::past_key(layer), buf_view(k, cache.key_dims()).map_err(ort_err)?));
@@ -187,31 +207,49 @@ impl StackGraph {
             path: path.clone(),
             message: e.to_string(),
         })?;
-        let get = |name: &str| -> Result<&DynValue, LmError> {
-            out.get(name).ok_or_else(|| LmError::Engine {
-                path: path.clone(),
-                message: format!("graph has no output `{name}`"),
-            })
-        };
         for layer in 0..self.layers {
-            let (k, v) = (get(&io::new_key(layer))?, get(&io::new_value(layer))?);
+            let (k, v) = (
+                get(&out, &io::new_key(layer), &path)?,
+                get(&out, &io::new_value(layer), &path)?,
+            );
             match self.dtype {
                 CacheDtype::F32 => write_layer::<f32>(cache, layer, (k, v), s, &path)?,
                 CacheDtype::F16 => write_layer::<f16>(cache, layer, (k, v), s, &path)?,
             }
         }
         cache.advance(s);
-        outputs
-            .iter()
-            .map(|name| {
-                let (_, data) = get(name)?.try_extract_tensor::<f32>().map_err(|e| LmError::Ort {
-                    path: path.clone(),
-                    message: format!("output `{name}`: {e}"),
-                })?;
-                Ok(data.to_vec())
-            })
-            .collect()
+        read(&out)
     }
+
+    fn ort_err(&self, e: ort::Error) -> LmError {
+        LmError::Ort {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Output `name` of a step; missing is an engine error naming the graph.
+fn get<'o>(out: &'o SessionOutputs<'_>, name: &str, path: &Path) -> Result<&'o DynValue, LmError> {
+    out.get(name).ok_or_else(|| LmError::Engine {
+        path: path.to_path_buf(),
+        message: format!("graph has no output `{name}`"),
+    })
+}
+
+/// Output `name` of a step as a flat slice of `T`.
+pub fn extract<'o, T: ort::value::PrimitiveTensorElementType>(
+    out: &'o SessionOutputs<'_>,
+    name: &str,
+    path: &Path,
+) -> Result<&'o [T], LmError> {
+    let (_, data) = get(out, name, path)?
+        .try_extract_tensor::<T>()
+        .map_err(|e| LmError::Ort {
+            path: path.to_path_buf(),
+            message: format!("output `{name}`: {e}"),
+        })?;
+    Ok(data)
 }
 
 /// A zero-copy input view of a cache buffer.

@@ -144,8 +144,9 @@ pub fn row_names(record: &serde_json::Value) -> Vec<&str> {
         .collect()
 }
 
-/// The LM graphs and tables exported from the fixture's HeartMuLa checkpoint
-/// at `precision` (fp32 or fp16), once per test process.
+/// The LM graphs (per-step and frame graph) and tables exported from the
+/// fixture's HeartMuLa checkpoint at `precision` (fp32 or fp16), as heart-build
+/// writes them, once per test process.
 pub fn lm_engine(precision: Precision) -> &'static Path {
     static FP32: OnceLock<tempfile::TempDir> = OnceLock::new();
     static FP16: OnceLock<tempfile::TempDir> = OnceLock::new();
@@ -159,6 +160,9 @@ pub fn lm_engine(precision: Precision) -> &'static Path {
         let ckpt = heart::checkpoint::Checkpoint::open(&fixture_mula()).expect("fixture checkpoint");
         let (cfg, _) = mula_configs();
         onnx_export::lm::export_lm(&ckpt, &cfg, precision, dir.path()).expect("export the fixture LM");
+        let opts = onnx_export::lm::LmOptions::for_precision(precision);
+        let frame = dir.path().join(heart::engine::FRAME_GRAPH);
+        onnx_export::frame::export_frame(&ckpt, &cfg, &opts, &frame).expect("export the fixture frame graph");
         dir
     })
     .path()

@@ -1,0 +1,147 @@
+//! Plain decoding through the engine's frame graph (`frame.onnx`,
+//! `onnx_export::frame`): one session call per frame instead of one per
+//! codebook, with the guided top-k sampling inside the graph.
+//!
+//! The loop is [`super::frame_loop`]'s (prefill's frame kept unchecked, then
+//! one fed-back frame per call until an end-of-audio code or the length
+//! limit), and so is the noise: each call takes the frame's `n_codebooks`
+//! vocab-sized rows of Exp(1) draws from the [`NoiseSource`], in the order the
+//! per-step path draws them (codebook 0, then 1..), so a seed or a recording
+//! gives the same codes on both paths (the graph's `Exp` and sum may differ
+//! from Rust's by an ulp; see `onnx_export::frame`).
+
+use heart::engine::frame_io;
+use ort::session::SessionInputValue;
+use ort::value::TensorRef;
+
+use super::LmError;
+use super::embed::Prompt;
+use super::frame_loop::{GenParams, Generation, StopReason, ends_generation};
+use super::model::{HeartMula, LmState};
+use super::sampler::{NoiseSource, SamplerParams};
+use super::session::extract;
+
+/// One decoded frame, as the frame-graph loop reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct WholeFrame<'a> {
+    /// Call index (0 = the prefill's frame).
+    pub index: usize,
+    /// The most frames that can be kept (`max_extra_frames + 1`).
+    pub max_frames: usize,
+    /// The frame's codes (the same in every batch row).
+    pub codes: &'a [i64],
+    /// Whether the frame was kept (false for the end-of-audio frame).
+    pub kept: bool,
+}
+
+/// Runs the frame loop on `prompt` through `lm`'s frame graph; an engine
+/// without one is an [`LmError::Engine`]. `observer` sees every frame.
+pub fn generate_frames(
+    lm: &mut HeartMula,
+    prompt: &Prompt,
+    params: &GenParams,
+    sampler: SamplerParams,
+    noise: &mut dyn NoiseSource,
+    observer: &mut dyn FnMut(&WholeFrame<'_>),
+) -> Result<Generation, LmError> {
+    params.validate()?;
+    sampler.validate()?;
+    if prompt.is_empty() {
+        return Err(LmError::Input("the prompt has no rows".into()));
+    }
+    let dims = lm.dims();
+    let max_extra = params.max_extra_frames();
+    let batch = params.batch();
+    let mut st = lm.new_state(batch, prompt.len() + max_extra)?;
+    let mut frames: Vec<Vec<i64>> = Vec::new();
+    let mut q = vec![0f32; dims.codebooks * dims.audio_vocab];
+    for index in 0..=max_extra {
+        let (embeds, s) = match frames.last() {
+            None => (lm.embedder().prompt(prompt, batch)?, prompt.len()),
+            Some(prev) => (lm.embedder().frame(&vec![prev.clone(); batch], dims.empty_id)?, 1),
+        };
+        for row in q.chunks_exact_mut(dims.audio_vocab) {
+            noise.fill_exponential(row)?;
+        }
+        let codes = frame_step(lm, &mut st, (&embeds, s), &q, params, sampler)?;
+        let end = ends_generation(index, &codes, dims.audio_eos_id);
+        observer(&WholeFrame {
+            index,
+            max_frames: max_extra + 1,
+            codes: &codes,
+            kept: !end,
+        });
+        if end {
+            return Ok(Generation {
+                frames,
+                stop: StopReason::EndOfAudio,
+            });
+        }
+        frames.push(codes);
+    }
+    Ok(Generation {
+        frames,
+        stop: StopReason::MaxLength,
+    })
+}
+
+/// One call of the frame graph: `s` rows of summed embeddings `[B, s, D]` at
+/// the backbone cache's next positions, the frame's noise rows `q`
+/// `[n_codebooks, V]`; returns the frame's codes.
+pub fn frame_step(
+    lm: &mut HeartMula,
+    st: &mut LmState,
+    (embeds, s): (&[f32], usize),
+    q: &[f32],
+    params: &GenParams,
+    sampler: SamplerParams,
+) -> Result<Vec<i64>, LmError> {
+    let dims = lm.dims();
+    let Some(graph) = lm.frame_graph() else {
+        return Err(LmError::Input(
+            "the engine has no frame graph (rebuild it with this version of heart-build)".into(),
+        ));
+    };
+    let path = graph.path().to_path_buf();
+    let ort_err = |e: ort::Error| LmError::Ort {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let top_k = [sampler.top_k.min(dims.audio_vocab) as i64];
+    let temperature = [sampler.temperature];
+    let cfg_scale = [params.cfg_scale];
+    fn scalar(v: &[f32; 1]) -> ort::Result<SessionInputValue<'_>> {
+        Ok(TensorRef::from_array_view(((), &v[..]))?.into())
+    }
+    let extra: Vec<(String, SessionInputValue<'_>)> = vec![
+        (
+            frame_io::NOISE.into(),
+            TensorRef::from_array_view(([dims.codebooks, dims.audio_vocab], q))
+                .map_err(ort_err)?
+                .into(),
+        ),
+        (frame_io::TEMPERATURE.into(), scalar(&temperature).map_err(ort_err)?),
+        (
+            frame_io::TOP_K.into(),
+            TensorRef::from_array_view(([1usize], &top_k[..]))
+                .map_err(ort_err)?
+                .into(),
+        ),
+        (frame_io::CFG_SCALE.into(), scalar(&cfg_scale).map_err(ort_err)?),
+    ];
+    let codes = graph.run(&mut st.backbone, embeds, s, extra, |out| {
+        Ok(extract::<i64>(out, frame_io::CODES, &path)?.to_vec())
+    })?;
+    if codes.len() != dims.codebooks {
+        return Err(LmError::Engine {
+            path,
+            message: format!(
+                "`{}` has {} codes; expected {}",
+                frame_io::CODES,
+                codes.len(),
+                dims.codebooks
+            ),
+        });
+    }
+    Ok(codes)
+}
