@@ -160,6 +160,54 @@ pub enum Target {
         /// not report.
         cuda_driver_version: String,
     },
+    /// The ONNX graphs in their TensorRT form plus TensorRT-RTX engines built
+    /// ahead of time (no GPU involved) for one GPU architecture, each with an
+    /// EP-context model that ONNX Runtime's NvTensorRTRTX execution provider
+    /// loads. Engines deserialize only in the identical TensorRT-RTX release;
+    /// the runtime then specializes them for the local GPU of that
+    /// architecture (TensorRT-RTX's runtime cache, outside the engine folder).
+    #[serde(rename = "tensorrt_rtx")]
+    TensorRtRtx {
+        /// Version of the TensorRT-RTX builder, e.g. `1.7.1.116`.
+        tensorrt_rtx_version: String,
+        /// GPU architecture compiled for, e.g. `sm121` (GB10).
+        gpu_arch: String,
+        /// The same as `major.minor`, e.g. `12.1`.
+        compute_capability: String,
+        /// The ONNX Runtime execution provider named by the EP-context models
+        /// (their `source`), e.g. `NvTensorRTRTXExecutionProvider`.
+        execution_provider: String,
+        /// One entry per engine.
+        #[serde(default, rename = "engine")]
+        engines: Vec<TrtEngineEntry>,
+    },
+}
+
+/// One prebuilt engine of a [`Target::TensorRtRtx`] folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrtEngineEntry {
+    /// The ONNX graph it was built from, relative to the folder (`backbone.onnx`, `draft/decoder.onnx`).
+    pub graph: String,
+    /// Its EP-context model, relative to the folder (`trt/backbone_ctx.onnx`).
+    pub context_model: String,
+    /// The serialized engine, relative to the folder (`trt/backbone.engine`).
+    pub engine: String,
+    /// The optimization profile: the accepted range of every dynamic input.
+    #[serde(default, rename = "input")]
+    pub profile: Vec<InputRange>,
+}
+
+/// The range an engine accepts for one input (TensorRT optimization profile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputRange {
+    /// Input tensor name (the graph's and the engine's).
+    pub name: String,
+    /// Smallest shape accepted.
+    pub min: Vec<u64>,
+    /// Shape the kernels were tuned for.
+    pub opt: Vec<u64>,
+    /// Largest shape accepted.
+    pub max: Vec<u64>,
 }
 
 /// The whole manifest.
