@@ -8,6 +8,8 @@ cd "$(dirname "$0")/.."
 export CARGO_BUILD_JOBS="${CARGO_BUILD_JOBS:-2}"
 bash scripts/setup-ort.sh
 bash scripts/setup-trt-rtx.sh
+# The NvTensorRTRTX plugin: its registration (and refusal without a GPU) is tested.
+bash scripts/setup-trt-rtx-ep.sh
 cargo test --workspace --all-targets
 # The GPU code (feature `gpu`) compiles without CUDA: keep it building and lint-clean.
 cargo clippy --workspace --all-targets --features gpu -- -D warnings

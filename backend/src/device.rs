@@ -29,8 +29,7 @@ impl GpuInfo {
 
     /// `major.minor` of [`GpuInfo::cuda_driver_version`].
     pub fn cuda_driver_version_string(&self) -> String {
-        let v = self.cuda_driver_version;
-        format!("{}.{}", v / 1000, (v % 1000) / 10)
+        cuda_version_string(self.cuda_driver_version)
     }
 
     /// The manifest target of engines built on this GPU.
@@ -49,8 +48,15 @@ impl GpuInfo {
 pub enum Probe {
     /// This build has no `gpu` feature.
     NoGpuSupport,
-    /// The CUDA driver library (`libcuda.so.1`) could not be loaded.
-    NoDriver,
+    /// The CUDA driver library (`libcuda.so.1`) could not be loaded: the loader's message.
+    NoDriver(String),
+    /// The driver supports only an older CUDA (`cuDriverGetVersion`, e.g. 12020).
+    DriverTooOld {
+        /// `1000·major + 10·minor`.
+        cuda: i32,
+    },
+    /// The driver library lacks an entry point heart calls.
+    MissingSymbol(String),
     /// The driver loaded but reports no device at the asked ordinal.
     NoDevice,
     /// A driver call failed.
@@ -66,7 +72,18 @@ impl Probe {
             Self::NoGpuSupport => {
                 "this build has no GPU support (rebuild with `cargo build --release --features gpu`)".into()
             }
-            Self::NoDriver => "this machine has no NVIDIA driver (libcuda.so.1 could not be loaded)".into(),
+            Self::NoDriver(message) => format!("this machine has no NVIDIA driver ({message})"),
+            Self::DriverTooOld { cuda } => format!(
+                "the NVIDIA driver supports CUDA {} but heart's GPU paths need CUDA {} (driver 580 or newer); \
+                 update the NVIDIA driver",
+                cuda_version_string(*cuda),
+                cuda_version_string(crate::driver::MIN_CUDA_DRIVER)
+            ),
+            Self::MissingSymbol(name) => {
+                format!(
+                    "the NVIDIA driver library lacks {name} (driver too old or not NVIDIA's); update the NVIDIA driver"
+                )
+            }
             Self::NoDevice => "the NVIDIA driver reports no GPU".into(),
             Self::DriverError(e) => format!("the CUDA driver failed: {e}"),
             Self::Found(_) => String::new(),
@@ -74,14 +91,8 @@ impl Probe {
     }
 }
 
-/// `getInferLibVersion()` as `major.minor.patch`: TensorRT 10 and later
-/// encode `10000·major + 100·minor + patch`, earlier ones `1000·major +
-/// 100·minor + patch`.
-pub fn decode_tensorrt_version(v: i32) -> String {
-    let (major, rest) = if v >= 100_000 {
-        (v / 10_000, v % 10_000)
-    } else {
-        (v / 1000, v % 1000)
-    };
-    format!("{major}.{}.{}", rest / 100, rest % 100)
+/// `major.minor` of a CUDA version as `cuDriverGetVersion` encodes it
+/// (`1000·major + 10·minor`).
+pub fn cuda_version_string(v: i32) -> String {
+    format!("{}.{}", v / 1000, (v % 1000) / 10)
 }

@@ -41,6 +41,9 @@ pub enum BackendChoice {
     Cuda,
     /// ONNX Runtime's TensorRT provider (CUDA for the nodes TensorRT leaves).
     Tensorrt,
+    /// ONNX Runtime's NvTensorRTRTX plugin provider with the TensorRT-RTX
+    /// engines of `heart-build --target tensorrt-rtx` (no `gpu` feature needed).
+    TensorrtRtx,
 }
 
 impl fmt::Display for BackendChoice {
@@ -50,6 +53,7 @@ impl fmt::Display for BackendChoice {
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
             Self::Tensorrt => "tensorrt",
+            Self::TensorrtRtx => "tensorrt-rtx",
         })
     }
 }
@@ -70,6 +74,14 @@ pub enum Backend {
         /// CUDA device ordinal.
         device: i32,
         /// `<engine folder>/trt`.
+        cache_dir: PathBuf,
+    },
+    /// The NvTensorRTRTX plugin on one of its devices.
+    TensorRtRtx {
+        /// Position among the plugin's devices ([`crate::trt_rtx::RtxDevice::index`]).
+        device: usize,
+        /// TensorRT-RTX's runtime cache, outside the engine folder
+        /// ([`crate::trt_rtx::runtime_cache_dir`]).
         cache_dir: PathBuf,
     },
 }
@@ -124,11 +136,13 @@ pub enum BackendError {
         /// Its compute capability.
         cc: String,
     },
-    /// The engine folder's TensorRT engines were built with another TensorRT.
+    /// The engine folder's TensorRT engines were built with another TensorRT
+    /// (versions compared with their build numbers).
     #[error(
-        "engine folder {} was built with TensorRT {built} but this machine has TensorRT {here}; serialized \
-         engines do not load across TensorRT versions. Rebuild them here with `heart-build --target tensorrt`",
-        dir.display()
+        "engine folder {} was built with TensorRT {built}{} but this machine has TensorRT {here}; serialized \
+         engines load only in the identical TensorRT build. Rebuild them here with `heart-build --target tensorrt`",
+        dir.display(),
+        if built.split('.').count() < 4 { " (recorded without its build number)" } else { "" }
     )]
     OtherTensorRt {
         /// The engine folder.
@@ -137,6 +151,75 @@ pub enum BackendError {
         built: String,
         /// Version found here.
         here: String,
+    },
+    /// `--backend tensorrt-rtx` where the plugin cannot run.
+    #[error("--backend tensorrt-rtx cannot run here: {reason}")]
+    RtxUnavailable {
+        /// [`crate::trt_rtx::PluginStatus::reason`] (and the driver's, when it is the cause).
+        reason: String,
+    },
+    /// `--backend tensorrt-rtx` on a folder without TensorRT-RTX engines.
+    #[error(
+        "engine folder {} has no TensorRT-RTX engines; build them with `heart-build --target tensorrt-rtx \
+         --gpu-arch <this GPU>` (any machine, no GPU needed), or run it with --backend cpu",
+        dir.display()
+    )]
+    NoRtxEngines {
+        /// The engine folder.
+        dir: PathBuf,
+    },
+    /// The folder's engines were built by another TensorRT-RTX release than the plugin's.
+    #[error(
+        "engine folder {} was built with TensorRT-RTX {built} but the NvTensorRTRTX plugin here ({}) bundles \
+         TensorRT-RTX {here}; engines load only in the identical release. Rebuild them with `heart-build \
+         --target tensorrt-rtx` using TensorRT-RTX {here}, or install the plugin release that bundles {built}",
+        dir.display(),
+        plugin.display()
+    )]
+    OtherTensorRtRtx {
+        /// The engine folder.
+        dir: PathBuf,
+        /// Version in the manifest.
+        built: String,
+        /// Version the plugin bundles.
+        here: String,
+        /// The plugin library.
+        plugin: PathBuf,
+    },
+    /// The folder's engines were built for another GPU architecture.
+    #[error(
+        "engine folder {} was built for {built_arch} (compute capability {built_cc}) but this GPU is {name} \
+         (compute capability {cc}); rebuild it with `heart-build --target tensorrt-rtx --gpu-arch sm{}`",
+        dir.display(),
+        cc.replace('.', "")
+    )]
+    OtherArch {
+        /// The engine folder.
+        dir: PathBuf,
+        /// `--gpu-arch` of the build, e.g. `sm121`.
+        built_arch: String,
+        /// Its compute capability.
+        built_cc: String,
+        /// The GPU here.
+        name: String,
+        /// Its compute capability.
+        cc: String,
+    },
+    /// The folder's precision needs more than this GPU has.
+    #[error("engine folder {} cannot run on this GPU: {gap}", dir.display())]
+    Precision {
+        /// The engine folder.
+        dir: PathBuf,
+        /// [`crate::trt_rtx::precision_gap`].
+        gap: String,
+    },
+    /// A file of the engine folder could not be read.
+    #[error("{}: {message}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The system's message.
+        message: String,
     },
 }
 
@@ -171,6 +254,7 @@ impl Backend {
         match self {
             Self::Cpu => None,
             Self::Cuda { device } | Self::TensorRt { device, .. } => Some(*device),
+            Self::TensorRtRtx { device, .. } => i32::try_from(*device).ok(),
         }
     }
 }
@@ -183,6 +267,13 @@ pub fn resolve(
     engine_dir: &Path,
     found: Probe,
 ) -> Result<Resolved, BackendError> {
+    if choice == BackendChoice::TensorrtRtx {
+        return Err(BackendError::RtxUnavailable {
+            reason: "the NvTensorRTRTX plugin is registered with ONNX Runtime's environment: resolve it \
+                     through OrtRuntime::for_engine"
+                .into(),
+        });
+    }
     let gpu = match (choice, found) {
         (BackendChoice::Cpu, found) => {
             return Ok(Resolved {
@@ -243,8 +334,9 @@ pub fn resolve(
     })
 }
 
-/// Refuses TensorRT engines built for another GPU model or TensorRT version.
-/// Portable targets fit every GPU.
+/// Refuses TensorRT engines built for another GPU model or TensorRT version
+/// (`major.minor.patch.build`: a manifest without the build number is
+/// refused too, it cannot prove the build). Portable targets fit every GPU.
 pub fn check_engine_gpu(target: &Target, gpu: &GpuInfo, engine_dir: &Path) -> Result<(), BackendError> {
     let Target::TensorRt {
         gpu_name,
@@ -319,6 +411,11 @@ pub struct ExecutionPlan {
     /// only for sessions run through an I/O binding whose buffers never move;
     /// the host-bound frame loop must leave it off.
     pub cuda_graph: bool,
+    /// The NvTensorRTRTX plugin library or folder given explicitly
+    /// (`--trt-rtx-ep`); `None` searches the usual places.
+    pub rtx_plugin: Option<PathBuf>,
+    /// On [`Backend::TensorRtRtx`]: graph file → its EP-context model.
+    pub contexts: BTreeMap<PathBuf, PathBuf>,
 }
 
 impl ExecutionPlan {
@@ -355,6 +452,9 @@ impl ExecutionPlan {
 /// The EP-context model to load instead of `graph`, when running on TensorRT
 /// and `heart-build --target tensorrt` wrote one.
 pub fn context_model_for(plan: &ExecutionPlan, graph: &Path) -> Option<PathBuf> {
+    if matches!(plan.backend, Backend::TensorRtRtx { .. }) {
+        return plan.contexts.get(graph).cloned();
+    }
     if !matches!(plan.backend, Backend::TensorRt { .. }) || plan.mode != TrtMode::Run {
         return None;
     }

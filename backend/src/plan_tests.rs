@@ -2,7 +2,7 @@
 //! no device.
 
 use super::*;
-use crate::device::{GpuInfo, Probe, decode_tensorrt_version};
+use crate::device::{GpuInfo, Probe};
 
 fn gb10() -> GpuInfo {
     GpuInfo {
@@ -11,7 +11,7 @@ fn gb10() -> GpuInfo {
         compute_capability: (12, 1),
         cuda_driver_version: 13000,
         total_memory: 128 << 30,
-        tensorrt_version: Some("10.13.3".into()),
+        tensorrt_version: Some("10.13.3.9".into()),
     }
 }
 
@@ -83,7 +83,15 @@ fn each_probe_outcome_has_its_reason() {
     let no_gpu = |p: Probe| resolve(BackendChoice::Auto, &Target::Onnx, Path::new("e"), p).unwrap();
     for (probe, words) in [
         (Probe::NoGpuSupport, "no GPU support"),
-        (Probe::NoDriver, "libcuda.so.1"),
+        (
+            Probe::NoDriver("libcuda.so.1: cannot open shared object file".into()),
+            "no NVIDIA driver (libcuda.so.1: cannot open",
+        ),
+        (
+            Probe::DriverTooOld { cuda: 12020 },
+            "supports CUDA 12.2 but heart's GPU paths need CUDA 13.0",
+        ),
+        (Probe::MissingSymbol("cuDeviceGetName".into()), "lacks cuDeviceGetName"),
         (Probe::NoDevice, "reports no GPU"),
         (Probe::DriverError("CUDA_ERROR_UNKNOWN".into()), "CUDA_ERROR_UNKNOWN"),
     ] {
@@ -157,16 +165,37 @@ fn engines_of_another_gpu_are_refused_by_name_and_compute_capability() {
 fn engines_of_another_tensorrt_version_are_refused_when_both_are_known() {
     let dir = Path::new("e");
     let older = GpuInfo {
-        tensorrt_version: Some("10.9.0".into()),
+        tensorrt_version: Some("10.9.0.34".into()),
         ..gb10()
     };
     let err = check_engine_gpu(&built_on(&older), &gb10(), dir)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("built with TensorRT 10.9.0 but this machine has TensorRT 10.13.3"),
+        err.contains("built with TensorRT 10.9.0.34 but this machine has TensorRT 10.13.3.9"),
         "{err}"
     );
+    // The same release with another build number is another TensorRT.
+    let other_build = GpuInfo {
+        tensorrt_version: Some("10.13.3.7".into()),
+        ..gb10()
+    };
+    let err = check_engine_gpu(&built_on(&other_build), &gb10(), dir)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("TensorRT 10.13.3.7 but this machine has TensorRT 10.13.3.9"),
+        "{err}"
+    );
+    // A manifest that recorded no build number cannot prove the build.
+    let no_build = GpuInfo {
+        tensorrt_version: Some("10.13.3".into()),
+        ..gb10()
+    };
+    let err = check_engine_gpu(&built_on(&no_build), &gb10(), dir)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("recorded without its build number"), "{err}");
     let unknown = GpuInfo {
         tensorrt_version: None,
         ..gb10()
@@ -182,7 +211,7 @@ fn manifest_target_records_what_the_driver_reported() {
         Target::TensorRt {
             gpu_name: "NVIDIA GB10".into(),
             compute_capability: "12.1".into(),
-            tensorrt_version: Some("10.13.3".into()),
+            tensorrt_version: Some("10.13.3.9".into()),
             cuda_driver_version: "13.0".into(),
         }
     );
@@ -191,13 +220,6 @@ fn manifest_target_records_what_the_driver_reported() {
         ..gb10()
     };
     assert_eq!(g.cuda_driver_version_string(), "12.8");
-}
-
-#[test]
-fn tensorrt_versions_decode_both_encodings() {
-    assert_eq!(decode_tensorrt_version(101303), "10.13.3");
-    assert_eq!(decode_tensorrt_version(100900), "10.9.0");
-    assert_eq!(decode_tensorrt_version(8601), "8.6.1");
 }
 
 #[test]

@@ -15,7 +15,8 @@ use crate::plan::{Backend, ExecutionPlan, TrtMode, cache_prefix, context_model_f
 /// Registers the plan's providers for the graph file `graph`.
 pub(crate) fn register(builder: SessionBuilder, plan: &ExecutionPlan, graph: &Path) -> ort::Result<SessionBuilder> {
     let providers: Vec<ExecutionProviderDispatch> = match &plan.backend {
-        Backend::Cpu => Vec::new(),
+        // The NvTensorRTRTX plugin goes through the device API (`OrtRuntime::session_builder`).
+        Backend::Cpu | Backend::TensorRtRtx { .. } => Vec::new(),
         Backend::Cuda { device } => vec![cuda(*device, plan.cuda_graph).build().error_on_failure()],
         Backend::TensorRt { device, cache_dir } => vec![
             tensorrt(plan, graph, *device, cache_dir)?.build().error_on_failure(),

@@ -13,12 +13,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use heart::manifest::Manifest;
+use heart::manifest::{Manifest, Target};
 use heart::precision::Precision;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 
 use crate::plan::{Backend, BackendChoice, BackendError, ExecutionPlan, context_model_for};
+use crate::trt_rtx;
 
 /// The loaded library and its environment, shared by every session of the process.
 #[derive(Clone)]
@@ -92,8 +93,25 @@ impl OrtRuntime {
     /// A session builder for the graph file `graph` with the plan's providers registered.
     pub fn session_builder(&self, graph: &Path) -> ort::Result<SessionBuilder> {
         let builder = Session::builder(&self.env)?;
-        match self.plan.backend {
+        match &self.plan.backend {
             Backend::Cpu => Ok(builder),
+            Backend::TensorRtRtx { device, cache_dir } => {
+                let device = self
+                    .env
+                    .devices()
+                    .filter(|d| d.ep().is_ok_and(|ep| ep == trt_rtx::EP_NAME))
+                    .nth(*device)
+                    .ok_or_else(|| {
+                        ort::Error::new(format!(
+                            "{}: the NvTensorRTRTX plugin has no device {device} (was it registered?)",
+                            graph.display()
+                        ))
+                    })?;
+                std::fs::create_dir_all(cache_dir)
+                    .map_err(|e| ort::Error::new(format!("creating {}: {e}", cache_dir.display())))?;
+                let options = trt_rtx::session_options(cache_dir, self.plan.cuda_graph);
+                Ok(builder.with_devices([device], Some(&options))?)
+            }
             #[cfg(feature = "gpu")]
             _ => crate::providers::register(builder, &self.plan, graph),
             #[cfg(not(feature = "gpu"))]
@@ -143,7 +161,21 @@ impl OrtRuntime {
         let Some(choice) = self.plan.choice else {
             return Ok(self.clone());
         };
-        let resolved = Backend::resolve(choice, &manifest.target, dir)?;
+        let rtx = choice == BackendChoice::TensorrtRtx
+            || (choice == BackendChoice::Auto && matches!(manifest.target, Target::TensorRtRtx { .. }));
+        let resolved = if rtx {
+            let status = self.tensorrt_rtx();
+            trt_rtx::resolve(
+                choice,
+                manifest,
+                dir,
+                &status,
+                &crate::driver::probe(0),
+                trt_rtx::runtime_cache_dir(dir)?,
+            )?
+        } else {
+            Backend::resolve(choice, &manifest.target, dir)?
+        };
         if let Some(notice) = &resolved.notice {
             tracing::warn!(target: "heart", "{notice}");
         }
@@ -157,7 +189,24 @@ impl OrtRuntime {
             ),
             _ => BTreeMap::new(),
         };
+        plan.contexts = match resolved.backend {
+            Backend::TensorRtRtx { .. } => trt_rtx::context_models(manifest, dir),
+            _ => BTreeMap::new(),
+        };
         plan.backend = resolved.backend;
         Ok(self.clone().with_plan(plan))
+    }
+
+    /// This runtime with the NvTensorRTRTX plugin at `path` (a library or
+    /// its folder) instead of the searched places.
+    pub fn with_rtx_plugin(mut self, path: Option<PathBuf>) -> Self {
+        self.plan.rtx_plugin = path;
+        self
+    }
+
+    /// Registers the NvTensorRTRTX plugin with this runtime's environment
+    /// (once per process) and reports the outcome.
+    pub fn tensorrt_rtx(&self) -> trt_rtx::PluginStatus {
+        trt_rtx::register(&self.env, self.plan.rtx_plugin.as_deref())
     }
 }

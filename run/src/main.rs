@@ -17,6 +17,8 @@ use heart_runtime::wav::{WavFormat, write_wav};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+mod doctor;
+
 /// Generates a song from tags and lyrics with engines built by heart-build.
 ///
 /// The language model writes audio codes frame by frame (12.5 frames per second of
@@ -61,12 +63,18 @@ struct Cli {
     #[arg(long)]
     verify: bool,
     /// Where to run: the GPU when this build and machine have one (auto), or
-    /// cpu, cuda, tensorrt (GPU choices need `--features gpu`; see docs/gpu.md).
+    /// cpu, cuda, tensorrt (these two need `--features gpu`), tensorrt-rtx
+    /// (engines of `heart-build --target tensorrt-rtx` on ONNX Runtime's
+    /// NvTensorRTRTX plugin); see docs/gpu.md and `heart-run doctor`.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then .ort/).
     #[arg(long, value_name = "FILE", global = true)]
     ort_lib: Option<PathBuf>,
+    /// ONNX Runtime's NvTensorRTRTX plugin library or its folder (default:
+    /// HEART_TRT_RTX_EP, then .trt-rtx-ep/ from scripts/setup-trt-rtx-ep.sh).
+    #[arg(long, value_name = "FILE|DIR", global = true)]
+    trt_rtx_ep: Option<PathBuf>,
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
@@ -80,6 +88,10 @@ enum Command {
     /// Measure an engine folder: prefill, backbone and decoder steps at several
     /// positions, codec step and decode, against the memory/compute roofline.
     Bench(heart_bench::cli::BenchArgs),
+    /// What this machine can run (CPU, ONNX Runtime, NVIDIA driver and GPU,
+    /// TensorRT-RTX plugin, classic GPU providers, an engine folder) and what
+    /// to do about each gap.
+    Doctor(doctor::DoctorArgs),
 }
 
 #[derive(Debug, Args)]
@@ -159,6 +171,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let result = match &cli.command {
         Some(Command::Bench(args)) => heart_bench::cli::run(args, cli.ort_lib.as_deref()).map_err(anyhow::Error::from),
+        Some(Command::Doctor(args)) => doctor::run(args, cli.ort_lib.as_deref(), cli.trt_rtx_ep.as_deref()),
         None => run(&cli),
     };
     match result {
@@ -261,7 +274,9 @@ fn run(cli: &Cli) -> Result<()> {
     prepare_output(&cli.out)?;
 
     let start = Instant::now();
-    let rt = heart_backend::init(cli.ort_lib.as_deref())?.with_backend(cli.backend);
+    let rt = heart_backend::init(cli.ort_lib.as_deref())?
+        .with_backend(cli.backend)
+        .with_rtx_plugin(cli.trt_rtx_ep.clone());
     let verify = if cli.verify { Verify::Full } else { Verify::Quick };
     let mut engine = if settings.speculate > 0 {
         Pipeline::open_speculative(&rt, engines, verify)?
