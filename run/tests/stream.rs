@@ -14,7 +14,7 @@ use heart_runtime::codec::{AudioChunk, DetokenizeParams, FlowParams, SeededNoise
 use heart_runtime::engine::EngineFolder;
 use heart_runtime::settings::{Settings, SettingsArgs};
 use heart_runtime::song::{CODEC_SEED_SALT, Pipeline, Progress, SongError, SongRequest};
-use heart_test_support::{build, run_ok};
+use heart_test_support::{bench_json, build, row_names, run_ok};
 
 /// Engines (LM + codec) built from `heart-build synth --size tiny`, once per process.
 fn engines() -> &'static Path {
@@ -237,4 +237,31 @@ fn heart_run_streams_the_file_bytes_to_stdout() {
         assert!(summary["times_s"]["first_audio"].as_f64().unwrap() <= ttfa);
     }
     assert_eq!(summary["frames"], streamed_summary["frames"]);
+}
+
+#[test]
+fn heart_run_bench_times_a_whole_song() {
+    let record = bench_json(&[
+        "--engines",
+        engines().to_str().unwrap(),
+        "--no-lm",
+        "--no-codec",
+        "--song-seconds",
+        "31",
+        "--flow-steps",
+        "3",
+    ]);
+    let names = row_names(&record);
+    let row = |name: &str| {
+        let i = names
+            .iter()
+            .position(|n| *n == name)
+            .unwrap_or_else(|| panic!("{name} missing from {names:?}"));
+        record["rows"][i]["median"].as_f64().unwrap()
+    };
+    let (ttfa, total) = (row("song 31 s: time to first audio"), row("song 31 s: total"));
+    assert!(ttfa > 0.0 && ttfa <= total, "ttfa {ttfa}, total {total}");
+    let audio = row("song 31 s: audio");
+    assert!(audio > 0.0 && audio <= 31.04 + 1e-9, "{audio}");
+    assert!(names.contains(&"peak resident memory"));
 }
