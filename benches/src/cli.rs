@@ -17,6 +17,7 @@ use crate::BenchError;
 use crate::drive::{CodecFloor, CodecPlan, LmFloor, LmPlan, bench_codec, bench_lm};
 use crate::machine::MachineInfo;
 use crate::report::{BenchRecord, EngineIdentity};
+use crate::song::{SongPlan, bench_song};
 use crate::speculative::{SpecBench, SpecPlan, bench_speculation};
 use crate::stats::{Repeats, Row, Stats};
 use crate::steppers::{CodecBench, LmStepper};
@@ -68,6 +69,10 @@ pub struct BenchArgs {
     /// Seed of the speculative comparison's sampling.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also generate one song of this many seconds end to end (0 = skip):
+    /// time to first audio and total, with the LM and codec both loaded.
+    #[arg(long, default_value_t = 0.0, value_name = "SECS")]
+    song_seconds: f32,
     /// ONNX Runtime intra-op threads of the LM sessions (0 = one per core).
     #[arg(long, default_value_t = 0, value_name = "N")]
     threads: usize,
@@ -115,6 +120,15 @@ pub fn run(args: &BenchArgs, ort_lib: Option<&Path>) -> Result<(), BenchError> {
         record
             .rows
             .extend(bench_codec(&mut stepper, &codec_plan, Some(&codec_floor))?);
+    }
+    if args.song_seconds > 0.0 {
+        let plan = SongPlan {
+            seconds: args.song_seconds,
+            flow_steps: args.flow_steps,
+            cfg_scale: args.cfg_scale,
+            seed: args.seed,
+        };
+        record.rows.extend(bench_song(&rt, &args.engines, plan)?);
     }
     if let Some(peak_rss) = heart_runtime::mem::peak_rss_bytes() {
         record.rows.push(Row::new(

@@ -12,6 +12,7 @@
 //!   (one LM frame) and [`CodecStepper`] (one Euler step, one window decode),
 //!   that the LM and codec runtimes implement ([`steppers`]: the real engines).
 //! - [`speculative`]: speculative decoding against plain decoding in one run.
+//! - [`song`]: one whole song end to end: time to first audio and total.
 //! - [`cli`]: the command line shared by `heart-run bench` and `heart-bench`.
 //! - [`report`]: the [`BenchRecord`] (machine, engine identity, rows) as an
 //!   aligned table or JSON.
@@ -23,6 +24,7 @@ pub mod drive;
 pub mod machine;
 pub mod peak;
 pub mod report;
+pub mod song;
 pub mod speculative;
 pub mod stats;
 pub mod steppers;

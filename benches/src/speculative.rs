@@ -152,7 +152,7 @@ pub fn bench_speculation(
             params,
             plan.sampler,
             &mut SeededNoise::new(plan.seed),
-            &mut |_, _| {},
+            &mut |_| Ok(()),
         )
         .map_err(|e| BenchError::engine(format!("speculative decoding with K = {k}"), e))?;
         let stats = out
@@ -180,7 +180,7 @@ fn plain_run(lm: &mut HeartMula, prompt: &Prompt, params: &GenParams, plan: &Spe
         *params,
         plan.sampler,
         &mut SeededNoise::new(plan.seed),
-        &mut |_, _| {},
+        &mut |_| Ok(()),
     )?;
     Ok(PlainRun {
         frames: out.generation.frames.len(),

@@ -1,7 +1,7 @@
 //! `heart-run`: tags + lyrics in, a WAV file out; `heart-run bench` measures an
 //! engine folder. See `heart-run --help`.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -14,6 +14,7 @@ use heart_runtime::lm::SpecStats;
 use heart_runtime::settings::{Settings, SettingsArgs};
 use heart_runtime::song::{Pipeline, Progress, Song, SongRequest};
 use heart_runtime::wav::{WavFormat, write_wav};
+use heart_runtime::wav_stream::WavStream;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -45,8 +46,11 @@ struct Cli {
     engines: Option<PathBuf>,
     #[command(flatten)]
     text: TextArgs,
-    /// Output WAV file.
-    #[arg(long, value_name = "FILE.wav", default_value = "song.wav")]
+    /// Output WAV file, written when the song is done (temp file + rename: a
+    /// failure leaves nothing); `-` streams the WAV to stdout as the codec
+    /// finishes each window (header sizes 0xFFFFFFFF: "until the end of the
+    /// stream"), e.g. `--out - | ffplay -`.
+    #[arg(long, value_name = "FILE.wav|-", default_value = "song.wav")]
     out: PathBuf,
     /// Seed of every random draw (LM sampling and codec noise).
     #[arg(long, default_value_t = 0)]
@@ -78,7 +82,7 @@ struct Cli {
     /// Print nothing but errors.
     #[arg(long, short)]
     quiet: bool,
-    /// Print a machine-readable summary (JSON) on stdout.
+    /// Print a machine-readable summary (JSON) on stdout (stderr with `--out -`).
     #[arg(long)]
     json: bool,
 }
@@ -124,6 +128,8 @@ struct Summary<'a> {
     sample_rate: u32,
     channels: u16,
     times_s: heart_runtime::song::StageTimes,
+    /// From the start of the command to the first audio written.
+    ttfa_s: f64,
     total_s: f64,
     lm_frames_per_s: f64,
     real_time_factor: f64,
@@ -254,15 +260,17 @@ fn run(cli: &Cli) -> Result<()> {
              --out song.wav"
         );
     };
-    if cli
-        .out
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase)
-        .as_deref()
-        != Some("wav")
+    let streaming = cli.out.as_os_str() == "-";
+    if !streaming
+        && cli
+            .out
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+            != Some("wav")
     {
-        bail!("--out {}: expected a .wav file name", cli.out.display());
+        bail!("--out {}: expected a .wav file name or - for stdout", cli.out.display());
     }
     let tags = text(&cli.text.tags, &cli.text.tags_file, "tags")?;
     let lyrics = text(&cli.text.lyrics, &cli.text.lyrics_file, "lyrics")?;
@@ -271,7 +279,9 @@ fn run(cli: &Cli) -> Result<()> {
         None => SettingsArgs::default(),
     };
     let settings = cli.settings.resolve(&preset)?;
-    prepare_output(&cli.out)?;
+    if !streaming {
+        prepare_output(&cli.out)?;
+    }
 
     let start = Instant::now();
     let rt = heart_backend::init(cli.ort_lib.as_deref())?
@@ -295,21 +305,43 @@ fn run(cli: &Cli) -> Result<()> {
     } else {
         ProgressBar::hidden()
     };
-    let song = engine.generate(&request, &mut |p| report(&bar, p))?;
-    bar.finish_and_clear();
-
     let format = if cli.float {
         WavFormat::Float32
     } else {
         WavFormat::Pcm16
     };
-    write_wav(&cli.out, &song.audio, format).with_context(|| format!("writing {}", cli.out.display()))?;
+    let launched = start.elapsed();
+    let mut progress = Report::new(bar);
+    let song = if streaming {
+        let mut wav = WavStream::new(
+            std::io::stdout().lock(),
+            engine.channels(),
+            engine.sample_rate(),
+            format,
+        )
+        .context("writing the WAV header to stdout")?;
+        engine.generate_streaming(&request, &mut |p| progress.show(p), &mut |chunk| {
+            wav.write_chunk(chunk).map_err(std::io::Error::other)
+        })?
+    } else {
+        engine.generate(&request, &mut |p| progress.show(p))?
+    };
+    progress.bar.finish_and_clear();
+    if !streaming {
+        write_wav(&cli.out, &song.audio, format).with_context(|| format!("writing {}", cli.out.display()))?;
+    }
+    let ttfa = (launched + song.times.first_audio).as_secs_f64();
     let total = start.elapsed().as_secs_f64();
-    let summary = summarize(cli, engines, settings, &song, total);
+    let summary = summarize(cli, engines, settings, &song, ttfa, total);
+    let mut out: Box<dyn std::io::Write> = if streaming {
+        Box::new(std::io::stderr())
+    } else {
+        Box::new(std::io::stdout())
+    };
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&summary)?)?;
     } else if !cli.quiet {
-        print_summary(&summary);
+        print_summary(&mut out, &summary)?;
     }
     Ok(())
 }
@@ -322,37 +354,64 @@ fn configs_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs")
 }
 
-fn report(bar: &ProgressBar, p: Progress) {
-    match p {
-        Progress::Frame { frames, max_frames } => {
-            if bar.length() != Some(max_frames as u64) {
-                bar.set_length(max_frames as u64);
+/// The progress bar: LM frames with the codec windows decoded so far while
+/// the LM runs, then the remaining windows.
+struct Report {
+    bar: ProgressBar,
+    windows: usize,
+}
+
+impl Report {
+    fn new(bar: ProgressBar) -> Self {
+        Self { bar, windows: 0 }
+    }
+
+    fn show(&mut self, p: Progress) {
+        let bar = &self.bar;
+        match p {
+            Progress::Frame { frames, max_frames } => {
+                if bar.length() != Some(max_frames as u64) {
+                    bar.set_length(max_frames as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "    LM [{bar:40}] {pos}/{len} frames {per_sec}, codec {msg} ({elapsed} elapsed, eta {eta})",
+                        )
+                        .expect("valid template")
+                        .progress_chars("=> "),
+                    );
+                    bar.set_message("0 windows");
+                }
+                bar.set_position(frames as u64);
+            }
+            Progress::CodecStart { windows, done } => {
+                self.windows = windows;
+                bar.set_length(windows as u64);
+                bar.set_position(done as u64);
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{msg:>6} [{bar:40}] {pos}/{len} frames {per_sec} ({elapsed} elapsed, eta {eta})",
+                        "{msg:>6} [{bar:40}] {pos}/{len} windows ({elapsed} elapsed, eta {eta})",
                     )
                     .expect("valid template")
                     .progress_chars("=> "),
                 );
-                bar.set_message("LM");
+                bar.set_message("codec");
             }
-            bar.set_position(frames as u64);
+            Progress::Window { done } if self.windows == 0 => {
+                bar.set_message(format!("{done} window{}", if done == 1 { "" } else { "s" }));
+            }
+            Progress::Window { done } => bar.set_position(done as u64),
         }
-        Progress::CodecStart { windows } => {
-            bar.set_length(windows as u64);
-            bar.set_position(0);
-            bar.set_style(
-                ProgressStyle::with_template("{msg:>6} [{bar:40}] {pos}/{len} windows ({elapsed} elapsed, eta {eta})")
-                    .expect("valid template")
-                    .progress_chars("=> "),
-            );
-            bar.set_message("codec");
-        }
-        Progress::Window { done } => bar.set_position(done as u64),
     }
 }
 
-fn summarize<'a>(cli: &'a Cli, engines: &'a Path, settings: Settings, song: &Song, total: f64) -> Summary<'a> {
+fn summarize<'a>(
+    cli: &'a Cli,
+    engines: &'a Path,
+    settings: Settings,
+    song: &Song,
+    ttfa: f64,
+    total: f64,
+) -> Summary<'a> {
     let audio_seconds = song.audio.seconds();
     Summary {
         output: &cli.out,
@@ -369,6 +428,7 @@ fn summarize<'a>(cli: &'a Cli, engines: &'a Path, settings: Settings, song: &Son
         sample_rate: song.audio.sample_rate,
         channels: song.audio.channels,
         times_s: song.times,
+        ttfa_s: ttfa,
         total_s: total,
         lm_frames_per_s: song.frames as f64 / song.times.lm.as_secs_f64().max(1e-9),
         real_time_factor: total / audio_seconds.max(1e-9),
@@ -380,16 +440,19 @@ fn summarize<'a>(cli: &'a Cli, engines: &'a Path, settings: Settings, song: &Son
     }
 }
 
-fn print_summary(s: &Summary<'_>) {
-    println!(
-        "Wrote {} ({:.2} s of audio, {} Hz, {} ch) in {:.2} s",
+fn print_summary(out: &mut dyn std::io::Write, s: &Summary<'_>) -> Result<()> {
+    writeln!(
+        out,
+        "Wrote {} ({:.2} s of audio, {} Hz, {} ch) in {:.2} s, first audio after {:.2} s",
         s.output.display(),
         s.audio_seconds,
         s.sample_rate,
         s.channels,
-        s.total_s
-    );
-    println!(
+        s.total_s,
+        s.ttfa_s
+    )?;
+    writeln!(
+        out,
         "  prompt {:.3} s ({} positions) | LM {:.2} s, {} frames, {:.1} frames/s, stop: {} | codec {:.2} s",
         s.times_s.prompt.as_secs_f64(),
         s.prompt_positions,
@@ -398,15 +461,16 @@ fn print_summary(s: &Summary<'_>) {
         s.lm_frames_per_s,
         s.stop,
         s.times_s.codec.as_secs_f64()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "  real-time factor {:.2} (wall / audio; < 1 is faster than real time), peak memory {}, seed {}",
         s.real_time_factor,
         s.peak_rss_bytes
             .map(|b| format!("{:.0} MB", b as f64 / 1e6))
             .unwrap_or_else(|| "n/a".into()),
         s.seed
-    );
+    )?;
     if let Some(sp) = &s.speculation {
         let rates: Vec<String> = sp
             .acceptance_per_codebook
@@ -419,7 +483,8 @@ fn print_summary(s: &Summary<'_>) {
                 }
             })
             .collect();
-        println!(
+        writeln!(
+            out,
             "  speculation K={}: {} rounds, {:.2} drafted frames accepted per round, {:.2} frames per round; target \
              calls per frame: backbone {:.2}, decoder {:.2}; draft {:.2} s, target {:.2} s",
             sp.draft_frames,
@@ -430,7 +495,8 @@ fn print_summary(s: &Summary<'_>) {
             sp.target_decoder_calls_per_frame,
             sp.draft_s,
             sp.target_s
-        );
-        println!("  acceptance per codebook: {}", rates.join(" "));
+        )?;
+        writeln!(out, "  acceptance per codebook: {}", rates.join(" "))?;
     }
+    Ok(())
 }

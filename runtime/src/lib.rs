@@ -10,7 +10,7 @@
 //! - [`codec`]: HeartCodec detokenization (codes → stereo audio).
 //! - [`song`]: tags + lyrics → waveform, the pipeline behind `heart-run`.
 //! - [`settings`]: generation settings and presets.
-//! - [`wav`]: atomic WAV output.
+//! - [`wav`]: atomic WAV output; [`wav_stream`]: WAV onto a pipe as audio is made.
 //! - [`noise`]: seeded and recorded random streams (sampler and codec noise).
 //! - [`mem`]: peak / current resident memory.
 
@@ -22,3 +22,4 @@ pub mod noise;
 pub mod settings;
 pub mod song;
 pub mod wav;
+pub mod wav_stream;

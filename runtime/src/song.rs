@@ -5,6 +5,18 @@
 //! decodes the frames ([`Decoding`]: plain, or speculative with the folder's
 //! draft), and turns the codes into audio with the codec, timing each stage.
 //!
+//! Pipelined: the codec decodes window `w` as soon as its 372 code frames
+//! exist ([`WindowStream`]: same audio as decoding the finished codes), and
+//! [`Pipeline::generate_streaming`] hands each finished run of samples to a
+//! sink while the LM goes on. The LM and the codec take turns on the calling
+//! thread (the LM waits while a window decodes): on the CPU both stages keep
+//! every core busy (the LM's steps are bandwidth-bound GEMVs on all intra-op
+//! threads, the estimator runs at about half the fp32 peak), so a second
+//! thread would only split the same cores, and the output callbacks stay on
+//! the caller's thread. Time to first audio is the LM's first 372 frames
+//! (29.76 s of audio) plus one window; a song shorter than that streams when
+//! the LM stops.
+//!
 //! Seeds: one user seed drives everything. The LM's exponential-race noise uses
 //! `seed`, the codec's Gaussian flow noise uses `seed ^ CODEC_SEED_SALT`, so the
 //! two streams are independent and the same inputs + seed give the same bytes.
@@ -18,14 +30,17 @@ use heart_backend::{OrtRuntime, SessionConfig};
 use ndarray::Array2;
 use serde::Serialize;
 
-use crate::codec::{Audio, Codec, CodecError, DetokenizeParams, FlowParams, SeededNoise as FlowNoise};
+use crate::codec::{
+    Audio, AudioChunk, Codec, CodecError, DetokenizeParams, FlowParams, SeededNoise as FlowNoise, WindowPlan,
+    WindowStream,
+};
 use crate::engine::{EngineError, EngineFolder};
 use crate::lm::embed::Prompt as LmPrompt;
 use crate::lm::frame_loop::{GenParams, StopReason};
 use crate::lm::model::HeartMula;
 use crate::lm::sampler::{SamplerParams, SeededNoise as RaceNoise};
 use crate::lm::speculative::SpecStats;
-use crate::lm::{Decoding, Engines, LmError, decode};
+use crate::lm::{Decoding, Engines, KeptFrame, LmError, decode};
 use crate::settings::Settings;
 
 /// Mixed into the seed of the codec's noise stream.
@@ -50,6 +65,10 @@ pub enum SongError {
     /// The codec failed while making audio.
     #[error("decoding audio: {0}")]
     Codec(#[from] CodecError),
+    /// The sink of [`Pipeline::generate_streaming`] refused a chunk (e.g. the
+    /// reader of a pipe went away); generation stopped there.
+    #[error("writing audio: {0}")]
+    Output(#[source] std::io::Error),
 }
 
 /// The parts of an engine folder a song needs, opened once and reused for
@@ -85,12 +104,15 @@ pub enum Progress {
         /// The most frames this request can produce.
         max_frames: usize,
     },
-    /// The LM is done; the codec starts.
+    /// The LM is done: the song has `windows` codec windows in all
+    /// (`done` of them decoded while the LM ran).
     CodecStart {
-        /// Codec windows to decode.
+        /// Codec windows of the song.
         windows: usize,
+        /// Windows already decoded.
+        done: usize,
     },
-    /// One codec window was decoded.
+    /// One codec window was decoded (while the LM runs, or after it).
     Window {
         /// Windows decoded so far.
         done: usize,
@@ -103,12 +125,18 @@ pub struct StageTimes {
     /// Prompt tokenization and building.
     #[serde(serialize_with = "secs")]
     pub prompt: Duration,
-    /// The frame loop (prefill included).
+    /// The frame loop (prefill included), without the codec windows decoded
+    /// between its frames.
     #[serde(serialize_with = "secs")]
     pub lm: Duration,
-    /// RVQ, flow matching, CNN decode, assembly.
+    /// RVQ, flow matching, CNN decode, assembly: every window, during and
+    /// after the frame loop.
     #[serde(serialize_with = "secs")]
     pub codec: Duration,
+    /// Time to first audio: from the start of [`Pipeline::generate`] to the
+    /// first non-empty chunk handed to the sink.
+    #[serde(serialize_with = "secs")]
+    pub first_audio: Duration,
 }
 
 fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -118,8 +146,10 @@ fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 /// A generated song.
 #[derive(Debug)]
 pub struct Song {
-    /// Stereo audio.
+    /// Stereo audio (all of it, also when it was streamed).
     pub audio: Audio,
+    /// The codes, `[codebooks, frames]` (the codec's layout).
+    pub codes: Array2<i64>,
     /// Frames generated (12.5 per second of audio).
     pub frames: usize,
     /// Prompt length in backbone positions.
@@ -170,6 +200,16 @@ impl Pipeline {
         self.folder.dir()
     }
 
+    /// Samples per second of the songs' audio.
+    pub fn sample_rate(&self) -> u32 {
+        self.codec.config().sample_rate
+    }
+
+    /// Channels of the songs' audio.
+    pub fn channels(&self) -> u16 {
+        2
+    }
+
     /// The manifest it was opened through.
     pub fn manifest(&self) -> &Manifest {
         self.folder.manifest()
@@ -177,6 +217,24 @@ impl Pipeline {
 
     /// Generates a song, reporting progress to `progress`.
     pub fn generate(&mut self, req: &SongRequest, progress: &mut dyn FnMut(Progress)) -> Result<Song, SongError> {
+        self.generate_streaming(req, progress, &mut |_| Ok(()))
+    }
+
+    /// [`Pipeline::generate`], handing the audio to `sink` as it is made.
+    ///
+    /// Contract: `sink` is called on the calling thread with chunks in order
+    /// whose `offset`s tile the song from sample 0 (the concatenation is
+    /// `Song::audio`, bit for bit); the first chunk comes after window 0
+    /// (372 frames) or when the LM stops, whichever is first, the last when
+    /// the codec is done. An error from `sink` stops generation and is
+    /// returned as [`SongError::Output`]; `progress` calls interleave with the
+    /// chunks.
+    pub fn generate_streaming(
+        &mut self,
+        req: &SongRequest,
+        progress: &mut dyn FnMut(Progress),
+        sink: &mut dyn FnMut(&AudioChunk) -> std::io::Result<()>,
+    ) -> Result<Song, SongError> {
         let manifest = self.folder.manifest();
         let s = req.settings;
         let t0 = Instant::now();
@@ -204,6 +262,25 @@ impl Pipeline {
             target: &mut self.lm,
             draft: self.draft.as_mut(),
         };
+        let detok = DetokenizeParams {
+            flow: FlowParams {
+                num_steps: s.flow_steps,
+                guidance: s.codec_guidance,
+            },
+            ..Default::default()
+        };
+        let stream = WindowStream::new(self.codec.config(), detok);
+        let mut out = Output {
+            codec: &mut self.codec,
+            stream,
+            noise: FlowNoise::new(req.seed ^ CODEC_SEED_SALT),
+            frames: Vec::new(),
+            codec_time: Duration::ZERO,
+            first_audio: None,
+            start: t0,
+            failure: None,
+            sink,
+        };
         let decoded = decode(
             Decoding::from_draft_frames(s.speculate),
             engines,
@@ -211,49 +288,115 @@ impl Pipeline {
             params,
             sampler,
             &mut RaceNoise::new(req.seed),
-            &mut |frames, max_frames| progress(Progress::Frame { frames, max_frames }),
-        )?;
+            &mut |kept: KeptFrame<'_>| {
+                progress(Progress::Frame {
+                    frames: kept.frames,
+                    max_frames: kept.max_frames,
+                });
+                out.frames.push(kept.codes.to_vec());
+                out.window_if_ready(progress)
+            },
+        );
+        let decoded = match (decoded, out.failure.take()) {
+            (_, Some(failure)) => return Err(failure),
+            (result, None) => result?,
+        };
         let (generation, speculation) = (decoded.generation, decoded.speculation);
-        let lm_time = t1.elapsed();
+        let lm_time = t1.elapsed() - out.codec_time;
 
-        let t2 = Instant::now();
-        let codes = generation.codes_by_codebook();
         let frames = generation.frames.len();
+        let codes = generation.codes_by_codebook();
         let codes = Array2::from_shape_vec((codes.len(), frames), codes.into_iter().flatten().collect())
             .map_err(|e| SongError::Request(format!("arranging codes for the codec: {e}")))?;
-        let flow = FlowParams {
-            num_steps: s.flow_steps,
-            guidance: s.codec_guidance,
-        };
-        let detok = DetokenizeParams {
-            flow,
-            ..Default::default()
-        };
         progress(Progress::CodecStart {
-            windows: crate::codec::WindowPlan::new(frames, self.codec.config().sample_rate, detok.tail)
+            windows: WindowPlan::new(frames, out.codec.config().sample_rate, detok.tail)
                 .starts
                 .len(),
+            done: out.stream.windows_done(),
         });
-        let mut flow_noise = FlowNoise::new(req.seed ^ CODEC_SEED_SALT);
-        let mut done = 0usize;
-        let audio = self
-            .codec
-            .detokenize_observed(codes.view(), detok, &mut flow_noise, &mut |_| {
+        let t2 = Instant::now();
+        let mut done = out.stream.windows_done();
+        let (last, audio) = out
+            .stream
+            .finish(&mut *out.codec, codes.view(), &mut out.noise, &mut |_| {
                 done += 1;
                 progress(Progress::Window { done });
             })?;
+        out.codec_time += t2.elapsed();
+        let codec_time = out.codec_time;
+        let first_audio = out.emit(&last)?;
         Ok(Song {
             audio,
+            codes,
             frames,
             prompt_len: prompt.prompt_len(),
             stop: generation.stop,
             times: StageTimes {
                 prompt: prompt_time,
                 lm: lm_time,
-                codec: t2.elapsed(),
+                codec: codec_time,
+                first_audio,
             },
             speculation,
         })
+    }
+}
+
+/// The codec side of a song in progress: the frames so far, the window
+/// stream and where its audio goes.
+struct Output<'a, 's> {
+    codec: &'a mut Codec,
+    stream: WindowStream,
+    noise: FlowNoise,
+    /// Kept frames so far, `[frames][codebooks]`.
+    frames: Vec<Vec<i64>>,
+    codec_time: Duration,
+    first_audio: Option<Duration>,
+    start: Instant,
+    /// Why the frame loop was stopped ([`LmError::Stopped`]).
+    failure: Option<SongError>,
+    sink: &'s mut dyn FnMut(&AudioChunk) -> std::io::Result<()>,
+}
+
+impl Output<'_, '_> {
+    /// Decodes the next window once its codes exist and emits its audio; a
+    /// failure is kept for the caller and stops the frame loop.
+    fn window_if_ready(&mut self, progress: &mut dyn FnMut(Progress)) -> Result<(), LmError> {
+        if self.frames.len() < self.stream.frames_for_next() {
+            return Ok(());
+        }
+        let t = Instant::now();
+        let start = self.stream.next_start();
+        let window = &self.frames[start..self.stream.frames_for_next()];
+        let codes = Array2::from_shape_fn((window[0].len(), window.len()), |(q, i)| window[i][q]);
+        let chunk = self
+            .stream
+            .push_window(self.codec, codes.view(), &mut self.noise, &mut |_| {});
+        self.codec_time += t.elapsed();
+        let result = chunk
+            .map_err(SongError::from)
+            .and_then(|chunk| self.emit(&chunk).map(|_| ()));
+        match result {
+            Ok(()) => {
+                progress(Progress::Window {
+                    done: self.stream.windows_done(),
+                });
+                Ok(())
+            }
+            Err(e) => {
+                self.failure = Some(e);
+                Err(LmError::Stopped)
+            }
+        }
+    }
+
+    /// Hands `chunk` to the sink; returns the time to first audio so far.
+    fn emit(&mut self, chunk: &AudioChunk) -> Result<Duration, SongError> {
+        if !chunk.is_empty() {
+            (self.sink)(chunk).map_err(SongError::Output)?;
+            self.first_audio.get_or_insert_with(|| self.start.elapsed());
+        }
+        Ok(self.first_audio.unwrap_or_else(|| self.start.elapsed()))
     }
 }
 

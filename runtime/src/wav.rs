@@ -120,10 +120,11 @@ pub fn remove_abandoned_parts(path: &Path) {
     }
 }
 
-fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
-    let spec = hound::WavSpec {
-        channels: audio.channels,
-        sample_rate: audio.sample_rate,
+/// The encoder settings of a `channels`-channel WAV at `sample_rate` in `format`.
+pub fn spec(channels: u16, sample_rate: u32, format: WavFormat) -> hound::WavSpec {
+    hound::WavSpec {
+        channels,
+        sample_rate,
         bits_per_sample: match format {
             WavFormat::Pcm16 => 16,
             WavFormat::Float32 => 32,
@@ -132,7 +133,11 @@ fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(),
             WavFormat::Pcm16 => hound::SampleFormat::Int,
             WavFormat::Float32 => hound::SampleFormat::Float,
         },
-    };
+    }
+}
+
+fn write_interleaved(tmp: &Path, audio: &Audio, format: WavFormat) -> Result<(), WavError> {
+    let spec = spec(audio.channels, audio.sample_rate, format);
     // I/O failures (a full disk above all) are reported as such, not as
     // encoder errors.
     let encode = |source| match source {

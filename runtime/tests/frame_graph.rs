@@ -31,7 +31,10 @@ fn whole_frames(
     noise: &mut dyn NoiseSource,
 ) -> (Generation, usize) {
     let mut calls = 0;
-    let g = generate_frames(lm, prompt, params, sampler, noise, &mut |_| calls += 1).expect("frame-graph generation");
+    let g = generate_frames(lm, prompt, params, sampler, noise, &mut |_| {
+        calls += 1;
+        Ok(())
+    }).expect("frame-graph generation");
     (g, calls)
 }
 
@@ -133,6 +136,6 @@ fn exhausted_recorded_noise_is_an_error_not_a_short_song() {
         top_k: 5,
     };
     let mut noise = RecordedNoise::new(vec![1.0; lm.dims().audio_vocab * 8 * 2]);
-    let err = generate_frames(&mut lm, &prompt, &params, sampler, &mut noise, &mut |_| {}).unwrap_err();
+    let err = generate_frames(&mut lm, &prompt, &params, sampler, &mut noise, &mut |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("exhausted"), "{err}");
 }

@@ -68,6 +68,24 @@ impl Assembler {
         }
     }
 
+    /// Samples per channel assembled so far.
+    pub fn len(&self) -> usize {
+        self.channels.first().map_or(0, Vec::len)
+    }
+
+    /// Whether no window was pushed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Samples `range` of every channel, channel-major (`range` within [`Assembler::len`]).
+    pub fn range(&self, range: std::ops::Range<usize>) -> Vec<f32> {
+        self.channels
+            .iter()
+            .flat_map(|ch| ch[range.clone()].iter().copied())
+            .collect()
+    }
+
     /// The signal cropped to at most `target_len` samples per channel.
     pub fn finish(self, target_len: usize, sample_rate: u32) -> Audio {
         let channels = u16::try_from(self.channels.len()).unwrap_or(u16::MAX);

@@ -29,13 +29,14 @@ pub mod flow;
 pub mod geometry;
 pub mod noise;
 pub mod sessions;
+pub mod stream;
 pub mod tables;
 
 use std::num::NonZeroUsize;
 use std::path::Path;
 
 use heart::config::CodecConfig;
-use ndarray::{Array2, ArrayView2};
+use ndarray::ArrayView2;
 
 pub use assemble::{Assembler, Audio};
 pub use chunks::{ChunkSpan, DecoderContext};
@@ -44,9 +45,10 @@ pub use flow::{FlowParams, VelocityField, WindowInputs, solve_window};
 pub use geometry::{TailPolicy, WindowPlan};
 pub use noise::{NoiseSource, RecordedNoise, SeededNoise};
 pub use sessions::{FlowEstimator, ScalarDecoder};
+pub use stream::{AudioChunk, WindowStream};
 pub use tables::{CodecTables, Conditioning, TABLES_FILE};
 
-use heart::geometry::{OVERLAP_LATENTS, WINDOW_CODES, WINDOW_LATENTS};
+use heart::geometry::WINDOW_LATENTS;
 
 /// The HeartCodec `config.json`, copied into the engine folder under this name.
 pub const CODEC_CONFIG_FILE: &str = heart::engine::CODEC_CONFIG;
@@ -168,49 +170,8 @@ impl Codec {
         noise: &mut impl NoiseSource,
         observer: &mut dyn FnMut(&WindowTrace<'_>),
     ) -> Result<Audio> {
-        let frames = codes.ncols();
-        if frames == 0 {
-            return Err(CodecError::Codes("no code frames to decode".into()));
-        }
-        let plan = WindowPlan::new(frames, self.cfg.sample_rate, params.tail);
-        let latent = self.cfg.out_channels;
-        let spl = self.cfg.samples_per_latent();
-        let mut assembler = Assembler::new(2, OVERLAP_LATENTS * spl);
-        let mut x0 = vec![0f32; WINDOW_LATENTS * latent];
-        let mut previous: Option<Vec<f32>> = None;
-        let mut clamped = 0;
-        for (index, &start) in plan.starts.iter().enumerate() {
-            let window_codes = looped_window(codes, start);
-            let conditioning = self.tables.condition(window_codes.view())?;
-            clamped += conditioning.clamped;
-            noise.fill(&mut x0)?;
-            let context = previous
-                .as_deref()
-                .map_or(&[][..], |p| &p[(WINDOW_LATENTS - OVERLAP_LATENTS) * latent..]);
-            let inputs = WindowInputs {
-                mu: conditioning.mu.view(),
-                context,
-                noise: &x0,
-            };
-            let latents = solve_window(&mut self.estimator, latent, inputs, params.flow)?;
-            let audio = self.decode_latents(&latents)?;
-            assembler.push(&audio);
-            observer(&WindowTrace {
-                index,
-                codes: window_codes.view(),
-                conditioning: &conditioning,
-                latents: &latents,
-                audio: &audio,
-            });
-            previous = Some(latents);
-        }
-        if clamped > 0 {
-            tracing::warn!(
-                clamped,
-                "codes >= codebook_size were clamped to the last codebook entry"
-            );
-        }
-        Ok(assembler.finish(plan.target_len, self.cfg.sample_rate))
+        let (_, audio) = WindowStream::new(&self.cfg, params).finish(self, codes, noise, observer)?;
+        Ok(audio)
     }
 
     /// Decodes one window's latents `[T, 2·latent_hidden_dim]` to planar stereo
@@ -248,10 +209,4 @@ impl Codec {
         }
         Ok(audio)
     }
-}
-
-/// Codes `[start, start + 372)` of the looped sequence (frame `i` = `codes[i % T]`).
-fn looped_window(codes: ArrayView2<'_, i64>, start: usize) -> Array2<i64> {
-    let (q, frames) = codes.dim();
-    Array2::from_shape_fn((q, WINDOW_CODES), |(r, i)| codes[[r, (start + i) % frames]])
 }

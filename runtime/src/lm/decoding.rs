@@ -7,10 +7,10 @@
 //! the stop reason come out.
 
 use super::frame_graph::{WholeFrame, generate_frames};
-use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, generate};
+use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, try_generate};
 use super::model::HeartMula;
 use super::sampler::{NoiseSource, SamplerParams};
-use super::speculative::{SpecEvent, SpecParams, SpecStats, generate_speculative};
+use super::speculative::{SpecEvent, SpecParams, SpecStats, try_generate_speculative};
 use super::{LmError, Prompt};
 
 /// How frames are decoded.
@@ -57,8 +57,20 @@ pub struct Decoded {
     pub speculation: Option<SpecStats>,
 }
 
+/// One kept frame, as [`decode`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeptFrame<'a> {
+    /// Frames kept so far, this one included.
+    pub frames: usize,
+    /// The most frames this decode can keep.
+    pub max_frames: usize,
+    /// The frame's codes (row 0), one per codebook.
+    pub codes: &'a [i64],
+}
+
 /// Decodes `prompt`'s frames as `decoding` says; every random draw comes from
-/// `noise`. `kept(frames, max_frames)` is called once per kept frame, in order.
+/// `noise`. `kept` is called once per kept frame, in order, as soon as the
+/// frame is final; its first error ends decoding and is returned.
 /// Speculative decoding without a draft engine is an [`LmError::Input`].
 pub fn decode(
     decoding: Decoding,
@@ -67,7 +79,7 @@ pub fn decode(
     generation: GenParams,
     sampler: SamplerParams,
     noise: &mut dyn NoiseSource,
-    kept: &mut dyn FnMut(usize, usize),
+    kept: &mut dyn FnMut(KeptFrame<'_>) -> Result<(), LmError>,
 ) -> Result<Decoded, LmError> {
     let mut count = 0usize;
     match decoding {
@@ -79,10 +91,15 @@ pub fn decode(
                 sampler,
                 noise,
                 &mut |f: &WholeFrame<'_>| {
-                    if f.kept {
-                        count += 1;
-                        kept(count, f.max_frames);
+                    if !f.kept {
+                        return Ok(());
                     }
+                    count += 1;
+                    kept(KeptFrame {
+                        frames: count,
+                        max_frames: f.max_frames,
+                        codes: f.codes,
+                    })
                 },
             )?;
             Ok(Decoded {
@@ -92,16 +109,21 @@ pub fn decode(
         }
         Decoding::Plain | Decoding::PerStep => {
             let mut picker = Sampling { params: sampler, noise };
-            let generation = generate(
+            let generation = try_generate(
                 engines.target,
                 prompt,
                 &generation,
                 &mut picker,
                 &mut |e: &FrameEvent<'_>| {
-                    if e.kept {
-                        count += 1;
-                        kept(count, e.max_frames);
+                    if !e.kept {
+                        return Ok(());
                     }
+                    count += 1;
+                    kept(KeptFrame {
+                        frames: count,
+                        max_frames: e.max_frames,
+                        codes: &e.codes[0],
+                    })
                 },
             )?;
             Ok(Decoded {
@@ -120,13 +142,18 @@ pub fn decode(
                 sampler,
                 draft_frames,
             };
-            let out = generate_speculative(engines.target, draft, prompt, &params, noise, &mut |e: &SpecEvent<
+            let out = try_generate_speculative(engines.target, draft, prompt, &params, noise, &mut |e: &SpecEvent<
                 '_,
             >| {
-                if e.kept {
-                    count += 1;
-                    kept(count, e.max_frames);
+                if !e.kept {
+                    return Ok(());
                 }
+                count += 1;
+                kept(KeptFrame {
+                    frames: count,
+                    max_frames: e.max_frames,
+                    codes: e.codes,
+                })
             })?;
             Ok(Decoded {
                 generation: out.generation,

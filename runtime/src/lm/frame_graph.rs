@@ -35,14 +35,15 @@ pub struct WholeFrame<'a> {
 }
 
 /// Runs the frame loop on `prompt` through `lm`'s frame graph; an engine
-/// without one is an [`LmError::Engine`]. `observer` sees every frame.
+/// without one is an [`LmError::Engine`]. `observer` sees every frame; its
+/// first error ends the loop and is returned.
 pub fn generate_frames(
     lm: &mut HeartMula,
     prompt: &Prompt,
     params: &GenParams,
     sampler: SamplerParams,
     noise: &mut dyn NoiseSource,
-    observer: &mut dyn FnMut(&WholeFrame<'_>),
+    observer: &mut dyn FnMut(&WholeFrame<'_>) -> Result<(), LmError>,
 ) -> Result<Generation, LmError> {
     params.validate()?;
     sampler.validate()?;
@@ -70,7 +71,7 @@ pub fn generate_frames(
             max_frames: max_extra + 1,
             codes: &codes,
             kept: !end,
-        });
+        })?;
         if end {
             return Ok(Generation {
                 frames,

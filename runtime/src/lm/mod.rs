@@ -26,7 +26,7 @@ pub mod tapped;
 
 use std::path::PathBuf;
 
-pub use decoding::{Decoded, Decoding, Engines, decode};
+pub use decoding::{Decoded, Decoding, Engines, KeptFrame, decode};
 pub use embed::{Embedder, Prompt, Row};
 pub use frame_graph::{WholeFrame, generate_frames};
 pub use frame_loop::{
@@ -37,7 +37,9 @@ pub use model::{
     BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues, Taps,
 };
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
-pub use speculative::{FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative};
+pub use speculative::{
+    FrameOrigin, SpecEvent, SpecGeneration, SpecParams, SpecStats, generate_speculative, try_generate_speculative,
+};
 
 /// Errors of the LM runtime.
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,10 @@ pub enum LmError {
     /// A prompt, code or parameter is out of range.
     #[error("invalid input: {0}")]
     Input(String),
+    /// The caller's per-frame observer asked the loop to stop (e.g. the
+    /// consumer of a streamed song went away); the caller holds the reason.
+    #[error("generation was stopped by its caller")]
+    Stopped,
     /// The backbone context cannot hold the requested positions.
     #[error(
         "{needed} positions do not fit the cache limit of {max} (prompt plus one frame per 80 ms of max_audio_length_ms)"

@@ -151,6 +151,22 @@ pub fn generate_speculative(
     noise: &mut dyn NoiseSource,
     observer: &mut dyn FnMut(&SpecEvent<'_>),
 ) -> Result<SpecGeneration, LmError> {
+    try_generate_speculative(target, draft, prompt, params, noise, &mut |event| {
+        observer(event);
+        Ok(())
+    })
+}
+
+/// [`generate_speculative`] with an observer that may fail: its first error
+/// ends generation and is returned.
+pub fn try_generate_speculative(
+    target: &mut HeartMula,
+    draft: &mut HeartMula,
+    prompt: &Prompt,
+    params: &SpecParams,
+    noise: &mut dyn NoiseSource,
+    observer: &mut dyn FnMut(&SpecEvent<'_>) -> Result<(), LmError>,
+) -> Result<SpecGeneration, LmError> {
     let start = Instant::now();
     check(target, draft, params)?;
     let max_positions = prompt.len() + params.generation.max_extra_frames();
@@ -263,7 +279,7 @@ struct Run<'a, 'n> {
     pending: Pending,
     stats: SpecStats,
     round: usize,
-    observer: &'a mut dyn FnMut(&SpecEvent<'_>),
+    observer: &'a mut dyn FnMut(&SpecEvent<'_>) -> Result<(), LmError>,
 }
 
 impl Run<'_, '_> {
@@ -501,7 +517,7 @@ impl Run<'_, '_> {
             kept: !end,
             origin,
             round: self.round,
-        });
+        })?;
         if end {
             return Ok(Some(StopReason::EndOfAudio));
         }
