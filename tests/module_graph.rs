@@ -167,7 +167,11 @@ fn the_scan_finds_a_planted_cycle() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
     std::fs::write(src.join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
-    std::fs::write(src.join("a.rs"), "use crate::b::Thing;\n// crate::b is fine in a comment\n").unwrap();
+    std::fs::write(
+        src.join("a.rs"),
+        "use crate::b::Thing;\n// crate::b is fine in a comment\n",
+    )
+    .unwrap();
     std::fs::write(src.join("b.rs"), "pub struct Thing;\nfn f() { super::a::g() }\n").unwrap();
     let found = cycles(&edges(src, 1));
     assert_eq!(found, vec!["a -> b -> … -> a".to_string()]);

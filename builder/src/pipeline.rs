@@ -99,7 +99,7 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
         onnx_export::frame::export_frame(
             &mula.checkpoint,
             &mula.config,
-            &lm.options,
+            &options,
             &dir.join(heart::engine::FRAME_GRAPH),
         )
         .context("exporting the frame graph")?,

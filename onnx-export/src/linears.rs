@@ -286,7 +286,7 @@ impl<'p> Linears<'p> {
         };
         Ok(match &w {
             HeadWeight::Dense(w) => g.with_scope(name, |g| g.matmul(&x, w)),
-            HeadWeight::NBits(w) => w.apply(g, &x),
+            other => other.apply(g, &x),
         })
     }
 
@@ -313,13 +313,14 @@ impl<'p> Linears<'p> {
                 (out, inp),
                 self.opts.numerics.compute,
             )?;
-            let x = match plan.weights {
-                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => {
-                    crate::quant::reference::int8_block_activation(g, &x, inp, name)
-                }
-                _ => x,
-            };
-            return Ok(g.with_scope(name, |g| g.matmul(&x, &w)));
+            return Ok(match plan.weights {
+                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
+                    weight: w,
+                    features: inp,
+                    name: t.name.trim_end_matches(".weight").to_string(),
+                },
+                _ => HeadWeight::Dense(w),
+            });
         }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {

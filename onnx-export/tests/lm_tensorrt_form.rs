@@ -8,7 +8,6 @@
 //! itself has no `If` and no contrib operator.
 
 use heart_test_support::lm_graphs as lm_support;
-use heart_test_support::ort_graphs as quant_support;
 
 use std::path::Path;
 

@@ -34,7 +34,8 @@ fn whole_frames(
     let g = generate_frames(lm, prompt, params, sampler, noise, &mut |_| {
         calls += 1;
         Ok(())
-    }).expect("frame-graph generation");
+    })
+    .expect("frame-graph generation");
     (g, calls)
 }
 

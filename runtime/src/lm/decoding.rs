@@ -8,7 +8,7 @@
 
 use super::frame_graph::{WholeFrame, generate_frames};
 use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, try_generate};
-use super::model::HeartMula;
+use super::model::{HeartMula, Taps};
 use super::sampler::{NoiseSource, SamplerParams};
 use super::speculative::{SpecEvent, SpecParams, SpecStats, try_generate_speculative};
 use super::{LmError, Prompt};
@@ -113,6 +113,7 @@ pub fn decode(
                 engines.target,
                 prompt,
                 &generation,
+                &Taps::default(),
                 &mut picker,
                 &mut |e: &FrameEvent<'_>| {
                     if !e.kept {

@@ -1,7 +1,6 @@
 //! Helpers shared by the integration tests: the committed tiny fixture, and
 //! rewriting (copies of) its checkpoints to provoke loader errors.
 
-
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -76,6 +75,12 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 pub struct Scratch {
     _dir: tempfile::TempDir,
     pub root: PathBuf,
+}
+
+impl Default for Scratch {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Scratch {

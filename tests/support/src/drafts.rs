@@ -1,7 +1,6 @@
 //! Shared by the `spec_*` tests: draft engines of the tiny-a model (exported
 //! once per test binary) and the fixture's case prompts.
 
-
 use std::path::Path;
 use std::sync::OnceLock;
 

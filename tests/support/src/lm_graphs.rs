@@ -2,7 +2,6 @@
 //! graphs of an export on ONNX Runtime CPU with seeded inputs and an empty
 //! cache, and comparing their outputs.
 
-
 use std::path::Path;
 
 use heart::config::{FlavorParams, MulaConfig};

@@ -2,7 +2,6 @@
 //! under the option sets that matter for QDQ graphs, running a graph, seeded
 //! data, and the f64 reference product with its error bound.
 
-
 use std::path::Path;
 
 use ort::session::Session;
