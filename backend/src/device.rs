@@ -3,6 +3,10 @@
 
 use heart::manifest::Target;
 
+/// The oldest CUDA version the driver must support, as `cuDriverGetVersion`
+/// encodes it (`1000·major + 10·minor`): 13.0.
+pub const MIN_CUDA_DRIVER: i32 = 13000;
+
 /// A GPU as the CUDA driver reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GpuInfo {
@@ -77,7 +81,7 @@ impl Probe {
                 "the NVIDIA driver supports CUDA {} but heart's GPU paths need CUDA {} (driver 580 or newer); \
                  update the NVIDIA driver",
                 cuda_version_string(*cuda),
-                cuda_version_string(crate::driver::MIN_CUDA_DRIVER)
+                cuda_version_string(MIN_CUDA_DRIVER)
             ),
             Self::MissingSymbol(name) => {
                 format!(

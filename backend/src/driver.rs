@@ -15,14 +15,10 @@
 use std::ffi::{c_char, c_int, c_uint};
 use std::path::Path;
 
-use crate::device::{GpuInfo, Probe};
+use crate::device::{GpuInfo, MIN_CUDA_DRIVER, Probe};
 
 /// The CUDA driver library's soname.
 pub const DRIVER_LIBRARY: &str = "libcuda.so.1";
-
-/// The oldest CUDA version the driver must support, as `cuDriverGetVersion`
-/// encodes it (`1000·major + 10·minor`): 13.0.
-pub const MIN_CUDA_DRIVER: i32 = 13000;
 
 /// The TensorRT library ONNX Runtime 1.31.1's TensorRT provider links against.
 pub const NVINFER: &str = "libnvinfer.so.10";

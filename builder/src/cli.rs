@@ -43,7 +43,7 @@ pub enum Command {
     Synth(SynthArgs),
     /// Build the fp32 simulation of a quantized engine (reference-dequantized weights, the engine's
     /// activation scales) for `heart-eval exact`.
-    Simulate(crate::simulate::SimulateArgs),
+    Simulate(SimulateArgs),
 }
 
 /// Arguments of an engine build.
@@ -162,4 +162,30 @@ pub struct SynthArgs {
 
 fn parse_precision(s: &str) -> Result<Precision, String> {
     s.parse()
+}
+
+/// Arguments of `heart-build simulate`.
+#[derive(Debug, Args)]
+pub struct SimulateArgs {
+    /// The quantized engine folder to simulate (built by heart-build).
+    #[arg(long, value_name = "DIR")]
+    pub engine: PathBuf,
+    /// The HeartMuLa checkpoint the engine was built from.
+    #[arg(long, value_name = "DIR")]
+    pub mula: PathBuf,
+    /// The HeartCodec checkpoint (simulated at fp32), if the engine has a codec.
+    #[arg(long, value_name = "DIR")]
+    pub codec: Option<PathBuf>,
+    /// tokenizer.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// gen_config.json (default: next to the model files or one level up).
+    #[arg(long, value_name = "FILE")]
+    pub gen_config: Option<PathBuf>,
+    /// Output folder of the simulation.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace an existing output folder.
+    #[arg(long)]
+    pub force: bool,
 }

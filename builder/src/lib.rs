@@ -11,6 +11,7 @@ pub mod profile;
 pub mod realistic;
 pub mod safetensors_out;
 pub mod scales;
+pub mod seeded;
 pub mod simulate;
 pub mod synth;
 pub mod tensorrt;
@@ -22,7 +23,7 @@ use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::atomic::AtomicDir;
-use crate::cli::SynthArgs;
+use crate::cli::{SimulateArgs, SynthArgs};
 
 /// A byte-counting progress bar (hidden with `--quiet`).
 pub fn bytes_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
@@ -80,4 +81,29 @@ pub fn synthesize(args: &SynthArgs, quiet: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `heart-build simulate`: builds the fp32 simulation of `args.engine` into `args.out`.
+pub fn simulate_engine(args: &SimulateArgs, quiet: bool) -> Result<()> {
+    let sim = simulate::plan(&args.engine)?;
+    let build = cli::BuildArgs {
+        mula: args.mula.clone(),
+        codec: args.codec.clone(),
+        tokenizer: args.tokenizer.clone(),
+        gen_config: args.gen_config.clone(),
+        precision: None,
+        profile: None,
+        codec_precision: heart::precision::Precision::Fp32,
+        calibration: None,
+        layer_taps: true,
+        target: cli::BuildTarget::Onnx,
+        gpu_arch: crate::trt_rtx::GpuArch::Sm121,
+        trt_rtx: None,
+        out: args.out.clone(),
+        force: args.force,
+        draft_precision: None,
+        draft_backbone_layers: None,
+        draft_decoder_layers: None,
+    };
+    crate::pipeline::build(&build, &sim.profile, Some(&sim), quiet)
 }

@@ -2,7 +2,7 @@
 
 use clap::Parser;
 use heart_build::cli::{Cli, Command};
-use heart_build::{atomic, pipeline, simulate, synthesize};
+use heart_build::{atomic, pipeline, simulate_engine, synthesize};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -12,7 +12,7 @@ fn main() -> std::process::ExitCode {
     }
     let result = match (cli.command, cli.build) {
         (Some(Command::Synth(args)), _) => synthesize(&args, cli.quiet),
-        (Some(Command::Simulate(args)), _) => simulate::run(&args, cli.quiet),
+        (Some(Command::Simulate(args)), _) => simulate_engine(&args, cli.quiet),
         (None, Some(args)) => pipeline::run(&args, cli.quiet),
         (None, None) => Err(anyhow::anyhow!("nothing to do; see `heart-build --help`")),
     };

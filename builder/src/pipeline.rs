@@ -95,15 +95,20 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &options, dir)
         .context("exporting the HeartMuLa graphs")?
         .files;
-    written.extend(
-        onnx_export::frame::export_frame(
-            &mula.checkpoint,
-            &mula.config,
-            &options,
-            &dir.join(heart::engine::FRAME_GRAPH),
-        )
-        .context("exporting the frame graph")?,
-    );
+    // Profiles that quantize activations decode per step: the frame graph's
+    // seven unrolled decoder steps would each need their own quantizer
+    // constants, which the emitter names once per linear layer.
+    if options.quant.as_ref().is_none_or(|q| q.activations.is_none()) {
+        written.extend(
+            onnx_export::frame::export_frame(
+                &mula.checkpoint,
+                &mula.config,
+                &options,
+                &dir.join(heart::engine::FRAME_GRAPH),
+            )
+            .context("exporting the frame graph")?,
+        );
+    }
     written.extend(lm.stats_file);
     if let Some(plan) = &draft_plan {
         stage(&format!("exporting the speculative-decoding draft ({plan})"));

@@ -22,7 +22,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StudentT};
 
-use crate::synth::rng_for;
+use crate::seeded::rng_for;
 
 /// RMSNorm gains of the two outlier channels of each stack.
 pub const OUTLIER_GAINS: [f32; 2] = [10.0, 30.0];

@@ -26,38 +26,11 @@ use onnx_export::linears::{Activations, Lowering};
 use onnx_export::lm::LmOptions;
 
 use crate::calibrate::{CalibrationStats, PreparedLm};
-use crate::cli::{BuildArgs, BuildTarget};
 use crate::profile::Profile;
 use heart::profile::BuildProfile;
 
 /// Suffix of a simulation's profile name in its manifest.
 pub const PROFILE_SUFFIX: &str = ".simulation";
-
-/// Arguments of `heart-build simulate`.
-#[derive(Debug, Args)]
-pub struct SimulateArgs {
-    /// The quantized engine folder to simulate (built by heart-build).
-    #[arg(long, value_name = "DIR")]
-    pub engine: PathBuf,
-    /// The HeartMuLa checkpoint the engine was built from.
-    #[arg(long, value_name = "DIR")]
-    pub mula: PathBuf,
-    /// The HeartCodec checkpoint (simulated at fp32), if the engine has a codec.
-    #[arg(long, value_name = "DIR")]
-    pub codec: Option<PathBuf>,
-    /// tokenizer.json (default: next to the model files or one level up).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
-    /// gen_config.json (default: next to the model files or one level up).
-    #[arg(long, value_name = "FILE")]
-    pub gen_config: Option<PathBuf>,
-    /// Output folder of the simulation.
-    #[arg(long, value_name = "DIR")]
-    pub out: PathBuf,
-    /// Replace an existing output folder.
-    #[arg(long)]
-    pub force: bool,
-}
 
 /// What a simulation build needs beyond an ordinary build's arguments.
 pub struct Simulation {
@@ -65,31 +38,6 @@ pub struct Simulation {
     pub profile: Profile,
     /// The engine's calibration statistics, when its profile quantizes activations.
     pub stats: Option<(CalibrationStats, CalibrationEntry)>,
-}
-
-/// Builds the simulation of `args.engine` into `args.out`.
-pub fn run(args: &SimulateArgs, quiet: bool) -> Result<()> {
-    let sim = plan(&args.engine)?;
-    let build = BuildArgs {
-        mula: args.mula.clone(),
-        codec: args.codec.clone(),
-        tokenizer: args.tokenizer.clone(),
-        gen_config: args.gen_config.clone(),
-        precision: None,
-        profile: None,
-        codec_precision: Precision::Fp32,
-        calibration: None,
-        layer_taps: true,
-        target: BuildTarget::Onnx,
-        gpu_arch: crate::trt_rtx::GpuArch::Sm121,
-        trt_rtx: None,
-        out: args.out.clone(),
-        force: args.force,
-        draft_precision: None,
-        draft_backbone_layers: None,
-        draft_decoder_layers: None,
-    };
-    crate::pipeline::build(&build, &sim.profile, Some(&sim), quiet)
 }
 
 /// Reads the engine's profile and calibration and turns them into the simulation's.

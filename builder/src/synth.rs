@@ -27,6 +27,8 @@ use heart::tensors::{codec_tensor_specs, mula_tensor_specs};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::seeded::rng_for;
+
 use crate::safetensors_out::{OutTensor, write_checkpoint};
 
 /// The tokenizer shipped with synthesized checkpoints: the fixture set's small
@@ -245,18 +247,6 @@ pub fn planned_bytes(size: SynthSize) -> Result<u64> {
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)?).with_context(|| format!("writing {}", path.display()))
-}
-
-/// Per-tensor, per-chunk RNG: chunks are independent, so the stream does not
-/// depend on the chunk size used by the writer.
-pub(crate) fn rng_for(seed: u64, name: &str, start: usize) -> ChaCha8Rng {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ seed;
-    for b in name.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    let mut rng = ChaCha8Rng::seed_from_u64(h);
-    rng.set_word_pos(start as u128);
-    rng
 }
 
 fn uniform(rng: &mut ChaCha8Rng, buf: &mut [f32], amplitude: f32) {

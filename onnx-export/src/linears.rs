@@ -39,6 +39,8 @@ use std::fmt;
 use heart::checkpoint::TensorRef;
 use heart::engine;
 pub use heart::profile::{LinearGroup, Lowering};
+
+pub use crate::quant::QuantFormat;
 use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::fp8_scale;
 use heart::quant::nvfp4::nvfp4_global_scale;
@@ -50,18 +52,6 @@ use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
 use crate::quant::{
     Accuracy, ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight,
 };
-
-/// Storage format of quantized weights and of quantized activations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum QuantFormat {
-    /// NVFP4: E2M1 values, E4M3 scale per 16-element block, f32 global scale.
-    Nvfp4,
-    /// FP8 E4M3FN: per output channel for weights, per tensor for activations.
-    Fp8,
-    /// Blockwise int4 / int8 weights run by ONNX Runtime's `MatMulNBits`
-    /// (weights only: the operator's accuracy level decides the activations).
-    Int(NBits),
-}
 
 /// Which runtime a graph is exported for. Both forms compute the same
 /// numbers within the precision's tolerance; they differ in the operators used.

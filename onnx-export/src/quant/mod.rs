@@ -90,6 +90,18 @@ use crate::external::WrittenFile;
 use crate::graph::{DType, GraphBuilder, Value};
 pub use nbits::{Accuracy, NBits, NBitsWeight};
 
+/// Storage format of quantized weights and of quantized activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QuantFormat {
+    /// NVFP4: E2M1 values, E4M3 scale per 16-element block, f32 global scale.
+    Nvfp4,
+    /// FP8 E4M3FN: per output channel for weights, per tensor for activations.
+    Fp8,
+    /// Blockwise int4 / int8 weights run by ONNX Runtime's `MatMulNBits`
+    /// (weights only: the operator's accuracy level decides the activations).
+    Int(NBits),
+}
+
 /// Session config entries (`SessionBuilder::with_config_entry`) that keep
 /// portable quantized weights packed in RAM: constant folding would otherwise
 /// store their dequantized f32 form at session creation (see the module doc).

@@ -17,9 +17,9 @@ use heart::quant::blockwise::quantize_blockwise;
 use heart::quant::fp8::{Fp8Granularity, quantize_fp8};
 use heart::quant::nvfp4::quantize_nvfp4;
 
+use super::QuantFormat;
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, Value};
-use crate::linears::QuantFormat;
 
 /// Row-major `[out, inp]` weight `values` (called `name`) quantized to
 /// `format` by the reference quantizer and dequantized again: the values the
