@@ -4,7 +4,8 @@
 //! graph of the tiny-a fixture gets a GB10 (sm121) engine at fp16, fp8, fp4
 //! and fp4-w4a4 and with a speculative draft, each with an EP-context model
 //! whose node names the engine's tensors; the exported graphs are the
-//! TensorRT forms (no `If`, no contrib operators, FP4 weights as FLOAT4E2M1);
+//! TensorRT forms (no `If`, no contrib operators, FP4 weights as FLOAT4E2M1),
+//! which at fp16 pass every fixture conformance case on ONNX Runtime CPU;
 //! and on the synthesized small LM the fp4 backbone engine is at most 0.45×
 //! the fp16 one (FP4 stays FP4 in the engine).
 
@@ -13,6 +14,7 @@ use std::process::{Command, Output};
 
 use heart::engine;
 use heart::manifest::{EngineKind, Manifest, Target, Verify};
+use heart_runtime::conform::{self, ConformContext, Verdict};
 use onnx_export::ep_context::{NV_TENSORRT_RTX_SOURCE, read_ep_context_node};
 use onnx_export::proto::ModelProto;
 use onnx_export::proto::tensor_proto::DataType;
@@ -160,12 +162,23 @@ fn initializer_types(m: &ModelProto) -> Vec<i32> {
         .collect()
 }
 
+/// Also: the folder's TensorRT-form graphs pass every fixture case on ONNX
+/// Runtime CPU (the fp16 bounds), like a CPU-form fp16 folder.
 #[test]
-fn fp16_engines_for_every_tiny_a_graph() {
+fn fp16_engines_for_every_tiny_a_graph_and_the_graphs_pass_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     tiny_a(&out, &["--precision", "fp16"]);
     check_folder(&out, &TINY_GRAPHS);
+    let mut ctx = ConformContext::open(&repo("tests/fixtures/tiny-a"))
+        .unwrap()
+        .with_engines(&out)
+        .unwrap();
+    let mut log = Vec::new();
+    let report = conform::run(&mut ctx, None, &mut log).unwrap();
+    let log = String::from_utf8(log).unwrap();
+    assert!(report.cases.len() >= 23, "{log}");
+    assert!(report.cases.iter().all(|c| c.outcome.verdict == Verdict::Pass), "{log}");
 }
 
 #[test]
