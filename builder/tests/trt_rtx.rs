@@ -257,7 +257,7 @@ fn a_speculative_draft_gets_engines_and_the_target_decoder_takes_the_scorer_rows
 }
 
 #[test]
-fn int_weights_and_a_missing_install_fail_before_any_output() {
+fn int_weights_fp4_on_ampere_and_a_missing_install_fail_before_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     let mula = repo("tests/fixtures/tiny-a/heartmula");
@@ -267,6 +267,13 @@ fn int_weights_and_a_missing_install_fail_before_any_output() {
     assert!(!o.status.success());
     assert!(
         err.contains("MatMulNBits") && err.contains("tensorrt graph form"),
+        "{err}"
+    );
+    let o = heart_build(&[&base[..], &["--precision", "fp4", "--gpu-arch", "sm86"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--precision fp4: sm86") && err.contains("sm120 and sm121"),
         "{err}"
     );
     let empty = dir.path().join("no-install");
