@@ -39,7 +39,8 @@ fn build_ok(args: &[&str]) {
     let o = heart_build(args);
     assert!(
         o.status.success(),
-        "heart-build {args:?} failed:\n{}",
+        "heart-build {args:?} failed ({}):\n{}",
+        o.status,
         String::from_utf8_lossy(&o.stderr)
     );
 }
