@@ -2,7 +2,8 @@
 //!
 //! Without feature `tensorrt-native` (the default) it does nothing: no probing,
 //! no compiler, no network. With it, TensorRT 10 must be installed and named by
-//! `TENSORRT_ROOT` (`include/NvInfer.h`, `lib/libnvinfer.so`), and the CUDA
+//! `TENSORRT_ROOT` (`include/NvInfer.h`, `lib/libnvinfer.so`,
+//! `lib/libnvonnxparser.so`), and the CUDA
 //! headers by `CUDA_ROOT` (default `/usr/local/cuda`); the thin C ABI shim
 //! `native/trt_shim.cpp` is compiled with `cc` and `native/trt_shim.h` bound
 //! with `bindgen` (which needs libclang). A missing SDK stops the build with a
@@ -67,6 +68,7 @@ mod tensorrt {
             .compile("heart_trt_shim");
         println!("cargo:rustc-link-search=native={}", trt.join("lib").display());
         println!("cargo:rustc-link-lib=dylib=nvinfer");
+        println!("cargo:rustc-link-lib=dylib=nvonnxparser");
         let out = PathBuf::from(std::env::var_os("OUT_DIR").unwrap_or_else(|| stop("OUT_DIR is not set")));
         let bindings = bindgen::Builder::default()
             .header(shim.join("trt_shim.h").to_string_lossy())

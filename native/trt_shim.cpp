@@ -1,6 +1,9 @@
-// heart's C ABI over TensorRT 10's C++ runtime: see trt_shim.h.
+// heart's C ABI over TensorRT 10's C++ builder, ONNX parser and runtime: see
+// trt_shim.h.
 //
-// Written against TensorRT 10's documented API (IRuntime::deserializeCudaEngine,
+// Written against TensorRT 10's documented API (IBuilder::createNetworkV2 /
+// createOptimizationProfile / buildSerializedNetwork, nvonnxparser::IParser::
+// parseFromFile, IRuntime::deserializeCudaEngine,
 // ICudaEngine::getNbIOTensors / getIOTensorName / getTensorIOMode /
 // createExecutionContext, IExecutionContext::setInputShape / setTensorAddress /
 // enqueueV3). TensorRT 10 objects are released with `delete`.
@@ -8,8 +11,11 @@
 #include "trt_shim.h"
 
 #include <NvInfer.h>
+#include <NvOnnxParser.h>
 #include <cuda_runtime_api.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <string>
@@ -56,6 +62,97 @@ extern "C" {
 int32_t heart_trt_version(void) { return getInferLibVersion(); }
 
 const char* heart_trt_last_error(void) { return last_error.c_str(); }
+
+int32_t heart_trt_build_plan(const char* onnx_path, const HeartTrtInputRange* ranges, int32_t n_ranges, void** plan,
+                             size_t* size) {
+  last_error.clear();
+  if (onnx_path == nullptr || plan == nullptr || size == nullptr || n_ranges < 0 ||
+      (n_ranges > 0 && ranges == nullptr)) {
+    fail("invalid arguments to build_plan");
+    return -1;
+  }
+  try {
+    std::unique_ptr<nvinfer1::IBuilder> builder{nvinfer1::createInferBuilder(logger())};
+    if (!builder) {
+      fail("createInferBuilder failed");
+      return -1;
+    }
+#if NV_TENSORRT_MAJOR >= 11
+    const uint32_t flags = 0;  // strongly typed is the only mode
+#else
+    const uint32_t flags = 1U << static_cast<uint32_t>(nvinfer1::NetworkDefinitionCreationFlag::kSTRONGLY_TYPED);
+#endif
+    std::unique_ptr<nvinfer1::INetworkDefinition> network{builder->createNetworkV2(flags)};
+    std::unique_ptr<nvonnxparser::IParser> parser{
+        network ? nvonnxparser::createParser(*network, logger()) : nullptr};
+    if (!parser) {
+      fail("creating the network or the ONNX parser failed");
+      return -1;
+    }
+    if (!parser->parseFromFile(onnx_path, static_cast<int32_t>(nvinfer1::ILogger::Severity::kWARNING))) {
+      std::string message = std::string("the ONNX parser rejected ") + onnx_path + ":";
+      for (int32_t i = 0; i < parser->getNbErrors(); ++i) {
+        message += " ";
+        message += parser->getError(i)->desc();
+      }
+      fail(message.c_str());
+      return -1;
+    }
+    std::unique_ptr<nvinfer1::IBuilderConfig> config{builder->createBuilderConfig()};
+    nvinfer1::IOptimizationProfile* profile = builder->createOptimizationProfile();
+    if (!config || profile == nullptr) {
+      fail("creating the builder config or the optimization profile failed");
+      return -1;
+    }
+    for (int32_t r = 0; r < n_ranges; ++r) {
+      const HeartTrtInputRange& range = ranges[r];
+      if (range.name == nullptr || range.nb_dims < 0 || range.nb_dims > nvinfer1::Dims::MAX_DIMS ||
+          (range.nb_dims > 0 && (range.min == nullptr || range.opt == nullptr || range.max == nullptr))) {
+        fail("invalid input range");
+        return -1;
+      }
+      const int64_t* shapes[3] = {range.min, range.opt, range.max};
+      const nvinfer1::OptProfileSelector selectors[3] = {
+          nvinfer1::OptProfileSelector::kMIN, nvinfer1::OptProfileSelector::kOPT, nvinfer1::OptProfileSelector::kMAX};
+      for (int32_t k = 0; k < 3; ++k) {
+        nvinfer1::Dims dims{};
+        dims.nbDims = range.nb_dims;
+        for (int32_t i = 0; i < range.nb_dims; ++i) {
+          dims.d[i] = shapes[k][i];
+        }
+        if (!profile->setDimensions(range.name, selectors[k], dims)) {
+          fail((std::string("the optimization profile rejected the range of ") + range.name).c_str());
+          return -1;
+        }
+      }
+    }
+    if (config->addOptimizationProfile(profile) < 0) {
+      fail("the optimization profile is invalid (min <= opt <= max for every input?)");
+      return -1;
+    }
+    std::unique_ptr<nvinfer1::IHostMemory> built{builder->buildSerializedNetwork(*network, *config)};
+    if (!built || built->size() == 0) {
+      if (last_error.empty()) {
+        fail("buildSerializedNetwork produced no plan");
+      }
+      return -1;
+    }
+    void* out = std::malloc(built->size());
+    if (out == nullptr) {
+      fail("out of host memory for the plan");
+      return -1;
+    }
+    std::memcpy(out, built->data(), built->size());
+    *plan = out;
+    *size = built->size();
+    return 0;
+  } catch (const std::exception& e) {
+    fail(e.what());
+    return -1;
+  }
+}
+
+void heart_trt_plan_free(void* plan) { std::free(plan); }
 
 HeartTrtEngine* heart_trt_engine_deserialize(const void* plan, size_t size) {
   last_error.clear();

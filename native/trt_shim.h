@@ -1,9 +1,10 @@
 /*
  * heart's C ABI over TensorRT 10's C++ runtime (feature `tensorrt-native`).
  *
- * Only what running a serialized plan needs: deserialize it, list its I/O
- * tensors, create an execution context, set input shapes and tensor
- * addresses, enqueue on a CUDA stream. Every call reports failure through its
+ * Building a serialized plan from an ONNX graph (the parser, a strongly typed
+ * network, one optimization profile) and what running one needs: deserialize
+ * it, list its I/O tensors, create an execution context, set input shapes and
+ * tensor addresses, enqueue on a CUDA stream. Every call reports failure through its
  * return value; the message of the last failure on the calling thread is
  * heart_trt_last_error(). No C++ exception crosses this boundary.
  */
@@ -28,6 +29,30 @@ int32_t heart_trt_version(void);
 /* The message of the last failure on this thread ("" if none). Valid until
  * the next failing call on this thread. */
 const char* heart_trt_last_error(void);
+
+/* The accepted shapes of one dynamic input of a plan being built. */
+typedef struct HeartTrtInputRange {
+  /* Input tensor name (the ONNX graph input's). */
+  const char* name;
+  /* Rank, 0..=8; `min`, `opt` and `max` each hold that many dimensions. */
+  int32_t nb_dims;
+  const int64_t* min;
+  const int64_t* opt;
+  const int64_t* max;
+} HeartTrtInputRange;
+
+/* Builds a serialized plan for the GPU of this process from the ONNX model at
+ * `onnx_path` (external data resolved next to it): nvonnxparser into a
+ * strongly typed network (the graph's dtypes decide every precision; TensorRT
+ * 11 is always strongly typed), one optimization profile made of `n_ranges`
+ * ranges (every dynamic input needs one). On success stores a buffer in
+ * `*plan` and its length in `*size` and returns 0; free the buffer with
+ * heart_trt_plan_free(). */
+int32_t heart_trt_build_plan(const char* onnx_path, const HeartTrtInputRange* ranges, int32_t n_ranges, void** plan,
+                             size_t* size);
+
+/* Frees a buffer of heart_trt_build_plan() (NULL is ignored). */
+void heart_trt_plan_free(void* plan);
 
 /* Deserializes `size` bytes of a plan file; NULL on failure. */
 HeartTrtEngine* heart_trt_engine_deserialize(const void* plan, size_t size);

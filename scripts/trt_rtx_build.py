@@ -5,9 +5,10 @@ builder is the header-free interface, so `heart-build --target tensorrt-rtx`
 runs this script with the interpreter of the environment that
 `scripts/setup-trt-rtx.sh` installs.
 
-Protocol: one JSON request on stdin, one JSON reply on stdout; exit status 0
-when every engine was built, 1 otherwise (the reply's `error` says which graph
-failed and why, with the parser's and builder's own messages).
+Protocol: one JSON request on stdin, one JSON reply on stdout (nothing else:
+TensorRT's own log goes to stderr); exit status 0 when every engine was built,
+1 otherwise (the reply's `error` says which graph failed and why, with the
+parser's own messages; the builder's are in the log).
 
 Request:
   {"arch": "sm121",
@@ -30,10 +31,22 @@ import sys
 import time
 
 
+# TensorRT's logger writes to the process's stdout. The reply gets a private
+# copy of the original stdout; fd 1 then points at stderr, so the builder's log
+# (warnings, errors) ends up on stderr, where heart-build shows its tail.
+REPLY = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+
+
+def reply(obj, status):
+    json.dump(obj, REPLY)
+    REPLY.write("\n")
+    REPLY.flush()
+    sys.exit(status)
+
+
 def fail(message):
-    json.dump({"error": message}, sys.stdout)
-    sys.stdout.write("\n")
-    sys.exit(1)
+    reply({"error": message}, 1)
 
 
 def tensors(items):
@@ -52,7 +65,7 @@ def build_one(trt, logger, capability, job):
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(onnx):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"the ONNX parser rejected {onnx}: {errors}")
+        raise RuntimeError(f"the ONNX parser rejected it: {errors}")
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
     outputs = [network.get_output(i) for i in range(network.num_outputs)]
     config = builder.create_builder_config()
@@ -61,19 +74,19 @@ def build_one(trt, logger, capability, job):
     ranges = job.get("profile", {})
     unknown = sorted(set(ranges) - {t.name for t in inputs})
     if unknown:
-        raise RuntimeError(f"{onnx}: the profile names inputs the graph does not have: {', '.join(unknown)}")
+        raise RuntimeError(f"the profile names inputs the graph does not have: {', '.join(unknown)}")
     profile = builder.create_optimization_profile()
     for t in inputs:
         if -1 not in tuple(t.shape):
             continue
         if t.name not in ranges:
-            raise RuntimeError(f"{onnx}: dynamic input `{t.name}` {tuple(t.shape)} has no profile range")
+            raise RuntimeError(f"dynamic input `{t.name}` {tuple(t.shape)} has no profile range")
         r = ranges[t.name]
         profile.set_shape(t.name, r["min"], r["opt"], r["max"])
     config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise RuntimeError(f"TensorRT-RTX could not build an engine from {onnx} (see the builder log above)")
+        raise RuntimeError("TensorRT-RTX built no engine (its log says why)")
     part = engine + ".part"
     with open(part, "wb") as out:
         out.write(plan)
@@ -104,7 +117,6 @@ def main():
         known = ", ".join(m.lower() for m in trt.ComputeCapability.__members__ if m.startswith("SM"))
         fail(f"TensorRT-RTX {trt.__version__} cannot build for `{arch}` (it knows {known})")
     capability = trt.ComputeCapability.__members__[name]
-    # The builder's warnings and errors go to stderr; stdout carries only the reply.
     logger = trt.Logger(trt.Logger.WARNING)
     built = []
     for job in graphs:
@@ -112,8 +124,7 @@ def main():
             built.append(build_one(trt, logger, capability, job))
         except (RuntimeError, KeyError, TypeError) as e:
             fail(f"{job.get('onnx', '?')}: {e}")
-    json.dump({"tensorrt_rtx_version": trt.__version__, "arch": arch, "graphs": built}, sys.stdout)
-    sys.stdout.write("\n")
+    reply({"tensorrt_rtx_version": trt.__version__, "arch": arch, "graphs": built}, 0)
 
 
 if __name__ == "__main__":

@@ -3,11 +3,15 @@
 //! `native/trt_shim.{h,cpp}` that the build script compiles against the
 //! TensorRT 10 named by `TENSORRT_ROOT`.
 //!
-//! The route for users who want to drop ONNX Runtime on the GPU: plans are the
-//! engines `heart-build --target tensorrt` writes under `trt/engines/`. Device
-//! memory and streams come from cudarc; this module only binds addresses and
-//! enqueues. **Not compiled or run on the project's machines** (no TensorRT
-//! headers there); see `docs/gpu.md`.
+//! The route for users who want to drop ONNX Runtime on the GPU: [`build_plan`]
+//! compiles a plan from a graph in its TensorRT form (the graphs of a
+//! `heart-build --target tensorrt` / `tensorrt-rtx` folder, whose profiles the
+//! manifest lists) on the GPU at hand, or plans are the engines `heart-build
+//! --target tensorrt` writes under `trt/engines/`. Device memory and streams
+//! come from cudarc; this module only binds addresses and enqueues. The shim
+//! and this module were compiled against the public TensorRT 10.14, 10.16 and
+//! 11.1 headers (no TensorRT library here to link or run them); see
+//! `docs/gpu.md` §6.
 
 use std::ffi::{CStr, CString, c_void};
 use std::marker::PhantomData;
@@ -76,6 +80,66 @@ pub fn version() -> String {
 
 fn decode_version(v: i32) -> String {
     format!("{}.{}.{}", v / 10_000, (v / 100) % 100, v % 100)
+}
+
+/// The accepted shapes of one dynamic input of a plan (an optimization-profile entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputRange<'a> {
+    /// Input tensor name.
+    pub name: &'a str,
+    /// Smallest shape.
+    pub min: &'a [i64],
+    /// Shape TensorRT tunes for.
+    pub opt: &'a [i64],
+    /// Largest shape.
+    pub max: &'a [i64],
+}
+
+/// Builds a serialized plan for this process's GPU from the ONNX graph at
+/// `onnx` (external data next to it): TensorRT's ONNX parser, a strongly
+/// typed network (the graph's dtypes decide every precision, so FP4/FP8
+/// weights stay FP4/FP8), one optimization profile of `ranges` (every dynamic
+/// input needs one).
+pub fn build_plan(onnx: &Path, ranges: &[InputRange<'_>]) -> Result<Vec<u8>, TrtError> {
+    let path = onnx
+        .to_str()
+        .and_then(|p| CString::new(p).ok())
+        .ok_or_else(|| TrtError::Call {
+            call: "build_plan",
+            message: format!("{} is not a UTF-8 path without NUL bytes", onnx.display()),
+        })?;
+    let mut names = Vec::with_capacity(ranges.len());
+    let mut raw = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        if r.min.len() != r.max.len() || r.opt.len() != r.max.len() {
+            return Err(TrtError::Call {
+                call: "build_plan",
+                message: format!("input `{}`: min, opt and max have different ranks", r.name),
+            });
+        }
+        names.push(c_name(r.name)?);
+        raw.push(ffi::HeartTrtInputRange {
+            name: std::ptr::null(),
+            nb_dims: i32::try_from(r.max.len()).unwrap_or(i32::MAX),
+            min: r.min.as_ptr(),
+            opt: r.opt.as_ptr(),
+            max: r.max.as_ptr(),
+        });
+    }
+    for (entry, name) in raw.iter_mut().zip(&names) {
+        entry.name = name.as_ptr();
+    }
+    let mut plan: *mut c_void = std::ptr::null_mut();
+    let mut size = 0usize;
+    let n = i32::try_from(raw.len()).unwrap_or(i32::MAX);
+    // SAFETY: every pointer in `raw` points into `names` / `ranges`, alive for the call.
+    check("build_plan", unsafe {
+        ffi::heart_trt_build_plan(path.as_ptr(), raw.as_ptr(), n, &mut plan, &mut size)
+    })?;
+    // SAFETY: on success the shim returned a malloc'd buffer of `size` bytes, freed once here.
+    let bytes = unsafe { std::slice::from_raw_parts(plan.cast::<u8>(), size) }.to_vec();
+    unsafe { ffi::heart_trt_plan_free(plan) };
+    Ok(bytes)
 }
 
 /// A deserialized engine.

@@ -51,6 +51,12 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
         .clone()
         .in_form(form)
         .with_context(|| format!("profile `{}` in the {form} graph form", profile.entry.name))?;
+    if trt_rtx.is_some() {
+        args.gpu_arch.check_precision(precision, "--precision")?;
+        if let Some(plan) = &draft_plan {
+            args.gpu_arch.check_precision(plan.precision, "--draft-precision")?;
+        }
+    }
     if let Some(plan) = &draft_plan {
         onnx_export::lm::LmOptions::for_precision(plan.precision)
             .in_form(form)

@@ -27,6 +27,7 @@ use anyhow::{Context, Result, bail};
 use heart::config::{CodecConfig, MulaConfig};
 use heart::engine;
 use heart::manifest::{InputRange, Target, TrtEngineEntry};
+use heart::precision::Precision;
 use heart_backend::profiles::{self, GraphProfile, ProfileLimits};
 use onnx_export::ep_context::{EpContext, NV_TENSORRT_RTX_SOURCE, write_ep_context_model};
 use onnx_export::external::WrittenFile;
@@ -71,6 +72,33 @@ impl GpuArch {
             Self::Sm89 => "8.9",
             Self::Sm86 => "8.6",
         }
+    }
+
+    /// Refuses `precision` (of `what`, e.g. `--precision`) when this
+    /// architecture has no tensor cores for it: NVFP4 needs Blackwell (sm120,
+    /// sm121), FP8 Ada or newer (not sm86). TensorRT-RTX refuses such builds
+    /// itself ("the model contains HW-specific datatypes: fp4_e2m1,
+    /// fp8_e4m3"); this says so before any export.
+    pub fn check_precision(self, precision: Precision, what: &str) -> Result<()> {
+        let ok = match precision {
+            Precision::Fp4 => matches!(self, Self::Sm120 | Self::Sm121),
+            Precision::Fp8 => self != Self::Sm86,
+            _ => true,
+        };
+        if !ok {
+            bail!(
+                "{what} {precision}: {} (compute capability {}) has no {precision} tensor cores; \
+                 TensorRT-RTX builds {precision} for {} only",
+                self.as_str(),
+                self.compute_capability(),
+                if precision == Precision::Fp4 {
+                    "sm120 and sm121"
+                } else {
+                    "sm89 and newer"
+                }
+            );
+        }
+        Ok(())
     }
 
     /// `major·10 + minor`, the EP-context models' `hardware_architecture`.
@@ -429,6 +457,23 @@ mod tests {
         assert_eq!(GpuArch::Sm121.hardware_architecture(), "121");
         assert_eq!(GpuArch::Sm89.hardware_architecture(), "89");
         assert_eq!(GpuArch::Sm86.compute_capability(), "8.6");
+    }
+
+    #[test]
+    fn fp4_needs_blackwell_and_fp8_ada() {
+        assert!(GpuArch::Sm121.check_precision(Precision::Fp4, "--precision").is_ok());
+        assert!(GpuArch::Sm120.check_precision(Precision::Fp4, "--precision").is_ok());
+        let err = GpuArch::Sm89
+            .check_precision(Precision::Fp4, "--draft-precision")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("--draft-precision fp4: sm89") && err.contains("sm120 and sm121"),
+            "{err}"
+        );
+        assert!(GpuArch::Sm89.check_precision(Precision::Fp8, "--precision").is_ok());
+        assert!(GpuArch::Sm86.check_precision(Precision::Fp8, "--precision").is_err());
+        assert!(GpuArch::Sm86.check_precision(Precision::Fp16, "--precision").is_ok());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! graph of the tiny-a fixture gets a GB10 (sm121) engine at fp16, fp8, fp4
 //! and fp4-w4a4 and with a speculative draft, each with an EP-context model
 //! whose node names the engine's tensors; the exported graphs are the
-//! TensorRT forms (no `If`, no contrib operators, FP4 weights as FLOAT4E2M1);
+//! TensorRT forms (no `If`, no contrib operators, FP4 weights as FLOAT4E2M1),
+//! which at fp16 pass every fixture conformance case on ONNX Runtime CPU;
 //! and on the synthesized small LM the fp4 backbone engine is at most 0.45×
 //! the fp16 one (FP4 stays FP4 in the engine).
 
@@ -13,6 +14,7 @@ use std::process::{Command, Output};
 
 use heart::engine;
 use heart::manifest::{EngineKind, Manifest, Target, Verify};
+use heart_runtime::conform::{self, ConformContext, Verdict};
 use onnx_export::ep_context::{NV_TENSORRT_RTX_SOURCE, read_ep_context_node};
 use onnx_export::proto::ModelProto;
 use onnx_export::proto::tensor_proto::DataType;
@@ -37,7 +39,8 @@ fn build_ok(args: &[&str]) {
     let o = heart_build(args);
     assert!(
         o.status.success(),
-        "heart-build {args:?} failed:\n{}",
+        "heart-build {args:?} failed ({}):\n{}",
+        o.status,
         String::from_utf8_lossy(&o.stderr)
     );
 }
@@ -160,12 +163,23 @@ fn initializer_types(m: &ModelProto) -> Vec<i32> {
         .collect()
 }
 
+/// Also: the folder's TensorRT-form graphs pass every fixture case on ONNX
+/// Runtime CPU (the fp16 bounds), like a CPU-form fp16 folder.
 #[test]
-fn fp16_engines_for_every_tiny_a_graph() {
+fn fp16_engines_for_every_tiny_a_graph_and_the_graphs_pass_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     tiny_a(&out, &["--precision", "fp16"]);
     check_folder(&out, &TINY_GRAPHS);
+    let mut ctx = ConformContext::open(&repo("tests/fixtures/tiny-a"))
+        .unwrap()
+        .with_engines(&out)
+        .unwrap();
+    let mut log = Vec::new();
+    let report = conform::run(&mut ctx, None, &mut log).unwrap();
+    let log = String::from_utf8(log).unwrap();
+    assert!(report.cases.len() >= 23, "{log}");
+    assert!(report.cases.iter().all(|c| c.outcome.verdict == Verdict::Pass), "{log}");
 }
 
 #[test]
@@ -244,7 +258,7 @@ fn a_speculative_draft_gets_engines_and_the_target_decoder_takes_the_scorer_rows
 }
 
 #[test]
-fn int_weights_and_a_missing_install_fail_before_any_output() {
+fn int_weights_fp4_on_ampere_and_a_missing_install_fail_before_any_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     let mula = repo("tests/fixtures/tiny-a/heartmula");
@@ -254,6 +268,13 @@ fn int_weights_and_a_missing_install_fail_before_any_output() {
     assert!(!o.status.success());
     assert!(
         err.contains("MatMulNBits") && err.contains("tensorrt graph form"),
+        "{err}"
+    );
+    let o = heart_build(&[&base[..], &["--precision", "fp4", "--gpu-arch", "sm86"]].concat());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(
+        err.contains("--precision fp4: sm86") && err.contains("sm120 and sm121"),
         "{err}"
     );
     let empty = dir.path().join("no-install");
