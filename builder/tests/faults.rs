@@ -290,8 +290,9 @@ fn bad_input_gets_messages_a_user_can_act_on() {
     let o = song(&missing, &out, 0);
     let err = failure(&o);
     assert!(
-        err.contains(&format!(
-            "engine folder {} does not exist: build one with `heart-build",
+        err.starts_with(&format!(
+            "heart-run: error: engine folder {} does not exist: build one with `heart-build --mula DIR --codec DIR --out {}`",
+            missing.display(),
             missing.display()
         )),
         "{err}"

@@ -126,8 +126,8 @@ impl Engine {
     }
 
     fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self> {
-        let manifest =
-            Manifest::load(dir, verify).with_context(|| format!("opening engine folder {}", dir.display()))?;
+        // Every error of `Manifest::load` names the folder or the file at fault.
+        let manifest = Manifest::load(dir, verify)?;
         let draft = with_draft && manifest.file(EngineKind::DraftBackbone).is_some();
         manifest.require_files(dir, &heart::engine::runtime_files(manifest.codec.is_some(), draft))?;
         let rt = &crate::backend::for_engine(rt, dir, &manifest)?;
