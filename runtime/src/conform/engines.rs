@@ -40,6 +40,7 @@ impl EngineSet {
     /// Opens `dir` (manifest verified) and loads ONNX Runtime.
     pub fn open(dir: &Path) -> BoxResult<Self> {
         let manifest = Manifest::load(dir, Verify::Quick)?;
+        manifest.require_files(dir, &heart::engine::runtime_files(manifest.codec.is_some(), false))?;
         let rt = ort_env::init(None)?;
         Ok(Self {
             dir: dir.to_path_buf(),

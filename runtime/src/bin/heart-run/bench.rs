@@ -78,6 +78,11 @@ pub fn run(args: &BenchArgs, ort_lib: Option<&std::path::Path>) -> Result<()> {
     let rt = heart_runtime::ort_env::init(ort_lib)?;
     let manifest = heart::manifest::Manifest::load(&args.engines, Verify::Quick)
         .with_context(|| format!("opening engine folder {}", args.engines.display()))?;
+    let draft = !args.speculate.is_empty() && manifest.file(heart::manifest::EngineKind::DraftBackbone).is_some();
+    manifest.require_files(
+        &args.engines,
+        &heart::engine::runtime_files(manifest.codec.is_some(), draft),
+    )?;
     let mut record = BenchRecord::new(MachineInfo::detect());
     record.engine = Some(EngineIdentity::from_manifest(&manifest));
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
