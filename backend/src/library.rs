@@ -102,3 +102,17 @@ pub fn init(explicit: Option<&Path>) -> Result<OrtRuntime, OrtSetupError> {
         InitFailure::Load(path, message) => OrtSetupError::Load { path, message },
     })
 }
+
+/// Ends the process at once with `code`, without running `atexit` handlers or
+/// static destructors. For interrupt handlers: `std::process::exit` from the
+/// Ctrl-C thread tears down ONNX Runtime's globals while another thread is
+/// still inside a session, which crashed `heart-run` (killed by a signal
+/// instead of exiting 130) in about one interrupt in five. The caller removes
+/// its partial output first; nothing else needs flushing.
+pub fn exit_now(code: i32) -> ! {
+    unsafe extern "C" {
+        fn _exit(status: i32) -> !;
+    }
+    // SAFETY: `_exit` is async-signal-safe and only ends the process.
+    unsafe { _exit(code) }
+}

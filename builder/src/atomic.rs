@@ -25,13 +25,26 @@ pub fn clean_up_on_interrupt() -> Result<()> {
     ctrlc::set_handler(|| {
         if let Ok(pending) = PENDING.lock() {
             for dir in pending.iter() {
-                let _ = std::fs::remove_dir_all(dir);
+                remove_while_written(dir);
             }
         }
         eprintln!("\nheart-build: interrupted; nothing was written");
-        std::process::exit(130);
+        heart_runtime::ort_env::exit_now(130);
     })
     .context("installing the Ctrl-C handler")
+}
+
+/// Removes `dir` while the build thread may still be writing into it: a file
+/// created between the listing and the final `rmdir` makes one attempt fail
+/// (`ENOTEMPTY`, which left the folder behind in about one interrupt in two),
+/// so it retries for up to a second.
+fn remove_while_written(dir: &Path) {
+    for _ in 0..1000 {
+        if std::fs::remove_dir_all(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
 }
 
 fn track(dir: &Path, pending: bool) {

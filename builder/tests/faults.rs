@@ -162,6 +162,27 @@ fn a_build_killed_outright_leaves_no_engine_and_the_next_build_cleans_up() {
 }
 
 #[test]
+fn an_interrupted_build_exits_130_and_leaves_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("engines");
+    let mut child = spawn(Path::new(env!("CARGO_BIN_EXE_heart-build")), &build_args(&out));
+    let tmp = root.path().join(format!(".engines.tmp-{}", child.id()));
+    wait_for(&mut child, "the build writes its temporary folder", || {
+        std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0) > 0
+    });
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted; nothing was written"), "{err}");
+    assert!(names(root.path()).is_empty(), "{:?}", names(root.path()));
+}
+
+#[test]
 fn a_full_disk_while_building_is_a_clear_error_and_leaves_nothing() {
     let root = tempfile::tempdir().unwrap();
     let disk = Tmpfs::mount(&root.path().join("disk"), "1m");
@@ -288,8 +309,9 @@ fn bad_input_gets_messages_a_user_can_act_on() {
     let o = song(&missing, &out, 0);
     let err = failure(&o);
     assert!(
-        err.contains(&format!(
-            "engine folder {} does not exist: build one with `heart-build",
+        err.starts_with(&format!(
+            "heart-run: error: engine folder {} does not exist: build one with `heart-build --mula DIR --codec DIR --out {}`",
+            missing.display(),
             missing.display()
         )),
         "{err}"

@@ -230,24 +230,9 @@ fn prepare_output(out: &Path) -> Result<()> {
     ctrlc::set_handler(move || {
         let _ = std::fs::remove_file(&tmp);
         eprintln!("\nheart-run: interrupted; no output written");
-        exit_now(130);
+        heart_runtime::ort_env::exit_now(130);
     })
     .context("installing the Ctrl-C handler")
-}
-
-/// Ends the process at once, without running `atexit` handlers or static
-/// destructors: `std::process::exit` from the Ctrl-C thread tears down ONNX
-/// Runtime's globals while the main thread is still inside a session, which
-/// crashed the process (killed by a signal instead of exiting 130) in about one
-/// interrupt in five.
-fn exit_now(code: i32) -> ! {
-    unsafe extern "C" {
-        fn _exit(status: i32) -> !;
-    }
-    // SAFETY: `_exit` is async-signal-safe and only ends the process; every
-    // file this process writes is either complete (renamed into place) or
-    // removed above.
-    unsafe { _exit(code) }
 }
 
 fn run(cli: &Cli) -> Result<()> {

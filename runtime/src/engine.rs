@@ -21,8 +21,9 @@ use crate::lm::{HeartMula, LmError};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum EngineError {
-    /// The manifest is missing, malformed, or does not match the files.
-    #[error("opening engine folder {}: {source}", dir.display())]
+    /// The manifest is missing, malformed, or does not match the files (the
+    /// core error names the folder or the file at fault).
+    #[error("{source}")]
     Manifest {
         /// The engine folder.
         dir: PathBuf,
