@@ -377,10 +377,20 @@ fn sessions_load_the_manifests_context_models_with_a_cache_outside_the_folder() 
     other.push(b'\n');
     assert_ne!(trt_rtx::cache_dir_in(Path::new("/xdg"), &other), cache);
 
-    let opts = trt_rtx::session_options(&cache, true);
+    let opts = trt_rtx::session_options(&cache, true, None);
+    assert_eq!(opts.len(), 2);
     assert!(opts.contains(&(
         "NvTensorRTRTXExecutionProvider.nv_runtime_cache_path".into(),
         cache.display().to_string()
     )));
     assert!(opts.contains(&("NvTensorRTRTXExecutionProvider.enable_cuda_graph".into(), "1".into())));
+    let opts = trt_rtx::session_options(&cache, false, Some(0x7f00_1234));
+    assert!(opts.contains(&(
+        "NvTensorRTRTXExecutionProvider.has_user_compute_stream".into(),
+        "1".into()
+    )));
+    assert!(opts.contains(&(
+        "NvTensorRTRTXExecutionProvider.user_compute_stream".into(),
+        (0x7f00_1234usize).to_string()
+    )));
 }

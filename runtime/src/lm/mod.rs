@@ -10,6 +10,7 @@
 //! engine, [`HeartMula::open_draft`]).
 
 pub mod decoding;
+pub mod device;
 pub mod embed;
 pub mod frame_loop;
 pub mod kv_cache;
