@@ -37,10 +37,13 @@ impl std::fmt::Debug for EngineSet {
 }
 
 impl EngineSet {
-    /// Opens `dir` (manifest verified) and loads ONNX Runtime.
-    pub fn open(dir: &Path) -> BoxResult<Self> {
+    /// Opens `dir` (manifest verified) and loads ONNX Runtime with its
+    /// sessions on `backend`.
+    pub fn open(dir: &Path, backend: heart_backend::BackendChoice) -> BoxResult<Self> {
         let manifest = Manifest::load(dir, Verify::Quick)?;
-        let rt = heart_backend::init(None)?;
+        let rt = heart_backend::init(None)?
+            .with_backend(backend)
+            .for_engine(dir, &manifest)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             manifest,
