@@ -425,8 +425,11 @@ pub fn resolve(
     };
     let PluginStatus::Ready { plugin, devices } = status else {
         let mut reason = status.reason();
-        if let Probe::NoDriver(_) | Probe::DriverTooOld { .. } | Probe::MissingSymbol(_) = gpu {
-            reason = format!("{reason} ({})", gpu.reason());
+        // The driver's own reason, unless the plugin's message already names it.
+        if let Probe::NoDriver(_) | Probe::DriverTooOld { .. } | Probe::MissingSymbol(_) = gpu
+            && !reason.contains(crate::driver::DRIVER_LIBRARY)
+        {
+            reason = format!("{reason}; {}", gpu.reason());
         }
         return refuse(reason);
     };

@@ -108,7 +108,10 @@ fn doctor_json(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let root = tempfile::tempdir().unwrap();
     let engines = rtx_engines(root.path(), "1.7.1.116");
 
@@ -154,7 +157,10 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
 
 #[test]
 fn doctor_reports_this_cpu_only_machine() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let r = doctor_json(&[]);
     let ort = &r["onnx_runtime"];
     assert_eq!(ort["version"], "1.31.1");
@@ -214,7 +220,10 @@ fn doctor_reports_this_cpu_only_machine() {
 
 #[test]
 fn doctor_checks_an_engine_folder() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let r = doctor_json(&["--engines", cpu_engines().to_str().unwrap()]);
     let e = &r["engines"];
     assert_eq!(e["target"], "onnx");

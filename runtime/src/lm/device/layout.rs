@@ -96,14 +96,12 @@ impl DeviceKvLayout {
 
     /// `[B, KV, hd, C]`.
     pub fn key_dims(&self) -> [usize; 4] {
-        let s = self.shape;
-        [s.batch, s.kv_heads, s.head_dim, self.capacity]
+        self.shape.key_dims(self.capacity)
     }
 
     /// `[B, KV, C, hd]`.
     pub fn value_dims(&self) -> [usize; 4] {
-        let s = self.shape;
-        [s.batch, s.kv_heads, self.capacity, s.head_dim]
+        self.shape.value_dims(self.capacity)
     }
 
     /// Bytes of one layer's key (or value) buffer.
@@ -119,11 +117,7 @@ impl DeviceKvLayout {
 
     /// `[B, KV, hd, s]` / `[B, KV, s, hd]`: the step outputs' dims.
     pub fn new_dims(&self, s: usize) -> ([usize; 4], [usize; 4]) {
-        let sh = self.shape;
-        (
-            [sh.batch, sh.kv_heads, sh.head_dim, s],
-            [sh.batch, sh.kv_heads, s, sh.head_dim],
-        )
+        (self.shape.key_dims(s), self.shape.value_dims(s))
     }
 
     /// The copy appending `new_key` `[B, KV, hd, s]` at positions

@@ -26,7 +26,7 @@ use ort::session::IoBinding;
 use ort::session::{RunOptions, Session};
 use ort::value::{DynTensor, TensorElementType};
 
-use super::layout::{DeviceKvLayout, Graph, annotation, attn_bias};
+use super::layout::{Copy2d, DeviceKvLayout, Graph, annotation, attn_bias};
 use crate::lm::{CacheDtype, LmError};
 
 /// Fixed buffers and binding of one step shape.
@@ -265,25 +265,10 @@ impl DeviceStack {
             .run_binding_with_options(&shape.binding, &options)
             .map_err(ort_err("run"))?;
         for layer in 0..layout.shape.layers {
-            let (k_src, v_src) = (device_ptr(&shape.new_keys[layer]), device_ptr(&shape.new_values[layer]));
             // SAFETY: as above; the copies follow the run on the same stream.
             unsafe {
-                stream
-                    .copy_2d(
-                        (keys[layer] + key_copy.dst_offset as u64, key_copy.dst_pitch),
-                        (k_src + key_copy.src_offset as u64, key_copy.src_pitch),
-                        key_copy.width,
-                        key_copy.height,
-                    )
-                    .map_err(stream_err)?;
-                stream
-                    .copy_2d(
-                        (values[layer] + value_copy.dst_offset as u64, value_copy.dst_pitch),
-                        (v_src + value_copy.src_offset as u64, value_copy.src_pitch),
-                        value_copy.width,
-                        value_copy.height,
-                    )
-                    .map_err(stream_err)?;
+                append(stream, keys[layer], device_ptr(&shape.new_keys[layer]), &key_copy)?;
+                append(stream, values[layer], device_ptr(&shape.new_values[layer]), &value_copy)?;
             }
         }
         let mut out = Vec::with_capacity(shape.outputs.len());
@@ -300,6 +285,23 @@ impl DeviceStack {
         self.len = len + rows;
         Ok(out)
     }
+}
+
+/// Enqueues `copy` from the buffer at `src` into the cache buffer at `dst`.
+///
+/// # Safety
+/// Both must be live device allocations covering every byte `copy` addresses.
+unsafe fn append(stream: &CudaStream, dst: u64, src: u64, copy: &Copy2d) -> Result<(), LmError> {
+    // SAFETY: as the caller vouches.
+    unsafe {
+        stream.copy_2d(
+            (dst + copy.dst_offset as u64, copy.dst_pitch),
+            (src + copy.src_offset as u64, copy.src_pitch),
+            copy.width,
+            copy.height,
+        )
+    }
+    .map_err(stream_err)
 }
 
 /// Output names and widths of a graph's step, as the frame loop reads them.
