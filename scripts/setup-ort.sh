@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fetches the ONNX Runtime 1.31.1 shared library (CPU) from the PyPI wheel into
 # .ort/ (git-ignored). Idempotent: does nothing when the library is already there.
-# heart's binaries find it there without any environment variable.
+# heart's binaries find it there without any environment variable. Offline: set
+# HEART_WHEELS to a folder holding the wheel (as scripts/gpu-check.sh does).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 version=1.31.1
@@ -12,8 +13,12 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 py="$(command -v python3 || command -v python)"
+source_args=()
+if [ -n "${HEART_WHEELS:-}" ]; then
+  source_args=(--no-index --find-links "$HEART_WHEELS")
+fi
 "$py" -m pip download --quiet --disable-pip-version-check --no-deps \
-  --only-binary=:all: --platform manylinux_2_28_x86_64 \
+  --only-binary=:all: --platform "manylinux_2_28_$(uname -m)" "${source_args[@]}" \
   "onnxruntime==$version" -d "$tmp"
 mkdir -p "$root/.ort"
 "$py" - "$tmp" "$root/.ort" "$version" <<'PY'

@@ -21,6 +21,8 @@ pub mod profiles;
 #[cfg(feature = "gpu")]
 mod providers;
 mod session;
+#[cfg(feature = "gpu")]
+pub mod stream;
 pub mod trt_rtx;
 pub mod user_cache;
 

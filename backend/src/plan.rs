@@ -416,6 +416,11 @@ pub struct ExecutionPlan {
     pub rtx_plugin: Option<PathBuf>,
     /// On [`Backend::TensorRtRtx`]: graph file → its EP-context model.
     pub contexts: BTreeMap<PathBuf, PathBuf>,
+    /// A `CUstream` (as an address) the GPU providers run on instead of their
+    /// own (`user_compute_stream`): the device-resident decode loop issues
+    /// its copies on it, ordered with the providers' kernels. The stream
+    /// must outlive every session opened with this plan.
+    pub compute_stream: Option<usize>,
 }
 
 impl ExecutionPlan {

@@ -17,18 +17,33 @@ pub(crate) fn register(builder: SessionBuilder, plan: &ExecutionPlan, graph: &Pa
     let providers: Vec<ExecutionProviderDispatch> = match &plan.backend {
         // The NvTensorRTRTX plugin goes through the device API (`OrtRuntime::session_builder`).
         Backend::Cpu | Backend::TensorRtRtx { .. } => Vec::new(),
-        Backend::Cuda { device } => vec![cuda(*device, plan.cuda_graph).build().error_on_failure()],
+        Backend::Cuda { device } => vec![cuda(*device, plan).build().error_on_failure()],
         Backend::TensorRt { device, cache_dir } => vec![
             tensorrt(plan, graph, *device, cache_dir)?.build().error_on_failure(),
             // Nodes TensorRT does not take run on CUDA (or, failing that, the CPU).
-            cuda(*device, false).build(),
+            cuda(
+                *device,
+                &ExecutionPlan {
+                    cuda_graph: false,
+                    ..plan.clone()
+                },
+            )
+            .build(),
         ],
     };
     Ok(builder.with_execution_providers(providers)?)
 }
 
-fn cuda(device: i32, cuda_graph: bool) -> ep::CUDA {
-    ep::CUDA::default().with_device_id(device).with_cuda_graph(cuda_graph)
+fn cuda(device: i32, plan: &ExecutionPlan) -> ep::CUDA {
+    let ep = ep::CUDA::default()
+        .with_device_id(device)
+        .with_cuda_graph(plan.cuda_graph);
+    match plan.compute_stream {
+        // SAFETY: `ExecutionPlan::compute_stream`'s contract: the stream
+        // outlives every session of the plan.
+        Some(stream) => unsafe { ep.with_compute_stream(stream as *mut ()) },
+        None => ep,
+    }
 }
 
 /// TensorRT options for `graph`:
@@ -44,6 +59,12 @@ fn tensorrt(plan: &ExecutionPlan, graph: &Path, device: i32, cache_dir: &Path) -
     let trt = ep::TensorRT::default()
         .with_device_id(device)
         .with_cuda_graph(plan.cuda_graph);
+    // SAFETY: `ExecutionPlan::compute_stream`'s contract: the stream outlives
+    // every session of the plan.
+    let trt = match plan.compute_stream {
+        Some(stream) => unsafe { trt.with_compute_stream(stream as *mut ()) },
+        None => trt,
+    };
     if context_model_for(plan, graph).is_some() {
         return Ok(trt);
     }

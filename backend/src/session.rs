@@ -109,7 +109,7 @@ impl OrtRuntime {
                     })?;
                 std::fs::create_dir_all(cache_dir)
                     .map_err(|e| ort::Error::new(format!("creating {}: {e}", cache_dir.display())))?;
-                let options = trt_rtx::session_options(cache_dir, self.plan.cuda_graph);
+                let options = trt_rtx::session_options(cache_dir, self.plan.cuda_graph, self.plan.compute_stream);
                 Ok(builder.with_devices([device], Some(&options))?)
             }
             #[cfg(feature = "gpu")]

@@ -425,8 +425,11 @@ pub fn resolve(
     };
     let PluginStatus::Ready { plugin, devices } = status else {
         let mut reason = status.reason();
-        if let Probe::NoDriver(_) | Probe::DriverTooOld { .. } | Probe::MissingSymbol(_) = gpu {
-            reason = format!("{reason} ({})", gpu.reason());
+        // The driver's own reason, unless the plugin's message already names it.
+        if let Probe::NoDriver(_) | Probe::DriverTooOld { .. } | Probe::MissingSymbol(_) = gpu
+            && !reason.contains(crate::driver::DRIVER_LIBRARY)
+        {
+            reason = format!("{reason}; {}", gpu.reason());
         }
         return refuse(reason);
     };
@@ -455,10 +458,11 @@ pub fn resolve(
 }
 
 /// Session options of the plugin (keys prefixed with [`EP_NAME`], as
-/// `SessionBuilder::with_devices` expects): the runtime cache folder, and
-/// CUDA-graph capture when the caller binds fixed-address buffers.
-pub fn session_options(cache_dir: &Path, cuda_graph: bool) -> Vec<(String, String)> {
-    vec![
+/// `SessionBuilder::with_devices` expects): the runtime cache folder,
+/// CUDA-graph capture when the caller binds fixed-address buffers, and the
+/// caller's `CUstream` when it issues its own copies around the runs.
+pub fn session_options(cache_dir: &Path, cuda_graph: bool, stream: Option<usize>) -> Vec<(String, String)> {
+    let mut out = vec![
         (
             format!("{EP_NAME}.nv_runtime_cache_path"),
             cache_dir.display().to_string(),
@@ -467,7 +471,12 @@ pub fn session_options(cache_dir: &Path, cuda_graph: bool) -> Vec<(String, Strin
             format!("{EP_NAME}.enable_cuda_graph"),
             if cuda_graph { "1" } else { "0" }.to_string(),
         ),
-    ]
+    ];
+    if let Some(stream) = stream {
+        out.push((format!("{EP_NAME}.has_user_compute_stream"), "1".into()));
+        out.push((format!("{EP_NAME}.user_compute_stream"), stream.to_string()));
+    }
+    out
 }
 
 /// The EP-context model of every graph of a TensorRT-RTX folder `dir`:

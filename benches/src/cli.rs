@@ -79,12 +79,18 @@ pub struct BenchArgs {
     /// Print the record as JSON on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Where the engine's sessions run (as `heart-run --backend`); the
+    /// machine figures (bandwidth, FLOP/s) are the CPU's either way.
+    #[arg(long, value_enum, default_value_t = heart_backend::BackendChoice::Cpu)]
+    backend: heart_backend::BackendChoice,
 }
 
 /// Runs the benchmark on the ONNX Runtime at `ort_lib` (or the default search
 /// path) and prints the record.
 pub fn run(args: &BenchArgs, ort_lib: Option<&Path>) -> Result<(), BenchError> {
-    let rt = heart_backend::init(ort_lib).map_err(|e| BenchError::engine("loading ONNX Runtime", e))?;
+    let rt = heart_backend::init(ort_lib)
+        .map_err(|e| BenchError::engine("loading ONNX Runtime", e))?
+        .with_backend(args.backend);
     let folder = EngineFolder::open(&rt, &args.engines, Verify::Quick)
         .map_err(|e| BenchError::engine("opening the engine folder", e))?;
     let manifest = folder.manifest();

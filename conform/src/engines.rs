@@ -38,9 +38,10 @@ impl std::fmt::Debug for EngineSet {
 }
 
 impl EngineSet {
-    /// Opens `dir` (manifest verified) and loads ONNX Runtime.
-    pub fn open(dir: &Path) -> BoxResult<Self> {
-        let rt = heart_backend::init(None)?;
+    /// Opens `dir` (manifest verified) and loads ONNX Runtime with its
+    /// sessions on `backend`.
+    pub fn open(dir: &Path, backend: heart_backend::BackendChoice) -> BoxResult<Self> {
+        let rt = heart_backend::init(None)?.with_backend(backend);
         let folder = EngineFolder::open(&rt, dir, Verify::Quick)?;
         Ok(Self {
             dir: dir.to_path_buf(),

@@ -111,8 +111,19 @@ impl ConformContext {
 
     /// Runs the model kinds on the engine folder `dir` (built by heart-build
     /// from this fixture's checkpoints); without one they are skipped.
-    pub fn with_engines(mut self, dir: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        self.engines = Some(engines::EngineSet::open(dir)?);
+    pub fn with_engines(self, dir: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        self.with_engines_on(dir, heart_backend::BackendChoice::Cpu)
+    }
+
+    /// [`Self::with_engines`] with the sessions on `backend` (resolved
+    /// against the folder and this machine as `heart-run --backend` does),
+    /// to check a GPU backend against the fixture's tolerances.
+    pub fn with_engines_on(
+        mut self,
+        dir: &Path,
+        backend: heart_backend::BackendChoice,
+    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        self.engines = Some(engines::EngineSet::open(dir, backend)?);
         Ok(self)
     }
 

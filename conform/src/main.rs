@@ -22,6 +22,10 @@ struct Args {
     /// model and codec kinds run on it (skipped without it).
     #[arg(long, value_name = "DIR")]
     engines: Option<PathBuf>,
+    /// Where the engine folder's sessions run (as `heart-run --backend`);
+    /// the tolerances are the fixture's either way.
+    #[arg(long, value_enum, default_value_t = heart_backend::BackendChoice::Cpu)]
+    backend: heart_backend::BackendChoice,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -30,7 +34,7 @@ fn main() -> anyhow::Result<ExitCode> {
         .with_context(|| format!("opening fixture folder {}", args.fixture.display()))?;
     if let Some(dir) = &args.engines {
         ctx = ctx
-            .with_engines(dir)
+            .with_engines_on(dir, args.backend)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("opening engine folder {}", dir.display()))?;
     }

@@ -108,7 +108,10 @@ fn doctor_json(extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let root = tempfile::tempdir().unwrap();
     let engines = rtx_engines(root.path(), "1.7.1.116");
 
@@ -154,7 +157,10 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
 
 #[test]
 fn doctor_reports_this_cpu_only_machine() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let r = doctor_json(&[]);
     let ort = &r["onnx_runtime"];
     assert_eq!(ort["version"], "1.31.1");
@@ -214,7 +220,10 @@ fn doctor_reports_this_cpu_only_machine() {
 
 #[test]
 fn doctor_checks_an_engine_folder() {
-    assert!(no_driver(), "this test describes a machine without an NVIDIA driver");
+    assert!(
+        no_driver(),
+        "this test describes a machine without an NVIDIA driver (CI); on a GPU machine run scripts/gpu-check.sh"
+    );
     let r = doctor_json(&["--engines", cpu_engines().to_str().unwrap()]);
     let e = &r["engines"];
     assert_eq!(e["target"], "onnx");
@@ -377,10 +386,20 @@ fn sessions_load_the_manifests_context_models_with_a_cache_outside_the_folder() 
     other.push(b'\n');
     assert_ne!(trt_rtx::cache_dir_in(Path::new("/xdg"), &other), cache);
 
-    let opts = trt_rtx::session_options(&cache, true);
+    let opts = trt_rtx::session_options(&cache, true, None);
+    assert_eq!(opts.len(), 2);
     assert!(opts.contains(&(
         "NvTensorRTRTXExecutionProvider.nv_runtime_cache_path".into(),
         cache.display().to_string()
     )));
     assert!(opts.contains(&("NvTensorRTRTXExecutionProvider.enable_cuda_graph".into(), "1".into())));
+    let opts = trt_rtx::session_options(&cache, false, Some(0x7f00_1234));
+    assert!(opts.contains(&(
+        "NvTensorRTRTXExecutionProvider.has_user_compute_stream".into(),
+        "1".into()
+    )));
+    assert!(opts.contains(&(
+        "NvTensorRTRTXExecutionProvider.user_compute_stream".into(),
+        (0x7f00_1234usize).to_string()
+    )));
 }

@@ -41,6 +41,18 @@ pub struct CacheShape {
     pub head_dim: usize,
 }
 
+impl CacheShape {
+    /// A layer's key buffer at `capacity` positions, `[B, KV, hd, C]`.
+    pub fn key_dims(&self, capacity: usize) -> [usize; 4] {
+        [self.batch, self.kv_heads, self.head_dim, capacity]
+    }
+
+    /// A layer's value buffer at `capacity` positions, `[B, KV, C, hd]`.
+    pub fn value_dims(&self, capacity: usize) -> [usize; 4] {
+        [self.batch, self.kv_heads, capacity, self.head_dim]
+    }
+}
+
 /// Element types a cache can hold.
 pub trait CacheElem: Copy + Default + 'static {
     /// The buffer of this type, if `buf` holds it.
@@ -216,14 +228,12 @@ impl KvCache {
 
     /// Shape of a layer's key buffer, `[B, KV, hd, C]`.
     pub fn key_dims(&self) -> [usize; 4] {
-        let s = self.shape;
-        [s.batch, s.kv_heads, s.head_dim, self.capacity]
+        self.shape.key_dims(self.capacity)
     }
 
     /// Shape of a layer's value buffer, `[B, KV, C, hd]`.
     pub fn value_dims(&self) -> [usize; 4] {
-        let s = self.shape;
-        [s.batch, s.kv_heads, self.capacity, s.head_dim]
+        self.shape.value_dims(self.capacity)
     }
 
     /// Layer `layer`'s key and value storage.

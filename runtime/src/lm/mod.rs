@@ -12,6 +12,7 @@
 //! engine, [`HeartMula::open_draft`]).
 
 pub mod decoding;
+pub mod device;
 pub mod embed;
 pub mod frame_graph;
 pub mod frame_loop;
