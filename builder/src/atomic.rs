@@ -29,7 +29,7 @@ pub fn clean_up_on_interrupt() -> Result<()> {
             }
         }
         eprintln!("\nheart-build: interrupted; nothing was written");
-        heart_runtime::ort_env::exit_now(130);
+        heart_backend::library::exit_now(130);
     })
     .context("installing the Ctrl-C handler")
 }

@@ -16,12 +16,10 @@
 //! keeps the engine profile's text and SHA-256, so `heart-eval exact` can tell
 //! which engine build a simulation stands for.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use clap::Args;
 use heart::manifest::{CalibrationEntry, Manifest, Verify};
-use heart::precision::Precision;
 use onnx_export::linears::{Activations, Lowering};
 use onnx_export::lm::LmOptions;
 

@@ -24,7 +24,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use heart::config::{CodecConfig, FlavorParams, GenConfig, MulaConfig, RawMulaConfig};
 use heart::tensors::{codec_tensor_specs, mula_tensor_specs};
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::seeded::rng_for;

@@ -14,7 +14,7 @@ use std::process::{Command, Output};
 
 use heart::engine;
 use heart::manifest::{EngineKind, Manifest, Target, Verify};
-use heart_runtime::conform::{self, ConformContext, Verdict};
+use heart_conform::{ConformContext, Verdict};
 use onnx_export::ep_context::{NV_TENSORRT_RTX_SOURCE, read_ep_context_node};
 use onnx_export::proto::ModelProto;
 use onnx_export::proto::tensor_proto::DataType;
@@ -176,7 +176,7 @@ fn fp16_engines_for_every_tiny_a_graph_and_the_graphs_pass_conformance() {
         .with_engines(&out)
         .unwrap();
     let mut log = Vec::new();
-    let report = conform::run(&mut ctx, None, &mut log).unwrap();
+    let report = heart_conform::run(&mut ctx, None, &mut log).unwrap();
     let log = String::from_utf8(log).unwrap();
     assert!(report.cases.len() >= 23, "{log}");
     assert!(report.cases.iter().all(|c| c.outcome.verdict == Verdict::Pass), "{log}");

@@ -49,9 +49,7 @@ use crate::dense::{Numerics, cast_if};
 use crate::error::{ExportError, Result};
 use crate::external::WrittenFile;
 use crate::graph::{DType, Dim, GraphBuilder, Layout, Value};
-use crate::quant::{
-    Accuracy, ActQuant, NBits, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight,
-};
+use crate::quant::{Accuracy, ActQuant, NBitsWeight, QuantEmitter, QuantizedWeight, WeightScheme, no_dense_weight};
 
 /// Which runtime a graph is exported for. Both forms compute the same
 /// numbers within the precision's tolerance; they differ in the operators used.

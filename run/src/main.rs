@@ -230,7 +230,7 @@ fn prepare_output(out: &Path) -> Result<()> {
     ctrlc::set_handler(move || {
         let _ = std::fs::remove_file(&tmp);
         eprintln!("\nheart-run: interrupted; no output written");
-        heart_runtime::ort_env::exit_now(130);
+        heart_backend::library::exit_now(130);
     })
     .context("installing the Ctrl-C handler")
 }
