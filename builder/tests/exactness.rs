@@ -13,6 +13,8 @@ use heart::manifest::{Manifest, Verify, sha256_file};
 use onnx_export::proto::{ModelProto, TensorProto};
 use prost::Message;
 
+mod support;
+
 fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
@@ -22,16 +24,7 @@ fn s(p: &Path) -> &str {
 }
 
 fn heart_build(args: &[&str]) {
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_heart-build"))
-        .args(args)
-        .arg("--quiet")
-        .output()
-        .expect("heart-build runs");
-    assert!(
-        o.status.success(),
-        "heart-build {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    support::build(&[args, &["--quiet"]].concat());
 }
 
 /// A checkpoint: its LM and codec folders.

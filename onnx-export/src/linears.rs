@@ -150,7 +150,7 @@ pub enum Lowering {
     Portable,
     /// NVIDIA's TensorRT form (FLOAT4E2M1 initializers, `trt::` activation quantizer).
     TensorRt,
-    /// The fp32 simulation of the format: reference-dequantized dense weights
+    /// The simulation of the format: reference-dequantized dense weights
     /// ([`crate::quant::reference`]) and the portable activation quantizers.
     /// What `heart-eval exact` checks an engine against; not an engine to ship.
     Reference,
