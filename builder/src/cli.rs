@@ -41,7 +41,7 @@ pub struct Cli {
 pub enum Command {
     /// Write a checkpoint with the real upstream layout and random weights.
     Synth(SynthArgs),
-    /// Build the fp32 simulation of a quantized engine (reference-dequantized weights, the engine's
+    /// Build the simulation of a quantized engine (reference-dequantized weights, the engine's
     /// activation scales) for `heart-eval exact`.
     Simulate(SimulateArgs),
 }

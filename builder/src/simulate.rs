@@ -1,9 +1,10 @@
-//! `heart-build simulate`: the fp32 simulation of a quantized engine folder,
+//! `heart-build simulate`: the simulation of a quantized engine folder,
 //! the reference `heart-eval exact` checks that engine against.
 //!
 //! The engine's build profile (recorded in its manifest) is rebuilt from the
 //! same checkpoint with
-//! - f32 compute and f32 dense weights;
+//! - the engine's compute dtype (so activation quantizers see the inputs the
+//!   engine's do);
 //! - every quantized weight replaced by its reference quantize → dequantize
 //!   values ([`onnx_export::quant::reference`]): what the format stores,
 //!   computed by `heart::quant`, none of the engine's packing or in-graph
@@ -32,7 +33,7 @@ pub const PROFILE_SUFFIX: &str = ".simulation";
 
 /// What a simulation build needs beyond an ordinary build's arguments.
 pub struct Simulation {
-    /// The simulation's profile (reference lowering, f32).
+    /// The simulation's profile (reference lowering).
     pub profile: Profile,
     /// The engine's calibration statistics, when its profile quantizes activations.
     pub stats: Option<(CalibrationStats, CalibrationEntry)>,

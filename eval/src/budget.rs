@@ -182,6 +182,13 @@ mod tests {
     fn top_level_gates_are_the_users_own_budget() {
         let (_d, b) = file("[gate.fp4]\nmin_cosine = 0.9\n");
         assert!(matches!(b.lookup(&["any"], "fp4", false).unwrap(), Budget::Gate { .. }));
+        let err = b.lookup(&["any"], "fp9", true).unwrap_err().to_string();
+        assert!(err.contains("no [gate.fp9]") && err.contains("b.toml"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("typo.toml");
+        std::fs::write(&path, "[gate.fp4]\nmax_kll = 0.1\n").unwrap();
+        let err = Budgets::load(&path).unwrap_err().to_string();
+        assert!(err.contains("typo.toml") && err.contains("max_kll"), "{err}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bad.toml");
         std::fs::write(&path, "[model.x]\nweights = []\n").unwrap();

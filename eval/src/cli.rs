@@ -36,7 +36,7 @@ pub struct Cli {
 pub enum Command {
     /// Compare engine folder B against A (same checkpoint, two builds) and gate the result.
     Ab(AbArgs),
-    /// Check a quantized engine against its fp32 simulation (`heart-build simulate`): every difference must
+    /// Check a quantized engine against its simulation (`heart-build simulate`): every difference must
     /// be within its arithmetic's rounding.
     Exact(super::exact_cli::ExactArgs),
 }

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::EvalError;
-use super::exact::{ExactOptions, run_exact};
-use heart_backend::OrtRuntime;
-use heart_backend::SessionConfig;
+use super::ab::AbOptions;
+use super::exact::run_exact;
+use heart_backend::{OrtRuntime, SessionConfig};
 use heart_runtime::lm::SamplerParams;
 use heart_runtime::settings::defaults;
 
@@ -17,7 +17,7 @@ pub struct ExactArgs {
     /// The quantized engine folder under test.
     #[arg(long, value_name = "DIR")]
     pub engine: PathBuf,
-    /// Its fp32 simulation: `heart-build simulate --engine DIR --mula CHECKPOINT [--codec CODEC] --out SIM`.
+    /// Its simulation: `heart-build simulate --engine DIR --mula CHECKPOINT [--codec CODEC] --out SIM`.
     #[arg(long, value_name = "DIR")]
     pub simulation: PathBuf,
     /// Prompt set: a folder with prompts.toml, or the file itself.
@@ -48,9 +48,9 @@ pub struct ExactArgs {
 
 /// Runs `heart-eval exact`; `Ok(false)` when a quantity exceeds its tolerance.
 pub fn run(rt: &OrtRuntime, args: &ExactArgs) -> Result<bool, EvalError> {
-    let opts = ExactOptions {
-        engine: args.engine.clone(),
-        simulation: args.simulation.clone(),
+    let opts = AbOptions {
+        a: args.simulation.clone(),
+        b: args.engine.clone(),
         prompts: args.prompts.clone(),
         max_prompts: args.max_prompts,
         frames: args.frames,

@@ -3,7 +3,7 @@
 //! [`heart_runtime::lm::tapped`], shared with the builder's calibration).
 //!
 //! - [`ab`]: teacher-forced, greedy and audio comparison of two engine folders.
-//! - [`exact`]: a quantized engine against its fp32 simulation (the exactness gate).
+//! - [`exact`]: a quantized engine against its simulation (the exactness gate).
 //! - [`metrics`]: cosine, sampling KL, top-1, relative error, SNR.
 //! - [`thresholds`]: the TOML quality gates.
 //! - [`budget`]: which gate belongs to the model under test.

@@ -1,8 +1,8 @@
-//! Quality gates of `heart-eval ab`, read from a TOML file
-//! (`configs/ab-thresholds.toml`):
+//! Quality gates of `heart-eval ab`: the limits of one gate, as the tables of
+//! a budget file ([`super::budget`]) spell them:
 //!
 //! ```toml
-//! [gate.fp4]                      # one table per gate, named after B's build profile
+//! [gate.fp4]                      # one table per gate (profile), here or under [model.NAME]
 //! min_top1_agreement = 0.80       # worst codebook's teacher-forced top-1 agreement
 //! max_kl = 0.10                   # worst codebook's mean KL(A‖B), nats
 //! min_cosine = 0.98               # worst codebook's mean logit cosine similarity
@@ -14,8 +14,7 @@
 //! Every key is optional; a missing key is not checked. Unknown keys are
 //! errors, so a misspelt limit cannot silently pass.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,30 +66,6 @@ pub struct Gate {
     pub min_greedy_agreement: Option<f64>,
     /// Lowest acceptable audio SNR (dB) of identical codes.
     pub min_snr_db: Option<f64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    gate: BTreeMap<String, Gate>,
-}
-
-/// Reads gate `name` from the thresholds file `path`.
-pub fn load_gate(path: &Path, name: &str) -> Result<Gate, ThresholdsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ThresholdsError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let file: File = toml::from_str(&text).map_err(|e| ThresholdsError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    file.gate.get(name).copied().ok_or_else(|| ThresholdsError::NoGate {
-        path: path.to_path_buf(),
-        gate: name.to_string(),
-        available: file.gate.keys().cloned().collect::<Vec<_>>().join(", "),
-    })
 }
 
 /// One limit checked against a measured value.
@@ -161,11 +136,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn gates_parse_and_check() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.toml");
-        std::fs::write(&path, "[gate.fp4]\nmin_top1_agreement = 0.8\nmax_kl = 0.1\n").unwrap();
-        let g = load_gate(&path, "fp4").unwrap();
+    fn gates_check_their_limits() {
+        let g = Gate {
+            min_top1_agreement: Some(0.8),
+            max_kl: Some(0.1),
+            ..Default::default()
+        };
         let checks = g.check(&Measured {
             top1_agreement: Some(0.9),
             kl: Some(0.2),
@@ -174,17 +150,10 @@ mod tests {
         assert_eq!(checks.len(), 2);
         assert!(checks[0].pass);
         assert!(!checks[1].pass, "KL 0.2 > 0.1");
-        let err = load_gate(&path, "fp8").unwrap_err().to_string();
-        assert!(err.contains("no [gate.fp8]") && err.contains("fp4"), "{err}");
     }
 
     #[test]
-    fn unknown_keys_and_unmeasured_values_fail() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("t.toml");
-        std::fs::write(&path, "[gate.fp4]\nmax_kll = 0.1\n").unwrap();
-        let err = load_gate(&path, "fp4").unwrap_err().to_string();
-        assert!(err.contains("t.toml") && err.contains("max_kll"), "{err}");
+    fn unmeasured_values_fail() {
         let g = Gate {
             min_snr_db: Some(10.0),
             ..Default::default()

@@ -1,7 +1,8 @@
 //! The FP8/FP4/int quality gate CI runs: `heart-build` (the real binary) builds
 //! fp16, fp8 (W8A8, calibrated), fp4 (W4A16), fp4-w4a4 (W4A4, calibrated),
 //! int8, int4 and int4-heads (`MatMulNBits`, f32 compute) engines from a
-//! synthesized tiny checkpoint and from the tiny-a fixture;
+//! synthesized tiny checkpoint, its `--realistic` variant and the tiny-a
+//! fixture;
 //! `heart-eval ab` (its `status` entry point, in-process) compares each with
 //! the fp16 engine under the budgets `configs/ab-thresholds.toml` records for
 //! these two models and must pass; an engine judged by a stricter budget
@@ -185,6 +186,34 @@ fn quantized_engines_of_the_fixture_pass_their_gates() {
         let (status, r) = ab(&p("fp16"), &p(profile), &[], &p(&format!("report-{profile}")));
         println!("tiny-a {profile}: {}", summary(&r));
         assert_eq!(r["gate"], gate.as_str(), "the fixture's own budget");
+        assert_eq!(status, 0, "{profile} fails {gate}: {}", summary(&r));
+    }
+}
+
+#[test]
+fn quantized_engines_of_the_realistic_model_pass_their_budgets() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let out = p("ckpt");
+    heart_build(&[
+        "synth",
+        "--size",
+        "tiny",
+        "--seed",
+        "0",
+        "--realistic",
+        "--out",
+        s(&out),
+    ]);
+    let mula = out.join("HeartMuLa-oss-3B");
+    for profile in ["fp16", "fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
+        build(&mula, profile, &p(profile));
+    }
+    for profile in ["fp8", "fp4", "fp4-w4a4", "int8", "int4", "int4-heads"] {
+        let gate = format!("synth-tiny-realistic-seed0.{profile}");
+        let (status, r) = ab(&p("fp16"), &p(profile), &[], &p(&format!("report-{profile}")));
+        println!("realistic {profile}: {}", summary(&r));
+        assert_eq!(r["gate"], gate.as_str(), "the realistic model's own budget");
         assert_eq!(status, 0, "{profile} fails {gate}: {}", summary(&r));
     }
 }

@@ -1,9 +1,9 @@
 //! The reference ("simulation") lowering of quantized weights: the weight is
 //! quantized by the reference quantizer of its format ([`heart::quant`]),
-//! dequantized by the same reference, and stored as a dense f32 `[in, out]`
-//! initializer for a plain `MatMul`.
+//! dequantized by the same reference (in f32), and stored as a dense `[in,
+//! out]` initializer of the graph's compute dtype for a plain `MatMul`.
 //!
-//! A graph exported this way computes, in f32, exactly what the format stores:
+//! A graph exported this way computes exactly what the format stores:
 //! it is what `heart-eval exact` compares a quantized engine against. It shares
 //! none of the engine's storage code (packing, scale layout, in-graph
 //! dequantization), so a wrong nibble order, block scale or global scale in an
