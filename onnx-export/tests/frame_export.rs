@@ -35,18 +35,19 @@ fn names<'a>(v: impl IntoIterator<Item = &'a Option<String>>) -> Vec<String> {
 fn frame_graph_io_is_the_backbone_step_plus_sampling() {
     let (g, cfg, _dir) = export(Precision::Fp32);
     let layers = cfg.backbone.num_layers;
-    let mut inputs = vec![
-        io::EMBEDS.to_string(),
-        frame_io::NOISE.into(),
-        frame_io::TEMPERATURE.into(),
-        frame_io::TOP_K.into(),
-        frame_io::CFG_SCALE.into(),
-        io::POSITIONS.into(),
-        io::ATTN_BIAS.into(),
-    ];
+    let mut inputs = vec![io::EMBEDS.to_string(), io::POSITIONS.into(), io::ATTN_BIAS.into()];
     for i in 0..layers {
         inputs.extend([io::past_key(i), io::past_value(i)]);
     }
+    inputs.extend(
+        [
+            frame_io::NOISE,
+            frame_io::TEMPERATURE,
+            frame_io::TOP_K,
+            frame_io::CFG_SCALE,
+        ]
+        .map(String::from),
+    );
     assert_eq!(names(g.input.iter().map(|v| &v.name)), inputs);
     let mut outputs = vec![frame_io::CODES.to_string()];
     for i in 0..layers {
