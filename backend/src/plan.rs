@@ -436,6 +436,7 @@ impl ExecutionPlan {
         [
             (engine::BACKBONE_GRAPH, lm),
             (engine::DECODER_GRAPH, lm),
+            (engine::FRAME_GRAPH, lm),
             (engine::FLOW_ESTIMATOR_GRAPH, codec_precision),
             (engine::SCALAR_DECODER_GRAPH, codec_precision),
         ]

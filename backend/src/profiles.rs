@@ -270,7 +270,9 @@ pub fn for_graph(
     limits: &ProfileLimits,
 ) -> Option<GraphProfile> {
     match name {
-        engine::BACKBONE_GRAPH => Some(backbone(model, limits)),
+        // The frame graph's dynamic inputs are the backbone's; its sampling
+        // inputs have fixed shapes.
+        engine::BACKBONE_GRAPH | engine::FRAME_GRAPH => Some(backbone(model, limits)),
         engine::DECODER_GRAPH => Some(decoder(model, limits)),
         engine::FLOW_ESTIMATOR_GRAPH => codec.map(|c| flow_estimator(c, limits)),
         engine::SCALAR_DECODER_GRAPH => codec.map(|c| scalar_decoder(c, limits)),

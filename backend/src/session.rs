@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use heart::manifest::{Manifest, Target};
 use heart::precision::Precision;
 use ort::session::Session;
-use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 
 use crate::plan::{Backend, BackendChoice, BackendError, ExecutionPlan, context_model_for};
 use crate::trt_rtx;
@@ -132,6 +132,28 @@ impl OrtRuntime {
     /// Opens the graph file `path` as a session: the plan's providers, then
     /// `cfg`'s threads, optimisation level and memory pattern.
     pub fn open_session(&self, path: &Path, cfg: &SessionConfig) -> Result<Session, SessionError> {
+        self.open(path, cfg, None)
+    }
+
+    /// [`Self::open_session`] with ONNX Runtime's pre-packed weights shared
+    /// with every other session opened with `prepacked`: graphs of one engine
+    /// that hold the same weights (the frame graph and the per-step graphs)
+    /// keep one packed copy of each instead of one per session.
+    pub fn open_session_sharing(
+        &self,
+        path: &Path,
+        cfg: &SessionConfig,
+        prepacked: &PrepackedWeights,
+    ) -> Result<Session, SessionError> {
+        self.open(path, cfg, Some(prepacked))
+    }
+
+    fn open(
+        &self,
+        path: &Path,
+        cfg: &SessionConfig,
+        prepacked: Option<&PrepackedWeights>,
+    ) -> Result<Session, SessionError> {
         let err = |e: ort::Error| SessionError {
             path: path.to_path_buf(),
             message: e.to_string(),
@@ -150,6 +172,9 @@ impl OrtRuntime {
         let mut builder = builder
             .with_memory_pattern(cfg.memory_pattern)
             .map_err(|e| err(e.into()))?;
+        if let Some(p) = prepacked {
+            builder = builder.with_prepacked_weights(p).map_err(|e| err(e.into()))?;
+        }
         builder.commit_from_file(self.graph_file(path)).map_err(err)
     }
 

@@ -64,7 +64,7 @@ pub fn build(gpu: &GpuInfo, dir: &Path, set: &EngineSet<'_>, quiet: bool) -> Res
         mode: TrtMode::Build,
         ..ExecutionPlan::default()
     });
-    let mut graphs = vec![engine::BACKBONE_GRAPH, engine::DECODER_GRAPH];
+    let mut graphs = vec![engine::BACKBONE_GRAPH, engine::DECODER_GRAPH, engine::FRAME_GRAPH];
     if set.codec.is_some() {
         graphs.extend([engine::FLOW_ESTIMATOR_GRAPH, engine::SCALAR_DECODER_GRAPH]);
     }

@@ -1,6 +1,7 @@
 //! Conformance kinds `mula_teacher_forced` and `mula_generate`: the frame loop
 //! of an engine built from the fixture's `heartmula/` checkpoint, compared with
-//! the reference's per-call logits, hidden states and codes.
+//! the reference's per-call logits, hidden states and codes; `mula_generate`
+//! also checks the frames of the engine's frame graph, when it has one.
 //!
 //! Both run [`generate`] on the case's own prompt tensors (row 0 of
 //! `prompt_tokens` / `prompt_tokens_mask` / `prompt_muq_idx`), so they do not
@@ -18,8 +19,8 @@ use heart::fixture::{Case, CaseTensors, Fixture, Tolerance};
 
 use super::{CaseResult, Checker};
 use heart_runtime::lm::{
-    CodePicker, FrameEvent, GenParams, Generation, HeartMula, LmError, Prompt, RecordedNoise, SamplerParams, Sampling,
-    SeededNoise, generate,
+    CodePicker, FrameEvent, GenParams, Generation, HeartMula, LmError, NoiseSource, Prompt, RecordedNoise,
+    SamplerParams, Sampling, SeededNoise, generate, generate_frames,
 };
 
 /// Tolerances of the LM comparisons.
@@ -78,20 +79,34 @@ pub fn check_generate(lm: &mut HeartMula, case: &Case, t: &CaseTensors, tol: Mul
         top_k: case.info_usize("topk")?,
     };
     sampler.validate()?;
-    let mut recorded;
-    let mut seeded;
-    let noise: &mut dyn heart_runtime::lm::NoiseSource = if t.contains("sampler_q") {
-        recorded = RecordedNoise::new(t.f32("sampler_q")?.0);
-        &mut recorded
-    } else {
-        seeded = SeededNoise::new(0);
-        &mut seeded
+    let noise = || -> heart::Result<Box<dyn NoiseSource>> {
+        Ok(if t.contains("sampler_q") {
+            Box::new(RecordedNoise::new(t.f32("sampler_q")?.0))
+        } else {
+            Box::new(SeededNoise::new(0))
+        })
     };
-    let mut picker = Sampling { params: sampler, noise };
+    let mut stepped_noise = noise()?;
+    let mut picker = Sampling {
+        params: sampler,
+        noise: stepped_noise.as_mut(),
+    };
     let (generation, trace) = traced(lm, &prompt, &params, &mut picker)?;
     let mut check = Checker::new(tol.logits);
     trace.compare(&mut check, t, tol, false)?;
     compare_frames(&mut check, t, &generation)?;
+    if lm.has_frame_graph() {
+        // The engine's plain decoding path: the same frames in one call each.
+        let framed = generate_frames(lm, &prompt, &params, sampler, noise()?.as_mut(), &mut |_| {})?;
+        let by_codebook = framed.codes_by_codebook();
+        let flat: Vec<i64> = by_codebook.iter().flatten().copied().collect();
+        let (expected, shape) = t.i64("frames")?;
+        check.ints(
+            "frames (frame graph)",
+            (&flat, &[by_codebook.len(), framed.frames.len()]),
+            (&expected, &shape),
+        );
+    }
     Ok(check.finish())
 }
 

@@ -37,14 +37,14 @@ use std::path::Path;
 
 use heart::checkpoint::{Checkpoint, TensorRef};
 use heart::config::{FlavorParams, MulaConfig};
-use heart::engine::{frame_io, io};
+use heart::engine::frame_io;
 
 use crate::blocks::{self, AttnContext, Numerics, Stack, cast_if, expect_shape};
 use crate::error::Result;
 use crate::external::WrittenFile;
-use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
+use crate::graph::{Attr, DType, GraphBuilder, Value};
 use crate::linears::{HeadWeight, LinearGroup, Linears, LmOptions};
-use crate::lm::{final_norm, last_position, output_cache, stack};
+use crate::lm::{backbone_call, final_norm, last_position, output_cache};
 
 /// Rows of the audio table streamed per chunk (bounds the export's buffer).
 const TABLE_CHUNK_ROWS: usize = 1024;
@@ -63,26 +63,15 @@ pub fn export_frame(ckpt: &Checkpoint, cfg: &MulaConfig, opts: &LmOptions, path:
     let mut lin = Linears::new(&opts);
     let mut g = GraphBuilder::create(path, "heartmula_frame")?;
     g.metadata("heart.graph", "frame");
-    let embeds = g.input(
-        io::EMBEDS,
-        DType::F32,
-        &[Dim::from("batch"), "seq".into(), pb.embed_dim.into()],
-    );
+    let backbone = backbone_call(&mut g, &mut lin, ckpt, cfg)?;
     let sampler = SamplerInputs {
         noise: g.input(frame_io::NOISE, DType::F32, &[n.into(), v.into()]),
         temperature: g.input(frame_io::TEMPERATURE, DType::F32, &[]),
         top_k: g.input(frame_io::TOP_K, DType::I64, &[1.into()]),
         cfg_scale: g.input(frame_io::CFG_SCALE, DType::F32, &[]),
     };
-    let (x, cache, _) = stack(&mut g, &mut lin, ckpt, "backbone", pb, &embeds)?;
-    let hidden_all = final_norm(&mut g, ckpt, "backbone", pb, &x)?;
-    let hidden = g.with_scope("backbone", |g| last_position(g, &hidden_all));
-    let head = expect_shape(ckpt, "codebook0_head.weight", &[v, pb.embed_dim])?;
-    let h = cast_if(&mut g, &hidden_all, DType::F32, nm.compute);
-    let logits_all = lin.linear(&mut g, &h, &head, LinearGroup::Codebook0Head, 3)?;
-    let logits_all = cast_if(&mut g, &logits_all, nm.compute, DType::F32);
-    let c0_logits = g.with_scope("codebook0_head", |g| last_position(g, &logits_all));
-    let c0 = sample(&mut g, &sampler, &c0_logits, 0);
+    let (hidden, cache) = (backbone.hidden, backbone.cache);
+    let c0 = sample(&mut g, &sampler, &backbone.logits, 0);
     let codes = decoder_walk(&mut g, &mut lin, ckpt, cfg, &sampler, &hidden, c0)?;
     let codes = g.concat(&codes.iter().collect::<Vec<_>>(), 0);
     g.output(&codes, frame_io::CODES, DType::I64, &[n.into()]);

@@ -218,6 +218,7 @@ pub struct Linears<'p> {
     probe_of: HashMap<String, usize>,
     quantized_inputs: HashMap<(String, u32), Value>,
     weights: HashMap<String, HeadWeight>,
+    activation_uses: HashMap<String, usize>,
 }
 
 impl<'p> Linears<'p> {
@@ -230,6 +231,7 @@ impl<'p> Linears<'p> {
             probe_of: HashMap::new(),
             quantized_inputs: HashMap::new(),
             weights: HashMap::new(),
+            activation_uses: HashMap::new(),
         }
     }
 
@@ -356,7 +358,14 @@ impl<'p> Linears<'p> {
             return Ok(q.clone());
         }
         let dtype = self.opts.numerics.compute;
-        let act_name = format!("{name}.input");
+        // A graph that runs a stack several times quantizes a linear's input
+        // once per run: the later quantizers' constants get their own names.
+        let uses = self.activation_uses.entry(name.to_string()).or_default();
+        let act_name = match *uses {
+            0 => format!("{name}.input"),
+            n => format!("{name}.input.{n}"),
+        };
+        *uses += 1;
         let q = match (acts.format, lowering) {
             (QuantFormat::Nvfp4, lowering) => {
                 let scheme = match lowering {

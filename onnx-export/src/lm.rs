@@ -148,33 +148,63 @@ pub fn export_backbone(
     let mut lin = Linears::new(opts);
     let mut g = GraphBuilder::create(path, "heartmula_backbone")?;
     g.metadata("heart.graph", "backbone");
+    let b = backbone_call(&mut g, &mut lin, ckpt, cfg)?;
+    let v = cfg.audio_vocab_size;
+    let row = [Dim::from("batch"), p.embed_dim.into()];
+    g.output(&b.hidden, io::HIDDEN, DType::F32, &row);
+    g.output(&b.logits, io::C0_LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
+    output_cache(&mut g, p, nm, &b.cache);
+    let per_position = |n: usize| [Dim::from("batch"), "seq".into(), n.into()];
+    g.output(&b.hidden_all, io::HIDDEN_ALL, DType::F32, &per_position(p.embed_dim));
+    g.output(&b.logits_all, io::C0_LOGITS_ALL, DType::F32, &per_position(v));
+    output_taps(&mut g, p, &b.taps);
+    lin.finish(g)
+}
+
+/// What [`backbone_call`] returns: the final-norm output at every position
+/// (`[B, S, D]` f32) and at the last, `codebook0_head` of them (f32, `[B, S, V]`
+/// and `[B, V]`), each layer's new `(key, value)` and the layer taps.
+pub(crate) struct BackboneCall {
+    pub hidden_all: Value,
+    pub hidden: Value,
+    pub logits_all: Value,
+    pub logits: Value,
+    pub cache: Vec<(Value, Value)>,
+    pub taps: Vec<Value>,
+}
+
+/// Declares the backbone's inputs (`embeds` first, then the stack's) and
+/// builds its call: the stack, the final norm and `codebook0_head` at every
+/// position (so one row's logits are the same whatever the call's length).
+pub(crate) fn backbone_call(
+    g: &mut GraphBuilder,
+    lin: &mut Linears<'_>,
+    ckpt: &Checkpoint,
+    cfg: &MulaConfig,
+) -> Result<BackboneCall> {
+    let p = &cfg.backbone;
+    let nm = lin.numerics();
     let embeds = g.input(
         io::EMBEDS,
         DType::F32,
         &[Dim::from("batch"), "seq".into(), p.embed_dim.into()],
     );
-    let (x, cache, taps) = stack(&mut g, &mut lin, ckpt, "backbone", p, &embeds)?;
-    let hidden_all = final_norm(&mut g, ckpt, "backbone", p, &x)?;
+    let (x, cache, taps) = stack(g, lin, ckpt, "backbone", p, &embeds)?;
+    let hidden_all = final_norm(g, ckpt, "backbone", p, &x)?;
     let hidden = g.with_scope("backbone", |g| last_position(g, &hidden_all));
-    let v = cfg.audio_vocab_size;
-    let head = expect_shape(ckpt, "codebook0_head.weight", &[v, p.embed_dim])?;
-    let h = cast_if(&mut g, &hidden_all, DType::F32, nm.compute);
-    let logits_all = lin.linear(&mut g, &h, &head, LinearGroup::Codebook0Head, 3)?;
-    let logits_all = cast_if(&mut g, &logits_all, nm.compute, DType::F32);
+    let head = expect_shape(ckpt, "codebook0_head.weight", &[cfg.audio_vocab_size, p.embed_dim])?;
+    let h = cast_if(g, &hidden_all, DType::F32, nm.compute);
+    let logits_all = lin.linear(g, &h, &head, LinearGroup::Codebook0Head, 3)?;
+    let logits_all = cast_if(g, &logits_all, nm.compute, DType::F32);
     let logits = g.with_scope("codebook0_head", |g| last_position(g, &logits_all));
-    g.output(
-        &hidden,
-        io::HIDDEN,
-        DType::F32,
-        &[Dim::from("batch"), p.embed_dim.into()],
-    );
-    g.output(&logits, io::C0_LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
-    output_cache(&mut g, p, nm, &cache);
-    let per_position = |n: usize| [Dim::from("batch"), "seq".into(), n.into()];
-    g.output(&hidden_all, io::HIDDEN_ALL, DType::F32, &per_position(p.embed_dim));
-    g.output(&logits_all, io::C0_LOGITS_ALL, DType::F32, &per_position(v));
-    output_taps(&mut g, p, &taps);
-    lin.finish(g)
+    Ok(BackboneCall {
+        hidden_all,
+        hidden,
+        logits_all,
+        logits,
+        cache,
+        taps,
+    })
 }
 
 /// Writes `decoder.onnx` (+ data); returns the files and its probes.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use heart_test_support::{bench_json, build, row_names, run};
+use heart_test_support::{bench_json, build, row_names, run, synth_tiny_engines};
 
 use heart_conform::{ConformContext, Verdict};
 
@@ -75,18 +75,7 @@ fn engines_from_another_checkpoint_are_refused_by_conformance() {
 #[test]
 fn heart_run_makes_a_deterministic_song_from_tags_and_lyrics() {
     let root = tempfile::tempdir().unwrap();
-    let ckpt = root.path().join("ckpt");
-    build(&["synth", "--size", "tiny", "--out", ckpt.to_str().unwrap()]);
-    let engines = root.path().join("engines");
-    build(&[
-        "-q",
-        "--mula",
-        ckpt.join("HeartMuLa-oss-3B").to_str().unwrap(),
-        "--codec",
-        ckpt.join("HeartCodec-oss").to_str().unwrap(),
-        "--out",
-        engines.to_str().unwrap(),
-    ]);
+    let engines = synth_tiny_engines(root.path());
     let lyrics = root.path().join("lyrics.txt");
     std::fs::write(&lyrics, "[verse]\nla la la\n[chorus]\noh oh\n").unwrap();
     let song = |name: &str, seed: &str| {

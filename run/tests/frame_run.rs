@@ -7,7 +7,7 @@ use std::path::Path;
 
 use heart::engine::{FRAME_GRAPH, GRAPH_DATA_SUFFIX};
 use heart::manifest::{EngineKind, Manifest, Verify};
-use heart_test_support::{build, run};
+use heart_test_support::{run, synth_tiny_engines};
 
 /// A copy of engine folder `from` at `to` without the frame graph (files and
 /// manifest entries).
@@ -36,18 +36,7 @@ fn without_frame_graph(from: &Path, to: &Path) {
 #[test]
 fn the_frame_graph_makes_the_per_step_songs_byte_for_byte() {
     let root = tempfile::tempdir().unwrap();
-    let ckpt = root.path().join("ckpt");
-    build(&["synth", "--size", "tiny", "--out", ckpt.to_str().unwrap()]);
-    let engines = root.path().join("engines");
-    build(&[
-        "-q",
-        "--mula",
-        ckpt.join("HeartMuLa-oss-3B").to_str().unwrap(),
-        "--codec",
-        ckpt.join("HeartCodec-oss").to_str().unwrap(),
-        "--out",
-        engines.to_str().unwrap(),
-    ]);
+    let engines = synth_tiny_engines(root.path());
     let manifest = Manifest::load(&engines, Verify::Full).unwrap();
     assert_eq!(
         manifest.file(EngineKind::Frame).map(|f| f.path.as_str()),

@@ -17,11 +17,9 @@ use super::{LmError, Prompt};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoding {
     /// Every frame sampled from the target engine: through its frame graph
-    /// when it has one, else as [`Self::PerStep`]. Same codes either way.
+    /// when it has one, else through its per-step graphs (one backbone call,
+    /// then one decoder call per codebook). Same codes either way.
     Plain,
-    /// Every frame sampled from the target engine's per-step graphs (one
-    /// backbone call, then one decoder call per codebook).
-    PerStep,
     /// Drafted `draft_frames` at a time by a draft engine and verified by the
     /// target (same output distribution; other samples for a seed).
     Speculative {
@@ -107,7 +105,7 @@ pub fn decode(
                 speculation: None,
             })
         }
-        Decoding::Plain | Decoding::PerStep => {
+        Decoding::Plain => {
             let mut picker = Sampling { params: sampler, noise };
             let generation = try_generate(
                 engines.target,

@@ -23,6 +23,7 @@ use super::LmError;
 use super::embed::{Embedder, Prompt};
 use super::kv_cache::KvCache;
 use heart_backend::{OrtRuntime, SessionConfig};
+use ort::session::builder::PrepackedWeights;
 
 use super::session::StackGraph;
 
@@ -269,10 +270,13 @@ impl HeartMula {
         gen_cfg: &GenConfig,
         sessions: &SessionConfig,
     ) -> Result<Self, LmError> {
-        let backbone = StackGraph::open(rt, &files.backbone, sessions)?;
-        let decoder = StackGraph::open(rt, &files.decoder, sessions)?;
+        // The frame graph holds the per-step graphs' weights again; one
+        // container keeps one packed copy of each for the three sessions.
+        let prepacked = PrepackedWeights::new();
+        let backbone = StackGraph::open(rt, &files.backbone, sessions, &prepacked)?;
+        let decoder = StackGraph::open(rt, &files.decoder, sessions, &prepacked)?;
         let frame = match &files.frame {
-            Some(path) => Some(StackGraph::open(rt, path, sessions)?),
+            Some(path) => Some(StackGraph::open(rt, path, sessions, &prepacked)?),
             None => None,
         };
         let tables = files.tables.clone();

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use half::f16;
 use heart::engine::io;
 use heart_backend::{OrtRuntime, SessionConfig};
+use ort::session::builder::PrepackedWeights;
 use ort::session::{Session, SessionInputValue, SessionOutputs};
 use ort::value::{DynValue, TensorElementType, TensorRef, ValueType};
 
@@ -35,12 +36,21 @@ pub struct StackGraph {
 pub type StepOutputs = Vec<Vec<f32>>;
 
 impl StackGraph {
-    /// Opens `path` and checks it has the LM graph inputs (`heart::engine::io`).
-    pub fn open(rt: &OrtRuntime, path: &Path, cfg: &SessionConfig) -> Result<Self, LmError> {
-        let session = rt.open_session(path, cfg).map_err(|e| LmError::Ort {
-            path: e.path,
-            message: e.message,
-        })?;
+    /// Opens `path` and checks it has the LM graph inputs (`heart::engine::io`);
+    /// the session shares pre-packed weights through `prepacked` with the
+    /// engine's other graphs.
+    pub fn open(
+        rt: &OrtRuntime,
+        path: &Path,
+        cfg: &SessionConfig,
+        prepacked: &PrepackedWeights,
+    ) -> Result<Self, LmError> {
+        let session = rt
+            .open_session_sharing(path, cfg, prepacked)
+            .map_err(|e| LmError::Ort {
+                path: e.path,
+                message: e.message,
+            })?;
         let err = |message: String| LmError::Engine {
             path: path.to_path_buf(),
             message,

@@ -121,6 +121,24 @@ pub fn fixture_engines() -> &'static Path {
     .1
 }
 
+/// Synthesizes a tiny checkpoint under `root/ckpt` and builds its engine
+/// folder (LM and codec, fp32) at `root/engines`, which it returns.
+pub fn synth_tiny_engines(root: &Path) -> PathBuf {
+    let ckpt = root.join("ckpt");
+    build(&["synth", "--size", "tiny", "--out", ckpt.to_str().unwrap()]);
+    let engines = root.join("engines");
+    build(&[
+        "-q",
+        "--mula",
+        ckpt.join("HeartMuLa-oss-3B").to_str().unwrap(),
+        "--codec",
+        ckpt.join("HeartCodec-oss").to_str().unwrap(),
+        "--out",
+        engines.to_str().unwrap(),
+    ]);
+    engines
+}
+
 /// Flags that keep `heart-run bench`'s machine measurements short (tiny
 /// bandwidth arrays and FLOP loop) and make it print JSON.
 const QUICK_BENCH_JSON: [&str; 5] = ["--stream-mib", "8", "--peak-rounds", "1000", "--json"];
