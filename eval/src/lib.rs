@@ -11,6 +11,7 @@
 //! - [`cli`]: the `heart-eval` command line.
 
 pub mod ab;
+pub mod audio_metrics;
 pub mod cli;
 pub mod metrics;
 pub mod output;

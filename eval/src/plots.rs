@@ -420,6 +420,8 @@ mod tests {
             },
             audio_snr_db: None,
             audio_identical: 0,
+            audio_log_mel_db: None,
+            audio_mr_stft: None,
             gate: None,
             checks: vec![],
             pass: true,

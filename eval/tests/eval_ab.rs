@@ -3,7 +3,9 @@
 //! identical codes is compared (bit-identical for one codec, a finite SNR for
 //! an fp16 codec against fp32); the real binary's exit status
 //! follows the gate (0 pass, 1 a check failed, 2 an error) and a deliberately
-//! broken engine (activation scales clipped to 1/50 of their range) fails.
+//! broken engine (activation scales clipped to 1/50 of their range) fails; an
+//! int8 codec passes the `codec-int8` gate, which the fp32 codec at fewer
+//! Euler steps fails.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -136,6 +138,8 @@ fn an_engine_against_itself_is_perfect() {
         },
         seed: 0,
         sessions: SessionConfig::default(),
+        flow_steps: 10,
+        b_flow_steps: None,
     };
     let r = run_ab(&rt, &opts).unwrap();
     assert_eq!(r.prompts, 3);
@@ -303,6 +307,8 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
         },
         seed: 0,
         sessions: SessionConfig::default(),
+        flow_steps: 10,
+        b_flow_steps: None,
     };
     let same = run_ab(&rt, &opts("same")).unwrap();
     assert_eq!(
@@ -319,4 +325,53 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
     let none = run_ab(&rt, &opts("no-codec")).unwrap();
     assert_eq!(none.audio_snr_db, None);
     assert_eq!(none.measured().snr_db, None, "an SNR gate fails without codecs");
+}
+
+#[test]
+fn an_int8_codec_passes_its_gate_and_fewer_euler_steps_are_measured() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let lm = dense(Precision::Fp32);
+    engine_with_codec(&p("a"), &lm, Precision::Fp32, Some(Precision::Fp32));
+    engine_with_codec(&p("int8"), &lm, Precision::Fp32, Some(Precision::Int8));
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
+    let opts = |b: &str, b_steps: usize| AbOptions {
+        a: p("a"),
+        b: p(b),
+        prompts: calibration(),
+        max_prompts: Some(4),
+        frames: 8,
+        cfg_scale: 1.5,
+        sampler: SamplerParams {
+            temperature: 1.0,
+            top_k: 5,
+        },
+        seed: 0,
+        sessions: SessionConfig::default(),
+        flow_steps: 10,
+        b_flow_steps: Some(b_steps),
+    };
+    let thresholds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ab-thresholds.toml");
+    let gate = heart_eval::thresholds::load_gate(&thresholds, "codec-int8").unwrap();
+    let mut verdicts = Vec::new();
+    for (b, steps) in [("int8", 10), ("a", 6), ("a", 4), ("a", 1)] {
+        let r = run_ab(&rt, &opts(b, steps)).unwrap();
+        let m = r.measured();
+        println!(
+            "codec {b} at {steps} steps vs fp32 at 10: SNR min {:.2} dB, log-mel max {:.3} dB, MR-STFT max {:.4}",
+            m.snr_db.unwrap(),
+            m.log_mel_db.unwrap(),
+            m.mr_stft.unwrap()
+        );
+        assert!(
+            m.log_mel_db.unwrap() > 0.0 && m.mr_stft.unwrap() > 0.0,
+            "{b} {steps}: audio differs"
+        );
+        verdicts.push(gate.check(&m).iter().all(|c| c.pass));
+    }
+    assert_eq!(
+        verdicts,
+        [true, false, false, false],
+        "the int8 codec passes its gate; the fp32 codec at 6, 4 or 1 steps does not"
+    );
 }

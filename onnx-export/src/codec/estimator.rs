@@ -26,7 +26,7 @@ use std::path::Path;
 
 use heart::config::CodecConfig;
 
-use super::ops::{self, Params, affine, linear, rms_normalize, transpose};
+use super::ops::{self, Params, linear, rms_normalize, transpose};
 use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
@@ -170,6 +170,9 @@ fn adaln_single(
     prefix: &str,
     dim: usize,
 ) -> Result<(Value, Value)> {
+    // Once per call on `[B, D]`: nothing to gain from int8, and the modulation
+    // scales every token, so these stay float in every build.
+    let p = &p.with_int8_linears(false);
     let emb = format!("{prefix}.emb.timestep_embedder");
     let h = linear(p, g, feats, &format!("{emb}.linear_1"), 2 * FREQ_HALF, dim, true)?;
     let h = g.silu(&h);
@@ -304,13 +307,15 @@ fn attention(
     );
     fused.extend(permute_rows_for_rope(&k, heads, hd, d));
     fused.extend_from_slice(&v);
-    let w = p.matrix(
+    let qkv = p.dense(
         g,
+        h,
         &format!("{prefix}.qkv.weight"),
-        &[d, 3 * d],
+        d,
+        3 * d,
         &transpose(&fused, 3 * d, d),
+        None,
     )?;
-    let qkv = affine(g, h, &w, None);
     let qkv = g.reshape(&qkv, &[0, 0, 3, heads as i64, hd as i64]);
     let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
     let pick = |g: &mut GraphBuilder, i: i64| {
@@ -348,13 +353,15 @@ fn swiglu(p: &Params<'_>, g: &mut GraphBuilder, h: &Value, prefix: &str, d: usiz
     let gate = p.f32(&format!("{prefix}.gate.weight"), &[f, d])?;
     let up = p.f32(&format!("{prefix}.up.weight"), &[f, d])?;
     let fused: Vec<f32> = gate.into_iter().chain(up).collect();
-    let w = p.matrix(
+    let gu = p.dense(
         g,
+        h,
         &format!("{prefix}.gate_up.weight"),
-        &[d, 2 * f],
+        d,
+        2 * f,
         &transpose(&fused, 2 * f, d),
+        None,
     )?;
-    let gu = affine(g, h, &w, None);
     let fi = f as i64;
     let gate = g.slice(&gu, &[0], &[fi], &[-1]);
     let up = g.slice(&gu, &[fi], &[2 * fi], &[-1]);
@@ -385,7 +392,6 @@ fn project_layer(
             }
         }
     }
-    let w = p.matrix(g, &w_name, &[K * cin, cout], &im2col)?;
     let b_name = format!("{prefix}.ffn_1.bias");
     let b: Vec<f32> = p
         .f32(&b_name, &[cout])?
@@ -399,7 +405,7 @@ fn project_layer(
     let cur = g.slice(&xp, &[1], &[-1], &[1]);
     let next = g.slice(&xp, &[2], &[i64::MAX], &[1]);
     let cols = g.concat(&[&prev, &cur, &next], -1);
-    let y = affine(g, &cols, &w, Some(&b));
+    let y = p.dense(g, &cols, &w_name, K * cin, cout, &im2col, Some(&b))?;
     linear(p, g, &y, &format!("{prefix}.ffn_2"), cout, cout, true)
 }
 

@@ -13,16 +13,56 @@ use crate::graph::{Attr, DType, GraphBuilder, Value};
 ///
 /// Matrices and kernels are stored as `matrix_dtype` (F32, or F16 followed by a
 /// `Cast` to f32 so compute stays f32); vectors (biases, norm weights, tables)
-/// always as F32.
+/// always as F32. With int8 linears, [`Params::dense`] runs per-token linears
+/// as dynamic int8 products ([`super::int8`]).
+#[derive(Clone, Copy)]
 pub struct Params<'a> {
     ckpt: &'a Checkpoint,
     matrix_dtype: DType,
+    int8_linears: bool,
 }
 
 impl<'a> Params<'a> {
     /// Parameters from `ckpt` with matrices stored as `matrix_dtype` (F32 or F16).
     pub fn new(ckpt: &'a Checkpoint, matrix_dtype: DType) -> Self {
-        Self { ckpt, matrix_dtype }
+        Self {
+            ckpt,
+            matrix_dtype,
+            int8_linears: false,
+        }
+    }
+
+    /// These parameters with [`Params::dense`] as dynamic int8 products.
+    pub fn with_int8_linears(self, on: bool) -> Self {
+        Self {
+            int8_linears: on,
+            ..self
+        }
+    }
+
+    /// `x · W + b` for a weight `name` given as `w_t` `[in_dim, out_dim]`
+    /// (row-major): a float MatMul of the stored matrix, or with int8 linears
+    /// a dynamic int8 product with per-output-channel weight scales.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dense(
+        &self,
+        g: &mut GraphBuilder,
+        x: &Value,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        w_t: &[f32],
+        b: Option<&Value>,
+    ) -> Result<Value> {
+        if self.int8_linears {
+            let y = super::int8::dynamic_int8_matmul(g, x, name, in_dim, out_dim, w_t)?;
+            return Ok(match b {
+                Some(b) => g.add(&y, b),
+                None => y,
+            });
+        }
+        let w = self.matrix(g, name, &[in_dim, out_dim], w_t)?;
+        Ok(affine(g, x, &w, b))
     }
 
     /// Checkpoint tensor `name`, checked to have `shape`.
@@ -118,13 +158,20 @@ pub fn linear(
 ) -> Result<Value> {
     let name = format!("{prefix}.weight");
     let w = p.f32(&name, &[out_dim, in_dim])?;
-    let w_t = p.matrix(g, &name, &[in_dim, out_dim], &transpose(&w, out_dim, in_dim))?;
     let b = if bias {
         Some(p.ckpt_vector(g, &format!("{prefix}.bias"), out_dim)?)
     } else {
         None
     };
-    Ok(affine(g, x, &w_t, b.as_ref()))
+    p.dense(
+        g,
+        x,
+        &name,
+        in_dim,
+        out_dim,
+        &transpose(&w, out_dim, in_dim),
+        b.as_ref(),
+    )
 }
 
 /// `x · rsqrt(mean(x²) + eps)` over the last axis (the weight is applied by the caller).
