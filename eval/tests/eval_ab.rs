@@ -75,6 +75,27 @@ fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: 
     .unwrap();
 }
 
+/// The A/B of `b` against `a` on the first `prompts` calibration prompts,
+/// `frames` frames each, seed 0, top-k 5, both codecs at 10 Euler steps.
+fn ab_options(a: PathBuf, b: PathBuf, prompts: usize, frames: usize) -> AbOptions {
+    AbOptions {
+        a,
+        b,
+        prompts: calibration(),
+        max_prompts: Some(prompts),
+        frames,
+        cfg_scale: 1.5,
+        sampler: SamplerParams {
+            temperature: 1.0,
+            top_k: 5,
+        },
+        seed: 0,
+        sessions: SessionConfig::default(),
+        flow_steps: 10,
+        b_flow_steps: None,
+    }
+}
+
 fn dense(precision: Precision) -> LmOptions {
     LmOptions {
         layer_taps: true,
@@ -125,22 +146,7 @@ fn an_engine_against_itself_is_perfect() {
     engine(&a, &dense(Precision::Fp32), Precision::Fp32);
     engine(&b, &dense(Precision::Fp32), Precision::Fp32);
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let opts = AbOptions {
-        a,
-        b,
-        prompts: calibration(),
-        max_prompts: Some(4),
-        frames: 4,
-        cfg_scale: 1.5,
-        sampler: SamplerParams {
-            temperature: 1.0,
-            top_k: 5,
-        },
-        seed: 0,
-        sessions: SessionConfig::default(),
-        flow_steps: 10,
-        b_flow_steps: None,
-    };
+    let opts = ab_options(a, b, 4, 4);
     let r = run_ab(&rt, &opts).unwrap();
     assert_eq!(r.prompts, 3);
     assert_eq!(
@@ -294,22 +300,7 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
     engine_with_codec(&p("fp16-codec"), &lm, Precision::Fp32, Some(Precision::Fp16));
     engine(&p("no-codec"), &lm, Precision::Fp32);
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let opts = |b: &str| AbOptions {
-        a: p("a"),
-        b: p(b),
-        prompts: calibration(),
-        max_prompts: Some(3),
-        frames: 3,
-        cfg_scale: 1.5,
-        sampler: SamplerParams {
-            temperature: 1.0,
-            top_k: 5,
-        },
-        seed: 0,
-        sessions: SessionConfig::default(),
-        flow_steps: 10,
-        b_flow_steps: None,
-    };
+    let opts = |b: &str| ab_options(p("a"), p(b), 3, 3);
     let same = run_ab(&rt, &opts("same")).unwrap();
     assert_eq!(
         same.audio_identical, same.prompts,
@@ -336,20 +327,8 @@ fn an_int8_codec_passes_its_gate_and_fewer_euler_steps_are_measured() {
     engine_with_codec(&p("int8"), &lm, Precision::Fp32, Some(Precision::Int8));
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let opts = |b: &str, b_steps: usize| AbOptions {
-        a: p("a"),
-        b: p(b),
-        prompts: calibration(),
-        max_prompts: Some(4),
-        frames: 8,
-        cfg_scale: 1.5,
-        sampler: SamplerParams {
-            temperature: 1.0,
-            top_k: 5,
-        },
-        seed: 0,
-        sessions: SessionConfig::default(),
-        flow_steps: 10,
         b_flow_steps: Some(b_steps),
+        ..ab_options(p("a"), p(b), 4, 8)
     };
     let thresholds = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/ab-thresholds.toml");
     let gate = heart_eval::thresholds::load_gate(&thresholds, "codec-int8").unwrap();

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use heart::config::CodecConfig;
 
-use super::ops::{self, Params, linear, rms_normalize, transpose};
+use super::ops::{self, DenseWeight, Params, linear, rms_normalize, transpose};
 use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
@@ -307,15 +307,7 @@ fn attention(
     );
     fused.extend(permute_rows_for_rope(&k, heads, hd, d));
     fused.extend_from_slice(&v);
-    let qkv = p.dense(
-        g,
-        h,
-        &format!("{prefix}.qkv.weight"),
-        d,
-        3 * d,
-        &transpose(&fused, 3 * d, d),
-        None,
-    )?;
+    let qkv = fused_linear(p, g, h, &format!("{prefix}.qkv.weight"), d, &fused)?;
     let qkv = g.reshape(&qkv, &[0, 0, 3, heads as i64, hd as i64]);
     let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
     let pick = |g: &mut GraphBuilder, i: i64| {
@@ -332,6 +324,27 @@ fn attention(
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, 0, d as i64]);
     linear(p, g, &o, &format!("{prefix}.o_proj"), d, d, false)
+}
+
+/// `x · Wᵀ` without bias for a weight built here in PyTorch layout, `rows`
+/// `[out, in_dim]` (fused projections).
+fn fused_linear(
+    p: &Params<'_>,
+    g: &mut GraphBuilder,
+    x: &Value,
+    name: &str,
+    in_dim: usize,
+    rows: &[f32],
+) -> Result<Value> {
+    let out_dim = rows.len() / in_dim;
+    let w_t = transpose(rows, out_dim, in_dim);
+    let weight = DenseWeight {
+        name,
+        in_dim,
+        out_dim,
+        w_t: &w_t,
+    };
+    p.dense(g, x, &weight, None)
 }
 
 /// Reorders the output rows of a `[heads·hd, in]` projection so that within each
@@ -353,15 +366,7 @@ fn swiglu(p: &Params<'_>, g: &mut GraphBuilder, h: &Value, prefix: &str, d: usiz
     let gate = p.f32(&format!("{prefix}.gate.weight"), &[f, d])?;
     let up = p.f32(&format!("{prefix}.up.weight"), &[f, d])?;
     let fused: Vec<f32> = gate.into_iter().chain(up).collect();
-    let gu = p.dense(
-        g,
-        h,
-        &format!("{prefix}.gate_up.weight"),
-        d,
-        2 * f,
-        &transpose(&fused, 2 * f, d),
-        None,
-    )?;
+    let gu = fused_linear(p, g, h, &format!("{prefix}.gate_up.weight"), d, &fused)?;
     let fi = f as i64;
     let gate = g.slice(&gu, &[0], &[fi], &[-1]);
     let up = g.slice(&gu, &[fi], &[2 * fi], &[-1]);
@@ -405,7 +410,13 @@ fn project_layer(
     let cur = g.slice(&xp, &[1], &[-1], &[1]);
     let next = g.slice(&xp, &[2], &[i64::MAX], &[1]);
     let cols = g.concat(&[&prev, &cur, &next], -1);
-    let y = p.dense(g, &cols, &w_name, K * cin, cout, &im2col, Some(&b))?;
+    let weight = DenseWeight {
+        name: &w_name,
+        in_dim: K * cin,
+        out_dim: cout,
+        w_t: &im2col,
+    };
+    let y = p.dense(g, &cols, &weight, Some(&b))?;
     linear(p, g, &y, &format!("{prefix}.ffn_2"), cout, cout, true)
 }
 

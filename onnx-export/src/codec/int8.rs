@@ -18,6 +18,7 @@
 //! tensor, both CFG rows), computed at run time; weights one scale per output
 //! column, `max |w| / 127`, so a column of small weights keeps its resolution.
 
+use super::ops::DenseWeight;
 use crate::error::Result;
 use crate::graph::{DType, GraphBuilder, Value};
 
@@ -42,17 +43,11 @@ pub fn quantize_columns(w_t: &[f32], in_dim: usize, out_dim: usize) -> (Vec<i8>,
     (q, scales)
 }
 
-/// `x · W` with `W` given as `w_t` `[in_dim, out_dim]`, as a dynamic int8
-/// product; stores `name` (int8 `[in, out]`) and `name.scale` (f32 `[out]`).
-pub fn dynamic_int8_matmul(
-    g: &mut GraphBuilder,
-    x: &Value,
-    name: &str,
-    in_dim: usize,
-    out_dim: usize,
-    w_t: &[f32],
-) -> Result<Value> {
-    let (q, scales) = quantize_columns(w_t, in_dim, out_dim);
+/// `x · W` as a dynamic int8 product; stores `w.name` (int8 `[in, out]`) and
+/// `w.name.scale` (f32 `[out]`).
+pub fn dynamic_int8_matmul(g: &mut GraphBuilder, x: &Value, w: &DenseWeight<'_>) -> Result<Value> {
+    let (name, in_dim, out_dim) = (w.name, w.in_dim, w.out_dim);
+    let (q, scales) = quantize_columns(w.w_t, in_dim, out_dim);
     let wq = g.init_stream(name, DType::I8, &[in_dim, out_dim], |sink| {
         sink.push_bytes(bytemuck::cast_slice(&q))
     })?;

@@ -40,29 +40,19 @@ impl<'a> Params<'a> {
         }
     }
 
-    /// `x · W + b` for a weight `name` given as `w_t` `[in_dim, out_dim]`
-    /// (row-major): a float MatMul of the stored matrix, or with int8 linears
+    /// `x · W + b`: a float MatMul of the stored matrix, or with int8 linears
     /// a dynamic int8 product with per-output-channel weight scales.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dense(
-        &self,
-        g: &mut GraphBuilder,
-        x: &Value,
-        name: &str,
-        in_dim: usize,
-        out_dim: usize,
-        w_t: &[f32],
-        b: Option<&Value>,
-    ) -> Result<Value> {
-        if self.int8_linears {
-            let y = super::int8::dynamic_int8_matmul(g, x, name, in_dim, out_dim, w_t)?;
-            return Ok(match b {
-                Some(b) => g.add(&y, b),
-                None => y,
-            });
-        }
-        let w = self.matrix(g, name, &[in_dim, out_dim], w_t)?;
-        Ok(affine(g, x, &w, b))
+    pub fn dense(&self, g: &mut GraphBuilder, x: &Value, w: &DenseWeight<'_>, b: Option<&Value>) -> Result<Value> {
+        let y = if self.int8_linears {
+            super::int8::dynamic_int8_matmul(g, x, w)?
+        } else {
+            let m = self.matrix(g, w.name, &[w.in_dim, w.out_dim], w.w_t)?;
+            g.matmul(x, &m)
+        };
+        Ok(match b {
+            Some(b) => g.add(&y, b),
+            None => y,
+        })
     }
 
     /// Checkpoint tensor `name`, checked to have `shape`.
@@ -109,6 +99,19 @@ impl<'a> Params<'a> {
     }
 }
 
+/// A linear layer's weight, transposed for `x · W`.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseWeight<'a> {
+    /// Initializer name.
+    pub name: &'a str,
+    /// Input features.
+    pub in_dim: usize,
+    /// Output features.
+    pub out_dim: usize,
+    /// The weight `[in_dim, out_dim]`, row-major.
+    pub w_t: &'a [f32],
+}
+
 /// Transposes a row-major `[rows, cols]` matrix to `[cols, rows]`.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
@@ -137,15 +140,6 @@ pub fn fold_weight_norm(g: &[f32], v: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// `x · W + b` with `w_t` already `[in, out]`.
-pub fn affine(g: &mut GraphBuilder, x: &Value, w_t: &Value, b: Option<&Value>) -> Value {
-    let y = g.matmul(x, w_t);
-    match b {
-        Some(b) => g.add(&y, b),
-        None => y,
-    }
-}
-
 /// PyTorch `Linear` `prefix.weight` `[out, in]` (+ `prefix.bias`) applied to `x`.
 pub fn linear(
     p: &Params<'_>,
@@ -163,15 +157,14 @@ pub fn linear(
     } else {
         None
     };
-    p.dense(
-        g,
-        x,
-        &name,
+    let w_t = transpose(&w, out_dim, in_dim);
+    let weight = DenseWeight {
+        name: &name,
         in_dim,
         out_dim,
-        &transpose(&w, out_dim, in_dim),
-        b.as_ref(),
-    )
+        w_t: &w_t,
+    };
+    p.dense(g, x, &weight, b.as_ref())
 }
 
 /// `x · rsqrt(mean(x²) + eps)` over the last axis (the weight is applied by the caller).
