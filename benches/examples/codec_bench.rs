@@ -10,11 +10,13 @@
 //! only; nothing is asserted (`runtime/tests/codec_chunked.rs` tests equality).
 //!
 //! ```text
-//! cargo run --release -p heart-runtime --example codec_bench -- --steps 10,4
-//! # smaller machine: full widths, fewer blocks
-//! cargo run --release -p heart-runtime --example codec_bench -- --layers 2 --layers2 1
+//! cargo run --release -p heart-bench --example codec_bench -- --steps 10,4
+//! # smaller machine: full widths, fewer blocks (4 + 1 keeps the released 4 : 1 mix)
+//! cargo run --release -p heart-bench --example codec_bench -- --layers 4 --layers2 1 --estimator-only
+//! # the int8 codec (`heart-build --codec-precision int8`) at the same shapes
+//! cargo run --release -p heart-bench --example codec_bench -- --layers 4 --layers2 1 --precision int8
 //! # an engine folder built before (e.g. `--work W` of an earlier run: W/engine)
-//! cargo run --release -p heart-runtime --example codec_bench -- --engine W/engine --steps 1
+//! cargo run --release -p heart-bench --example codec_bench -- --engine W/engine --steps 1
 //! ```
 
 use std::fs::File;
@@ -50,13 +52,16 @@ struct Args {
     /// Euler step counts to time, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "10,4")]
     steps: Vec<usize>,
-    /// Engine precision (fp32 or fp16).
+    /// Codec precision (fp32, fp16 or int8).
     #[arg(long, default_value = "fp32")]
     precision: Precision,
     /// An existing engine folder to time instead of synthesizing one (its codec
     /// config is used; --layers, --layers2, --precision and --work are ignored).
     #[arg(long)]
     engine: Option<PathBuf>,
+    /// Time the estimator only (skip the scalar-decoder measurements).
+    #[arg(long)]
+    estimator_only: bool,
     /// Latent frames per scalar-decoder call of the chunked decode.
     #[arg(long, default_value_t = heart_runtime::codec::chunks::DEFAULT_CHUNK_LATENTS)]
     decode_chunk: NonZeroUsize,
@@ -115,6 +120,9 @@ fn main() -> anyhow::Result<()> {
         );
     }
 
+    if args.estimator_only {
+        return Ok(());
+    }
     let mut latents = vec![0f32; WINDOW_LATENTS * latent];
     noise.fill(&mut latents)?;
     let audio_s = (WINDOW_LATENTS * cfg.samples_per_latent()) as f64 / f64::from(cfg.sample_rate);

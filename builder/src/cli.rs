@@ -67,7 +67,9 @@ pub struct BuildArgs {
     /// Build profile: a built-in name (fp32, fp16, fp8, fp4, fp4-w4a4, int8, int4, int4-heads) or a .toml file (see configs/build/).
     #[arg(long, value_name = "NAME|FILE")]
     pub profile: Option<String>,
-    /// Codec weight precision (upstream warns that below fp32 audio degrades).
+    /// Codec precision: fp32, fp16 (f16 storage, f32 compute) or int8 (the flow
+    /// estimator's linears as dynamic int8 products: faster on CPUs; `heart-eval
+    /// ab` measures what it costs). Upstream warns that below fp32 audio degrades.
     #[arg(long, default_value = "fp32", value_parser = parse_precision)]
     pub codec_precision: Precision,
     /// Calibration prompt set (folder with prompts.toml) for profiles that quantize activations [default: calibration].

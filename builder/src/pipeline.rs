@@ -250,10 +250,19 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
 /// Resolves the build profile and checks the flags that depend on it.
 fn check_precisions(args: &BuildArgs) -> Result<Profile> {
     let profile = Profile::resolve(args.profile.as_deref(), args.precision)?;
-    if !matches!(args.codec_precision, Precision::Fp32 | Precision::Fp16) {
+    if !matches!(
+        args.codec_precision,
+        Precision::Fp32 | Precision::Fp16 | Precision::Int8
+    ) {
         bail!(
-            "--codec-precision {}: the codec is built at fp32 or fp16 only",
+            "--codec-precision {}: the codec is built at fp32, fp16 or int8 only",
             args.codec_precision
+        );
+    }
+    if args.codec_precision == Precision::Int8 && args.target != crate::cli::BuildTarget::Onnx {
+        bail!(
+            "--codec-precision int8 is a CPU precision (dynamic int8 MatMulInteger, which TensorRT does not \
+             build): use fp16 or fp32 with --target tensorrt"
         );
     }
     if args.calibration.is_some() && profile.calibration.is_none() {

@@ -13,7 +13,9 @@
 //! 3. **Free-running greedy** (top-k 1) on both: the fraction of identical
 //!    frames and the first frame that differs.
 //! 4. **Audio**, when both folders have a codec: A's codes decoded by each
-//!    codec with the same seeded noise; the SNR of B's waveform against A's.
+//!    codec with the same seeded noise (A at `flow_steps` Euler steps, B at
+//!    `b_flow_steps`); the SNR, log-mel and multi-resolution STFT distances of
+//!    B's waveform against A's ([`crate::audio_metrics`]).
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +25,7 @@ use heart::quant::calibration::CalibrationSet;
 use ndarray::Array2;
 
 use super::EvalError;
+use super::audio_metrics::{log_mel_distance_db, mr_stft_distance};
 use super::metrics::{Running, argmax, cosine, relative_error, sampling_kl, snr_db};
 use super::report::{AbReport, CodebookStats, GreedyStats, LayerErrors, PromptSkip};
 use heart_backend::{OrtRuntime, SessionConfig};
@@ -52,6 +55,10 @@ pub struct AbOptions {
     pub seed: u64,
     /// Session options of both engines.
     pub sessions: SessionConfig,
+    /// Euler steps of A's codec.
+    pub flow_steps: usize,
+    /// Euler steps of B's codec (A's when `None`).
+    pub b_flow_steps: Option<usize>,
 }
 
 /// One opened engine folder.
@@ -141,6 +148,8 @@ struct Accumulators {
     greedy_identical: usize,
     snr: Running,
     snr_identical: usize,
+    log_mel: Running,
+    mr_stft: Running,
 }
 
 impl Accumulators {
@@ -158,6 +167,8 @@ impl Accumulators {
             greedy_identical: 0,
             snr: Running::default(),
             snr_identical: 0,
+            log_mel: Running::default(),
+            mr_stft: Running::default(),
         }
     }
 }
@@ -256,7 +267,7 @@ fn compare_prompt(
         }
     }
     compare_greedy(a, b, prompt, opts, acc)?;
-    compare_audio(a, b, &generation.codes_by_codebook(), seed, acc)
+    compare_audio(a, b, &generation.codes_by_codebook(), (seed, opts), acc)
 }
 
 /// Free-running greedy runs of both engines.
@@ -303,7 +314,7 @@ fn compare_audio(
     a: &mut Engine,
     b: &mut Engine,
     codes: &[Vec<i64>],
-    seed: u64,
+    (seed, opts): (u64, &AbOptions),
     acc: &mut Accumulators,
 ) -> Result<(), EvalError> {
     let (Some(ca), Some(cb)) = (a.codec.as_mut(), b.codec.as_mut()) else {
@@ -313,13 +324,24 @@ fn compare_audio(
     let flat: Vec<i64> = codes.iter().flatten().copied().collect();
     let codes = Array2::from_shape_vec((codes.len(), frames), flat)
         .map_err(|e| EvalError::Input(format!("codes are not rectangular: {e}")))?;
-    let params = DetokenizeParams::default();
-    let wa = ca.detokenize(codes.view(), params, &mut heart_runtime::codec::SeededNoise::new(seed))?;
-    let wb = cb.detokenize(codes.view(), params, &mut heart_runtime::codec::SeededNoise::new(seed))?;
+    let params = |steps: usize| {
+        let mut p = DetokenizeParams::default();
+        p.flow.num_steps = steps;
+        p
+    };
+    let b_steps = opts.b_flow_steps.unwrap_or(opts.flow_steps);
+    let noise = || heart_runtime::codec::SeededNoise::new(seed);
+    let wa = ca.detokenize(codes.view(), params(opts.flow_steps), &mut noise())?;
+    let wb = cb.detokenize(codes.view(), params(b_steps), &mut noise())?;
     match snr_db(&wa.samples, &wb.samples) {
         Some(db) => acc.snr.push(db),
         None => acc.snr_identical += 1,
     }
+    let channels = usize::from(wa.channels);
+    acc.log_mel
+        .push(log_mel_distance_db(&wa.samples, &wb.samples, channels, wa.sample_rate));
+    acc.mr_stft
+        .push(mr_stft_distance(&wa.samples, &wb.samples, channels, wa.sample_rate));
     Ok(())
 }
 
@@ -415,6 +437,8 @@ fn report(
         audio_identical: acc.snr_identical,
         budget: None,
         relative_to_fp8: None,
+        audio_log_mel_db: has_codecs.then(|| acc.log_mel.summary()),
+        audio_mr_stft: has_codecs.then(|| acc.mr_stft.summary()),
         gate: None,
         checks: Vec::new(),
         pass: true,

@@ -62,6 +62,13 @@ pub struct AbArgs {
     /// Base seed of A's sampling and of the codec noise.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Euler steps of A's codec.
+    #[arg(long, value_name = "N", default_value_t = defaults::FLOW_STEPS)]
+    pub flow_steps: usize,
+    /// Euler steps of B's codec [default: --flow-steps] (B = A's folder at
+    /// fewer steps measures what the steps cost).
+    #[arg(long, value_name = "N")]
+    pub b_flow_steps: Option<usize>,
     /// LM classifier-free guidance scale.
     #[arg(long, value_name = "X", default_value_t = defaults::CFG_SCALE)]
     pub cfg_scale: f32,
@@ -162,6 +169,8 @@ fn run(cli: &Cli) -> Result<bool, EvalError> {
             intra_threads: args.threads,
             ..SessionConfig::default()
         },
+        flow_steps: args.flow_steps,
+        b_flow_steps: args.b_flow_steps,
     };
     let budget = if args.no_gate {
         None

@@ -13,6 +13,7 @@
 //! - [`cli`]: the `heart-eval` command line.
 
 pub mod ab;
+pub mod audio_metrics;
 pub mod budget;
 pub mod cli;
 pub mod exact;

@@ -422,6 +422,8 @@ mod tests {
             audio_identical: 0,
             budget: None,
             relative_to_fp8: None,
+            audio_log_mel_db: None,
+            audio_mr_stft: None,
             gate: None,
             checks: vec![],
             pass: true,

@@ -91,6 +91,10 @@ pub struct AbReport {
     pub budget: Option<String>,
     /// B's cost relative to an fp8 engine of the same model (`--fp8 DIR`).
     pub relative_to_fp8: Option<RelativeCost>,
+    /// Log-mel distance (dB) of B's audio against A's, over prompts.
+    pub audio_log_mel_db: Option<Summary>,
+    /// Multi-resolution STFT distance of B's audio against A's, over prompts.
+    pub audio_mr_stft: Option<Summary>,
     /// The gate applied.
     pub gate: Option<String>,
     /// Its checks.
@@ -146,6 +150,8 @@ impl AbReport {
             snr_db: self
                 .audio_snr_db
                 .map(|s| if s.count > 0 { s.min } else { f64::INFINITY }),
+            log_mel_db: self.audio_log_mel_db.map(|s| s.max),
+            mr_stft: self.audio_mr_stft.map(|s| s.max),
         }
     }
 
@@ -223,6 +229,14 @@ impl AbReport {
         }
         if let Some(why) = &self.budget {
             let _ = writeln!(s, "\n{why}");
+        }
+        if let (Some(mel), Some(mr)) = (self.audio_log_mel_db, self.audio_mr_stft) {
+            let _ = writeln!(
+                s,
+                "audio log-mel distance: mean {:.3} dB, max {:.3} dB; multi-resolution STFT distance: mean {:.4}, \
+                 max {:.4}",
+                mel.mean, mel.max, mr.mean, mr.max
+            );
         }
         if let Some(gate) = &self.gate {
             let _ = writeln!(s, "\n## gate `{gate}`: {}\n", if self.pass { "PASS" } else { "FAIL" });

@@ -9,6 +9,8 @@
 //! max_hidden_rel_error = 0.10     # mean relative error of the backbone hidden state
 //! min_greedy_agreement = 0.5      # free-running greedy: fraction of identical frames
 //! min_snr_db = 10.0               # audio of identical codes (both engines with a codec)
+//! max_log_mel_db = 1.0            # worst prompt's log-mel distance of that audio, dB
+//! max_mr_stft = 0.5               # worst prompt's multi-resolution STFT distance
 //! ```
 //!
 //! Every key is optional; a missing key is not checked. Unknown keys are
@@ -66,6 +68,10 @@ pub struct Gate {
     pub min_greedy_agreement: Option<f64>,
     /// Lowest acceptable audio SNR (dB) of identical codes.
     pub min_snr_db: Option<f64>,
+    /// Highest acceptable log-mel distance (dB) of that audio, worst prompt.
+    pub max_log_mel_db: Option<f64>,
+    /// Highest acceptable multi-resolution STFT distance, worst prompt.
+    pub max_mr_stft: Option<f64>,
 }
 
 /// One limit checked against a measured value.
@@ -96,6 +102,10 @@ pub struct Measured {
     pub greedy_agreement: Option<f64>,
     /// Audio SNR in dB (`Some(inf)` for identical audio).
     pub snr_db: Option<f64>,
+    /// Worst prompt's log-mel distance, dB.
+    pub log_mel_db: Option<f64>,
+    /// Worst prompt's multi-resolution STFT distance.
+    pub mr_stft: Option<f64>,
 }
 
 impl Gate {
@@ -124,6 +134,8 @@ impl Gate {
             at_most("max_hidden_rel_error", self.max_hidden_rel_error, m.hidden_rel_error),
             at_least("min_greedy_agreement", self.min_greedy_agreement, m.greedy_agreement),
             at_least("min_snr_db", self.min_snr_db, m.snr_db),
+            at_most("max_log_mel_db", self.max_log_mel_db, m.log_mel_db),
+            at_most("max_mr_stft", self.max_mr_stft, m.mr_stft),
         ]
         .into_iter()
         .flatten()

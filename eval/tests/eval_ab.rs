@@ -3,7 +3,9 @@
 //! identical codes is compared (bit-identical for one codec, a finite SNR for
 //! an fp16 codec against fp32); the real binary's exit status
 //! follows the gate (0 pass, 1 a check failed, 2 an error) and a deliberately
-//! broken engine (activation scales clipped to 1/50 of their range) fails.
+//! broken engine (activation scales clipped to 1/50 of their range) fails; an
+//! int8 codec passes the `codec-int8` gate, which the fp32 codec at fewer
+//! Euler steps fails.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -73,6 +75,27 @@ fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: 
     .unwrap();
 }
 
+/// The A/B of `b` against `a` on the first `prompts` calibration prompts,
+/// `frames` frames each, seed 0, top-k 5, both codecs at 10 Euler steps.
+fn ab_options(a: PathBuf, b: PathBuf, prompts: usize, frames: usize) -> AbOptions {
+    AbOptions {
+        a,
+        b,
+        prompts: calibration(),
+        max_prompts: Some(prompts),
+        frames,
+        cfg_scale: 1.5,
+        sampler: SamplerParams {
+            temperature: 1.0,
+            top_k: 5,
+        },
+        seed: 0,
+        sessions: SessionConfig::default(),
+        flow_steps: 10,
+        b_flow_steps: None,
+    }
+}
+
 fn dense(precision: Precision) -> LmOptions {
     LmOptions {
         layer_taps: true,
@@ -124,20 +147,7 @@ fn an_engine_against_itself_is_perfect() {
     engine(&a, &dense(Precision::Fp32), Precision::Fp32);
     engine(&b, &dense(Precision::Fp32), Precision::Fp32);
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let opts = AbOptions {
-        a,
-        b,
-        prompts: calibration(),
-        max_prompts: Some(4),
-        frames: 4,
-        cfg_scale: 1.5,
-        sampler: SamplerParams {
-            temperature: 1.0,
-            top_k: 5,
-        },
-        seed: 0,
-        sessions: SessionConfig::default(),
-    };
+    let opts = ab_options(a, b, 4, 4);
     let r = run_ab(&rt, &opts).unwrap();
     assert_eq!(r.prompts, 3);
     assert_eq!(
@@ -294,20 +304,7 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
     engine_with_codec(&p("fp16-codec"), &lm, Precision::Fp32, Some(Precision::Fp16));
     engine(&p("no-codec"), &lm, Precision::Fp32);
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let opts = |b: &str| AbOptions {
-        a: p("a"),
-        b: p(b),
-        prompts: calibration(),
-        max_prompts: Some(3),
-        frames: 3,
-        cfg_scale: 1.5,
-        sampler: SamplerParams {
-            temperature: 1.0,
-            top_k: 5,
-        },
-        seed: 0,
-        sessions: SessionConfig::default(),
-    };
+    let opts = |b: &str| ab_options(p("a"), p(b), 3, 3);
     let same = run_ab(&rt, &opts("same")).unwrap();
     assert_eq!(
         same.audio_identical, same.prompts,
@@ -323,4 +320,48 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
     let none = run_ab(&rt, &opts("no-codec")).unwrap();
     assert_eq!(none.audio_snr_db, None);
     assert_eq!(none.measured().snr_db, None, "an SNR gate fails without codecs");
+}
+
+#[test]
+fn an_int8_codec_passes_its_gate_and_fewer_euler_steps_are_measured() {
+    let root = tempfile::tempdir().unwrap();
+    let p = |n: &str| root.path().join(n);
+    let lm = dense(Precision::Fp32);
+    engine_with_codec(&p("a"), &lm, Precision::Fp32, Some(Precision::Fp32));
+    engine_with_codec(&p("int8"), &lm, Precision::Fp32, Some(Precision::Int8));
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
+    let opts = |b: &str, b_steps: usize| AbOptions {
+        b_flow_steps: Some(b_steps),
+        ..ab_options(p("a"), p(b), 4, 8)
+    };
+    let thresholds = heart_test_support::workspace_root().join("configs/ab-thresholds.toml");
+    let weights = heart::manifest::sha256_file(&heart_test_support::fixture_mula().join("model.safetensors")).unwrap();
+    let heart_eval::budget::Budget::Gate { gate, .. } = heart_eval::budget::Budgets::load(&thresholds)
+        .unwrap()
+        .lookup(&[weights.as_str()], "codec-int8", true)
+        .unwrap()
+    else {
+        panic!("the tiny-a model has a codec-int8 budget in {}", thresholds.display());
+    };
+    let mut verdicts = Vec::new();
+    for (b, steps) in [("int8", 10), ("a", 6), ("a", 4), ("a", 1)] {
+        let r = run_ab(&rt, &opts(b, steps)).unwrap();
+        let m = r.measured();
+        println!(
+            "codec {b} at {steps} steps vs fp32 at 10: SNR min {:.2} dB, log-mel max {:.3} dB, MR-STFT max {:.4}",
+            m.snr_db.unwrap(),
+            m.log_mel_db.unwrap(),
+            m.mr_stft.unwrap()
+        );
+        assert!(
+            m.log_mel_db.unwrap() > 0.0 && m.mr_stft.unwrap() > 0.0,
+            "{b} {steps}: audio differs"
+        );
+        verdicts.push(gate.check(&m).iter().all(|c| c.pass));
+    }
+    assert_eq!(
+        verdicts,
+        [true, false, false, false],
+        "the int8 codec passes its gate; the fp32 codec at 6, 4 or 1 steps does not"
+    );
 }

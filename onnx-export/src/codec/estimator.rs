@@ -26,7 +26,7 @@ use std::path::Path;
 
 use heart::config::CodecConfig;
 
-use super::ops::{self, Params, affine, linear, rms_normalize, transpose};
+use super::ops::{self, DenseWeight, Params, linear, rms_normalize, transpose};
 use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};
@@ -170,6 +170,9 @@ fn adaln_single(
     prefix: &str,
     dim: usize,
 ) -> Result<(Value, Value)> {
+    // Once per call on `[B, D]`: nothing to gain from int8, and the modulation
+    // scales every token, so these stay float in every build.
+    let p = &p.with_int8_linears(false);
     let emb = format!("{prefix}.emb.timestep_embedder");
     let h = linear(p, g, feats, &format!("{emb}.linear_1"), 2 * FREQ_HALF, dim, true)?;
     let h = g.silu(&h);
@@ -304,13 +307,7 @@ fn attention(
     );
     fused.extend(permute_rows_for_rope(&k, heads, hd, d));
     fused.extend_from_slice(&v);
-    let w = p.matrix(
-        g,
-        &format!("{prefix}.qkv.weight"),
-        &[d, 3 * d],
-        &transpose(&fused, 3 * d, d),
-    )?;
-    let qkv = affine(g, h, &w, None);
+    let qkv = fused_linear(p, g, h, &format!("{prefix}.qkv.weight"), d, &fused)?;
     let qkv = g.reshape(&qkv, &[0, 0, 3, heads as i64, hd as i64]);
     let qkv = g.transpose(&qkv, &[2, 0, 3, 1, 4]);
     let pick = |g: &mut GraphBuilder, i: i64| {
@@ -327,6 +324,27 @@ fn attention(
     let o = g.transpose(&o, &[0, 2, 1, 3]);
     let o = g.reshape(&o, &[0, 0, d as i64]);
     linear(p, g, &o, &format!("{prefix}.o_proj"), d, d, false)
+}
+
+/// `x · Wᵀ` without bias for a weight built here in PyTorch layout, `rows`
+/// `[out, in_dim]` (fused projections).
+fn fused_linear(
+    p: &Params<'_>,
+    g: &mut GraphBuilder,
+    x: &Value,
+    name: &str,
+    in_dim: usize,
+    rows: &[f32],
+) -> Result<Value> {
+    let out_dim = rows.len() / in_dim;
+    let w_t = transpose(rows, out_dim, in_dim);
+    let weight = DenseWeight {
+        name,
+        in_dim,
+        out_dim,
+        w_t: &w_t,
+    };
+    p.dense(g, x, &weight, None)
 }
 
 /// Reorders the output rows of a `[heads·hd, in]` projection so that within each
@@ -348,13 +366,7 @@ fn swiglu(p: &Params<'_>, g: &mut GraphBuilder, h: &Value, prefix: &str, d: usiz
     let gate = p.f32(&format!("{prefix}.gate.weight"), &[f, d])?;
     let up = p.f32(&format!("{prefix}.up.weight"), &[f, d])?;
     let fused: Vec<f32> = gate.into_iter().chain(up).collect();
-    let w = p.matrix(
-        g,
-        &format!("{prefix}.gate_up.weight"),
-        &[d, 2 * f],
-        &transpose(&fused, 2 * f, d),
-    )?;
-    let gu = affine(g, h, &w, None);
+    let gu = fused_linear(p, g, h, &format!("{prefix}.gate_up.weight"), d, &fused)?;
     let fi = f as i64;
     let gate = g.slice(&gu, &[0], &[fi], &[-1]);
     let up = g.slice(&gu, &[fi], &[2 * fi], &[-1]);
@@ -385,7 +397,6 @@ fn project_layer(
             }
         }
     }
-    let w = p.matrix(g, &w_name, &[K * cin, cout], &im2col)?;
     let b_name = format!("{prefix}.ffn_1.bias");
     let b: Vec<f32> = p
         .f32(&b_name, &[cout])?
@@ -399,7 +410,13 @@ fn project_layer(
     let cur = g.slice(&xp, &[1], &[-1], &[1]);
     let next = g.slice(&xp, &[2], &[i64::MAX], &[1]);
     let cols = g.concat(&[&prev, &cur, &next], -1);
-    let y = affine(g, &cols, &w, Some(&b));
+    let weight = DenseWeight {
+        name: &w_name,
+        in_dim: K * cin,
+        out_dim: cout,
+        w_t: &im2col,
+    };
+    let y = p.dense(g, &cols, &weight, Some(&b))?;
     linear(p, g, &y, &format!("{prefix}.ffn_2"), cout, cout, true)
 }
 

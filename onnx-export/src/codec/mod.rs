@@ -11,9 +11,12 @@
 //! Precision: `Fp32` (default; upstream warns that reduced codec precision degrades
 //! audio) or `Fp16`, which stores matrices and conv kernels as f16 and casts them
 //! back to f32 in the graph (half the size on disk, f32 compute; biases, norms and
-//! tables stay f32). `Fp8` / `Fp4` are refused.
+//! tables stay f32), or `Int8`: the estimator's per-token linears as dynamic
+//! int8 products for CPUs ([`int8`]), everything else as at fp32. `Fp8`, `Fp4`
+//! and `Int4` are refused.
 
 pub mod estimator;
+pub mod int8;
 pub mod ops;
 pub mod scalar_decoder;
 
@@ -59,17 +62,22 @@ pub fn export_codec(
     out_dir: &Path,
 ) -> Result<Vec<WrittenFile>> {
     let matrix_dtype = match precision {
-        Precision::Fp32 => DType::F32,
+        Precision::Fp32 | Precision::Int8 => DType::F32,
         Precision::Fp16 => DType::F16,
         other => {
             return Err(ExportError::Unsupported {
-                what: format!("HeartCodec at {other}: only fp32 and fp16 are supported (the codec is not quantized)"),
+                what: format!("HeartCodec at {other}: only fp32, fp16 and int8 are supported"),
             });
         }
     };
     let params = Params::new(ckpt, matrix_dtype);
     let mut files = Vec::new();
-    files.extend(estimator::build(&params, cfg, &out_dir.join(FLOW_ESTIMATOR_FILE))?);
+    let estimator_params = params.with_int8_linears(precision == Precision::Int8);
+    files.extend(estimator::build(
+        &estimator_params,
+        cfg,
+        &out_dir.join(FLOW_ESTIMATOR_FILE),
+    )?);
     files.extend(scalar_decoder::build(&params, cfg, &out_dir.join(SCALAR_DECODER_FILE))?);
     files.push(write_tables(&params, cfg, &out_dir.join(TABLES_FILE))?);
     files.push(write_config(cfg, &out_dir.join(CODEC_CONFIG_FILE))?);

@@ -13,16 +13,46 @@ use crate::graph::{Attr, DType, GraphBuilder, Value};
 ///
 /// Matrices and kernels are stored as `matrix_dtype` (F32, or F16 followed by a
 /// `Cast` to f32 so compute stays f32); vectors (biases, norm weights, tables)
-/// always as F32.
+/// always as F32. With int8 linears, [`Params::dense`] runs per-token linears
+/// as dynamic int8 products ([`super::int8`]).
+#[derive(Clone, Copy)]
 pub struct Params<'a> {
     ckpt: &'a Checkpoint,
     matrix_dtype: DType,
+    int8_linears: bool,
 }
 
 impl<'a> Params<'a> {
     /// Parameters from `ckpt` with matrices stored as `matrix_dtype` (F32 or F16).
     pub fn new(ckpt: &'a Checkpoint, matrix_dtype: DType) -> Self {
-        Self { ckpt, matrix_dtype }
+        Self {
+            ckpt,
+            matrix_dtype,
+            int8_linears: false,
+        }
+    }
+
+    /// These parameters with [`Params::dense`] as dynamic int8 products.
+    pub fn with_int8_linears(self, on: bool) -> Self {
+        Self {
+            int8_linears: on,
+            ..self
+        }
+    }
+
+    /// `x · W + b`: a float MatMul of the stored matrix, or with int8 linears
+    /// a dynamic int8 product with per-output-channel weight scales.
+    pub fn dense(&self, g: &mut GraphBuilder, x: &Value, w: &DenseWeight<'_>, b: Option<&Value>) -> Result<Value> {
+        let y = if self.int8_linears {
+            super::int8::dynamic_int8_matmul(g, x, w)?
+        } else {
+            let m = self.matrix(g, w.name, &[w.in_dim, w.out_dim], w.w_t)?;
+            g.matmul(x, &m)
+        };
+        Ok(match b {
+            Some(b) => g.add(&y, b),
+            None => y,
+        })
     }
 
     /// Checkpoint tensor `name`, checked to have `shape`.
@@ -69,6 +99,19 @@ impl<'a> Params<'a> {
     }
 }
 
+/// A linear layer's weight, transposed for `x · W`.
+#[derive(Debug, Clone, Copy)]
+pub struct DenseWeight<'a> {
+    /// Initializer name.
+    pub name: &'a str,
+    /// Input features.
+    pub in_dim: usize,
+    /// Output features.
+    pub out_dim: usize,
+    /// The weight `[in_dim, out_dim]`, row-major.
+    pub w_t: &'a [f32],
+}
+
 /// Transposes a row-major `[rows, cols]` matrix to `[cols, rows]`.
 pub fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; data.len()];
@@ -97,15 +140,6 @@ pub fn fold_weight_norm(g: &[f32], v: &[f32]) -> Vec<f32> {
         .collect()
 }
 
-/// `x · W + b` with `w_t` already `[in, out]`.
-pub fn affine(g: &mut GraphBuilder, x: &Value, w_t: &Value, b: Option<&Value>) -> Value {
-    let y = g.matmul(x, w_t);
-    match b {
-        Some(b) => g.add(&y, b),
-        None => y,
-    }
-}
-
 /// PyTorch `Linear` `prefix.weight` `[out, in]` (+ `prefix.bias`) applied to `x`.
 pub fn linear(
     p: &Params<'_>,
@@ -118,13 +152,19 @@ pub fn linear(
 ) -> Result<Value> {
     let name = format!("{prefix}.weight");
     let w = p.f32(&name, &[out_dim, in_dim])?;
-    let w_t = p.matrix(g, &name, &[in_dim, out_dim], &transpose(&w, out_dim, in_dim))?;
     let b = if bias {
         Some(p.ckpt_vector(g, &format!("{prefix}.bias"), out_dim)?)
     } else {
         None
     };
-    Ok(affine(g, x, &w_t, b.as_ref()))
+    let w_t = transpose(&w, out_dim, in_dim);
+    let weight = DenseWeight {
+        name: &name,
+        in_dim,
+        out_dim,
+        w_t: &w_t,
+    };
+    p.dense(g, x, &weight, b.as_ref())
 }
 
 /// `x · rsqrt(mean(x²) + eps)` over the last axis (the weight is applied by the caller).
