@@ -97,7 +97,7 @@ pub fn check_generate(lm: &mut HeartMula, case: &Case, t: &CaseTensors, tol: Mul
     compare_frames(&mut check, t, &generation)?;
     if lm.has_frame_graph() {
         // The engine's plain decoding path: the same frames in one call each.
-        let framed = generate_frames(lm, &prompt, &params, sampler, noise()?.as_mut(), &mut |_| {})?;
+        let framed = generate_frames(lm, &prompt, &params, sampler, noise()?.as_mut(), &mut |_| Ok(()))?;
         let by_codebook = framed.codes_by_codebook();
         let flat: Vec<i64> = by_codebook.iter().flatten().copied().collect();
         let (expected, shape) = t.i64("frames")?;

@@ -66,10 +66,9 @@ use super::EvalError;
 use super::ab::{AbOptions, Engine, Recorder, load_prompts};
 use super::metrics::relative_error;
 use heart_backend::OrtRuntime;
-use heart_backend::SessionConfig;
 use heart_runtime::codec::{DetokenizeParams, SeededNoise as CodecNoise};
 use heart_runtime::lm::tapped::{ForcedCodes, GraphKind};
-use heart_runtime::lm::{GenParams, Prompt, SamplerParams, Sampling, SeededNoise};
+use heart_runtime::lm::{GenParams, Prompt, Sampling, SeededNoise};
 
 /// Operations on a transformer layer's residual path that round their output.
 pub const OPS_PER_LAYER: usize = 14;

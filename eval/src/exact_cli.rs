@@ -64,6 +64,8 @@ pub fn run(rt: &OrtRuntime, args: &ExactArgs) -> Result<bool, EvalError> {
             intra_threads: args.threads,
             ..SessionConfig::default()
         },
+        flow_steps: defaults::FLOW_STEPS,
+        b_flow_steps: None,
     };
     let report = run_exact(rt, &opts)?;
     let json = serde_json::to_string_pretty(&report).map_err(|e| EvalError::Input(e.to_string()))?;
