@@ -26,7 +26,8 @@ use std::path::Path;
 
 use heart::config::CodecConfig;
 
-use super::ops::{self, DenseWeight, Params, linear, rms_normalize, transpose};
+use super::ops::{self, Params, linear, rms_normalize, transpose};
+use super::weight::DenseWeight;
 use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, Dim, GraphBuilder, Value};

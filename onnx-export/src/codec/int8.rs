@@ -18,7 +18,7 @@
 //! tensor, both CFG rows), computed at run time; weights one scale per output
 //! column, `max |w| / 127`, so a column of small weights keeps its resolution.
 
-use super::ops::DenseWeight;
+use super::weight::DenseWeight;
 use crate::error::Result;
 use crate::graph::{DType, GraphBuilder, Value};
 

@@ -19,6 +19,7 @@ pub mod estimator;
 pub mod int8;
 pub mod ops;
 pub mod scalar_decoder;
+pub mod weight;
 
 use std::path::Path;
 

@@ -4,6 +4,7 @@
 //! Free functions over [`GraphBuilder`] (not inherent methods) so they cannot
 //! collide with helpers the LM graphs add to the builder.
 
+use super::weight::DenseWeight;
 use heart::checkpoint::{Checkpoint, TensorRef};
 
 use crate::error::{ExportError, Result};
@@ -97,19 +98,6 @@ impl<'a> Params<'a> {
         let data = self.f32(name, &[n])?;
         self.vector(g, name, &[n], &data)
     }
-}
-
-/// A linear layer's weight, transposed for `x · W`.
-#[derive(Debug, Clone, Copy)]
-pub struct DenseWeight<'a> {
-    /// Initializer name.
-    pub name: &'a str,
-    /// Input features.
-    pub in_dim: usize,
-    /// Output features.
-    pub out_dim: usize,
-    /// The weight `[in_dim, out_dim]`, row-major.
-    pub w_t: &'a [f32],
 }
 
 /// Transposes a row-major `[rows, cols]` matrix to `[cols, rows]`.
