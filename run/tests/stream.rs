@@ -14,25 +14,14 @@ use heart_runtime::codec::{AudioChunk, DetokenizeParams, FlowParams, SeededNoise
 use heart_runtime::engine::EngineFolder;
 use heart_runtime::settings::{Settings, SettingsArgs};
 use heart_runtime::song::{CODEC_SEED_SALT, Pipeline, Progress, SongError, SongRequest};
-use heart_test_support::{bench_json, build, row_names, run_ok};
+use heart_test_support::{bench_json, row_names, run_ok};
 
 /// Engines (LM + codec) built from `heart-build synth --size tiny`, once per process.
 fn engines() -> &'static Path {
     static DIR: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &DIR.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
-        let ckpt = root.path().join("ckpt");
-        build(&["synth", "--size", "tiny", "--out", ckpt.to_str().unwrap()]);
-        let engines = root.path().join("engines");
-        build(&[
-            "-q",
-            "--mula",
-            ckpt.join("HeartMuLa-oss-3B").to_str().unwrap(),
-            "--codec",
-            ckpt.join("HeartCodec-oss").to_str().unwrap(),
-            "--out",
-            engines.to_str().unwrap(),
-        ]);
+        let engines = heart_test_support::synth_tiny_engines(root.path());
         (root, engines)
     })
     .1

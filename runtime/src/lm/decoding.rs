@@ -79,7 +79,7 @@ pub fn decode(
     noise: &mut dyn NoiseSource,
     kept: &mut dyn FnMut(KeptFrame<'_>) -> Result<(), LmError>,
 ) -> Result<Decoded, LmError> {
-    let mut count = 0usize;
+    let mut keeper = Keeper { count: 0, kept };
     match decoding {
         Decoding::Plain if engines.target.has_frame_graph() => {
             let generation = generate_frames(
@@ -88,17 +88,7 @@ pub fn decode(
                 &generation,
                 sampler,
                 noise,
-                &mut |f: &WholeFrame<'_>| {
-                    if !f.kept {
-                        return Ok(());
-                    }
-                    count += 1;
-                    kept(KeptFrame {
-                        frames: count,
-                        max_frames: f.max_frames,
-                        codes: f.codes,
-                    })
-                },
+                &mut |f: &WholeFrame<'_>| keeper.frame(f.kept, f.max_frames, f.codes),
             )?;
             Ok(Decoded {
                 generation,
@@ -113,17 +103,7 @@ pub fn decode(
                 &generation,
                 &Taps::default(),
                 &mut picker,
-                &mut |e: &FrameEvent<'_>| {
-                    if !e.kept {
-                        return Ok(());
-                    }
-                    count += 1;
-                    kept(KeptFrame {
-                        frames: count,
-                        max_frames: e.max_frames,
-                        codes: &e.codes[0],
-                    })
-                },
+                &mut |e: &FrameEvent<'_>| keeper.frame(e.kept, e.max_frames, &e.codes[0]),
             )?;
             Ok(Decoded {
                 generation,
@@ -144,20 +124,34 @@ pub fn decode(
             let out = try_generate_speculative(engines.target, draft, prompt, &params, noise, &mut |e: &SpecEvent<
                 '_,
             >| {
-                if !e.kept {
-                    return Ok(());
-                }
-                count += 1;
-                kept(KeptFrame {
-                    frames: count,
-                    max_frames: e.max_frames,
-                    codes: e.codes,
-                })
+                keeper.frame(e.kept, e.max_frames, e.codes)
             })?;
             Ok(Decoded {
                 generation: out.generation,
                 speculation: Some(out.stats),
             })
         }
+    }
+}
+
+/// Numbers the kept frames of a decode and hands each to the caller.
+struct Keeper<'a> {
+    count: usize,
+    kept: &'a mut dyn FnMut(KeptFrame<'_>) -> Result<(), LmError>,
+}
+
+impl Keeper<'_> {
+    /// Reports a final frame (row 0's `codes`) unless it is the dropped
+    /// end-of-audio frame.
+    fn frame(&mut self, kept: bool, max_frames: usize, codes: &[i64]) -> Result<(), LmError> {
+        if !kept {
+            return Ok(());
+        }
+        self.count += 1;
+        (self.kept)(KeptFrame {
+            frames: self.count,
+            max_frames,
+            codes,
+        })
     }
 }
