@@ -295,22 +295,8 @@ impl<'p> Linears<'p> {
         };
         let values = t.to_f32()?;
         if plan.lowering == Lowering::Reference {
-            let w = crate::quant::reference::dense_weight(
-                g,
-                plan.weights,
-                t.name,
-                &values,
-                (out, inp),
-                self.opts.numerics.compute,
-            )?;
-            return Ok(match plan.weights {
-                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
-                    weight: w,
-                    features: inp,
-                    name: t.name.trim_end_matches(".weight").to_string(),
-                },
-                _ => HeadWeight::Dense(w),
-            });
+            let scope = t.name.trim_end_matches(".weight").to_string();
+            return self.reference_weight(g, plan, (t.name, scope), &values, (out, inp));
         }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
@@ -429,22 +415,7 @@ impl<'p> Linears<'p> {
             .flat_map(|o| in_out.iter().skip(o).step_by(out).copied().collect::<Vec<_>>())
             .collect();
         if plan.lowering == Lowering::Reference {
-            let w = crate::quant::reference::dense_weight(
-                g,
-                plan.weights,
-                &name,
-                &out_in,
-                (out, inp),
-                self.opts.numerics.compute,
-            )?;
-            return Ok(match plan.weights {
-                QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
-                    weight: w,
-                    features: inp,
-                    name,
-                },
-                _ => HeadWeight::Dense(w),
-            });
+            return self.reference_weight(g, plan, (&name, name.clone()), &out_in, (out, inp));
         }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
@@ -496,6 +467,36 @@ impl<'p> Linears<'p> {
             sites.push(site);
         }
         Ok((self.quant.finish(g)?, sites))
+    }
+
+    /// The simulation of `plan`'s format for a `[out, in]` weight stored as
+    /// `tensor`: reference-dequantized dense values, behind `MatMulNBits`
+    /// level 4's int8 activation blocks (quantizer scoped `scope`) when the
+    /// plan has them.
+    fn reference_weight(
+        &self,
+        g: &mut GraphBuilder,
+        plan: &QuantPlan,
+        (tensor, scope): (&str, String),
+        values: &[f32],
+        (out, inp): (usize, usize),
+    ) -> Result<HeadWeight> {
+        let weight = crate::quant::reference::dense_weight(
+            g,
+            plan.weights,
+            tensor,
+            values,
+            (out, inp),
+            self.opts.numerics.compute,
+        )?;
+        Ok(match plan.weights {
+            QuantFormat::Int(nb) if nb.accuracy == Accuracy::Int8 => HeadWeight::Int8Activations {
+                weight,
+                features: inp,
+                name: scope,
+            },
+            _ => HeadWeight::Dense(weight),
+        })
     }
 
     fn plan_for(&self, group: LinearGroup) -> Option<&'p QuantPlan> {
