@@ -10,6 +10,7 @@ use heart::layout::{CodecCheckpoint, MulaCheckpoint};
 use heart::manifest::{self, FORMAT_VERSION, FileEntry, InputEntry, Manifest, Target};
 use heart::precision::Precision;
 use onnx_export::external::WrittenFile;
+use onnx_export::lm::GraphForm;
 
 use crate::atomic::AtomicDir;
 use crate::bytes_bar;
@@ -101,10 +102,10 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &options, dir)
         .context("exporting the HeartMuLa graphs")?
         .files;
-    // Profiles that quantize activations decode per step: the frame graph's
-    // seven unrolled decoder steps would each need their own quantizer
-    // constants, which the emitter names once per linear layer.
-    if options.quant.as_ref().is_none_or(|q| q.activations.is_none()) {
+    // The frame graph is exported in the CPU form, where it is checked against
+    // the per-step graphs; NVIDIA's builder has not compiled it (its TopK takes
+    // K at run time), so GPU targets ship no frame graph and decode per step.
+    if form == GraphForm::Cpu {
         written.extend(
             onnx_export::frame::export_frame(
                 &mula.checkpoint,
