@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod calibrate;
 pub mod cli;
 pub mod draft;
+pub mod error;
 pub mod pipeline;
 pub mod profile;
 pub mod realistic;
@@ -19,11 +20,11 @@ pub mod trt_rtx;
 
 use std::time::Instant;
 
-use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::atomic::AtomicDir;
 use crate::cli::{SimulateArgs, SynthArgs};
+pub use crate::error::{BuildError, Result};
 
 /// A byte-counting progress bar (hidden with `--quiet`).
 pub fn bytes_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
