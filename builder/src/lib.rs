@@ -88,23 +88,10 @@ pub fn synthesize(args: &SynthArgs, quiet: bool) -> Result<()> {
 pub fn simulate_engine(args: &SimulateArgs, quiet: bool) -> Result<()> {
     let sim = simulate::plan(&args.engine)?;
     let build = cli::BuildArgs {
-        mula: args.mula.clone(),
-        codec: args.codec.clone(),
-        tokenizer: args.tokenizer.clone(),
-        gen_config: args.gen_config.clone(),
-        precision: None,
-        profile: None,
-        codec_precision: heart::precision::Precision::Fp32,
-        calibration: None,
+        input: args.input.clone(),
         layer_taps: true,
-        target: cli::BuildTarget::Onnx,
-        gpu_arch: crate::trt_rtx::GpuArch::Sm121,
-        trt_rtx: None,
-        out: args.out.clone(),
         force: args.force,
-        draft_precision: None,
-        draft_backbone_layers: None,
-        draft_decoder_layers: None,
+        ..cli::BuildArgs::new(&args.input.mula, &args.out)
     };
     crate::pipeline::build(&build, &sim.profile, Some(&sim), quiet)
 }

@@ -37,9 +37,14 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     };
     let form = args.target.form();
     let start = Instant::now();
-    let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
-        .context("loading the HeartMuLa checkpoint")?;
+    let mula = MulaCheckpoint::discover_and_open(
+        &args.input.mula,
+        args.input.tokenizer.as_deref(),
+        args.input.gen_config.as_deref(),
+    )
+    .context("loading the HeartMuLa checkpoint")?;
     let codec = args
+        .input
         .codec
         .as_deref()
         .map(CodecCheckpoint::discover_and_open)
