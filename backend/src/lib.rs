@@ -28,5 +28,5 @@ pub mod user_cache;
 
 pub use device::{GpuInfo, Probe};
 pub use library::{ORT_VERSION, OrtSetupError, init};
-pub use plan::{Backend, BackendChoice, BackendError, ExecutionPlan, TrtMode, probe};
+pub use plan::{Backend, BackendChoice, BackendError, CudaGraphs, ExecutionPlan, TrtMode, probe};
 pub use session::{Optimization, OrtRuntime, SessionConfig, SessionError};

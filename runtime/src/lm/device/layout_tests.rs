@@ -109,7 +109,7 @@ fn the_fixed_capacity_mask_matches_the_host_cache_mask() {
 #[test]
 fn each_frame_runs_appends_and_reads_in_stream_order_sampling_outside_graphs() {
     let codebooks = 8;
-    let ops = frame_schedule(codebooks);
+    let ops = frame_schedule(codebooks, 2);
     assert_eq!(ops.len(), codebooks * 5);
     for (i, op) in ops.iter().enumerate() {
         match *op {
@@ -134,7 +134,7 @@ fn each_frame_runs_appends_and_reads_in_stream_order_sampling_outside_graphs() {
     assert_eq!(sampled, (0..codebooks).collect::<Vec<_>>());
     // One captured graph per (graph, shape): the backbone step, the decoder's
     // 2-row first step and its 1-row steps.
-    let mut ids: Vec<(Graph, usize, u32)> = ops
+    let mut ids: Vec<(Graph, usize, Option<u32>)> = ops
         .iter()
         .filter_map(|o| match *o {
             Op::Run {
@@ -148,7 +148,7 @@ fn each_frame_runs_appends_and_reads_in_stream_order_sampling_outside_graphs() {
     ids.sort_by_key(|x| x.2);
     ids.dedup();
     assert_eq!(ids.len(), 3, "{ids:?}");
-    let unique: std::collections::BTreeSet<u32> = ids.iter().map(|x| x.2).collect();
+    let unique: std::collections::BTreeSet<u32> = ids.iter().filter_map(|x| x.2).collect();
     assert_eq!(unique.len(), 3);
     // 8 codebooks × 2 rows × 8197 logits × 4 bytes cross per frame.
     assert_eq!(host_bytes_per_frame(8, 2, 8197), 524_608);
