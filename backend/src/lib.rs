@@ -20,6 +20,7 @@ pub mod plan;
 pub mod profiles;
 #[cfg(feature = "gpu")]
 mod providers;
+pub mod rtx_libs;
 mod session;
 #[cfg(feature = "gpu")]
 pub mod stream;

@@ -72,6 +72,10 @@ struct Cli {
     /// NvTensorRTRTX plugin); see docs/gpu.md and `heart-run doctor`.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// CUDA-graph capture in a GPU backend's device-resident LM loop (each
+    /// repeating step shape captured once and replayed); `off` for A/B checks.
+    #[arg(long, value_enum, default_value_t = heart_backend::CudaGraphs::On)]
+    cuda_graphs: heart_backend::CudaGraphs,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then .ort/).
     #[arg(long, value_name = "FILE", global = true)]
     ort_lib: Option<PathBuf>,
@@ -271,6 +275,7 @@ fn run(cli: &Cli) -> Result<()> {
     let start = Instant::now();
     let rt = heart_backend::init(cli.ort_lib.as_deref())?
         .with_backend(cli.backend)
+        .with_cuda_graphs(cli.cuda_graphs)
         .with_rtx_plugin(cli.trt_rtx_ep.clone());
     let verify = if cli.verify { Verify::Full } else { Verify::Quick };
     let mut engine = if settings.speculate > 0 {
