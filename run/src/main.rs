@@ -127,6 +127,9 @@ struct Summary<'a> {
     settings: Settings,
     prompt_positions: usize,
     frames: usize,
+    /// First 16 hex digits of the SHA-256 of the codes (int64 little-endian,
+    /// frame by frame): equal on two backends exactly when every code is.
+    codes_sha256: String,
     stop: &'static str,
     audio_seconds: f64,
     sample_rate: u32,
@@ -410,6 +413,7 @@ fn summarize<'a>(
         settings,
         prompt_positions: song.prompt_len,
         frames: song.frames,
+        codes_sha256: codes_digest(song.codes.iter()),
         stop: match song.stop {
             heart_runtime::lm::frame_loop::StopReason::EndOfAudio => "end_of_audio",
             heart_runtime::lm::frame_loop::StopReason::MaxLength => "max_length",
@@ -428,6 +432,16 @@ fn summarize<'a>(
             .as_ref()
             .map(|st| SpecSummary::new(settings.speculate, st)),
     }
+}
+
+/// [`Summary::codes_sha256`] of `codes`.
+fn codes_digest<'c>(codes: impl IntoIterator<Item = &'c i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in codes {
+        h.update(c.to_le_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn print_summary(out: &mut dyn std::io::Write, s: &Summary<'_>) -> Result<()> {
