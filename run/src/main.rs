@@ -130,6 +130,8 @@ struct Summary<'a> {
     /// First 16 hex digits of the SHA-256 of the codes (int64 little-endian,
     /// frame by frame): equal on two backends exactly when every code is.
     codes_sha256: String,
+    /// The LM's frame loop: `device` (caches on the GPU) or `host`.
+    lm_loop: &'static str,
     stop: &'static str,
     audio_seconds: f64,
     sample_rate: u32,
@@ -325,7 +327,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let ttfa = (launched + song.times.first_audio).as_secs_f64();
     let total = start.elapsed().as_secs_f64();
-    let summary = summarize(cli, engines, settings, &song, ttfa, total);
+    let lm_loop = match engine.lm_loop() {
+        heart_runtime::lm::device::LoopKind::Host => "host",
+        heart_runtime::lm::device::LoopKind::Device => "device",
+    };
+    let summary = summarize(cli, engines, settings, (&song, lm_loop), ttfa, total);
     let mut out: Box<dyn std::io::Write> = if streaming {
         Box::new(std::io::stderr())
     } else {
@@ -401,7 +407,7 @@ fn summarize<'a>(
     cli: &'a Cli,
     engines: &'a Path,
     settings: Settings,
-    song: &Song,
+    (song, lm_loop): (&Song, &'static str),
     ttfa: f64,
     total: f64,
 ) -> Summary<'a> {
@@ -414,6 +420,7 @@ fn summarize<'a>(
         prompt_positions: song.prompt_len,
         frames: song.frames,
         codes_sha256: codes_digest(song.codes.iter()),
+        lm_loop,
         stop: match song.stop {
             heart_runtime::lm::frame_loop::StopReason::EndOfAudio => "end_of_audio",
             heart_runtime::lm::frame_loop::StopReason::MaxLength => "max_length",

@@ -110,9 +110,16 @@ fn heart_run_makes_a_deterministic_song_from_tags_and_lyrics() {
     assert_eq!(a, b, "same inputs and seed give a byte-identical WAV");
     assert_ne!(a, c, "another seed gives another song");
     let digest = summary["codes_sha256"].as_str().unwrap();
-    assert!(digest.len() == 16 && digest.chars().all(|c| c.is_ascii_hexdigit()), "{digest}");
+    assert!(
+        digest.len() == 16 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
     assert_eq!(summary_b["codes_sha256"], summary["codes_sha256"]);
     assert_ne!(summary_c["codes_sha256"], summary["codes_sha256"]);
+    assert_eq!(
+        summary["lm_loop"], "host",
+        "the CPU backend keeps the caches on the host"
+    );
 
     let reader = hound::WavReader::open(&path).unwrap();
     let spec = reader.spec();

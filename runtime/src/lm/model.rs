@@ -370,10 +370,23 @@ impl HeartMula {
         // The frame graph holds the per-step graphs' weights again; one
         // container keeps one packed copy of each for the three sessions.
         let prepacked = PrepackedWeights::new();
-        let backbone = StackGraph::open(rt, &files.backbone, sessions, &prepacked)?;
-        let decoder = StackGraph::open(rt, &files.decoder, sessions, &prepacked)?;
+        // ONNX Runtime refuses CUDA-graph capture at session creation for a
+        // graph it cannot capture whole (control-flow nodes, or nodes left to
+        // the CPU with copies around them: the CPU-form decoder's `If`); such
+        // a graph runs uncaptured, said in one warning line.
+        let open = |path: &Path| match StackGraph::open(rt, path, sessions, &prepacked) {
+            Err(e) if rt.plan.cuda_graph => {
+                tracing::warn!(target: "heart", "{}: running without CUDA graphs: {e}", path.display());
+                let mut plan = rt.plan.clone();
+                plan.cuda_graph = false;
+                StackGraph::open(&rt.clone().with_plan(plan), path, sessions, &prepacked)
+            }
+            other => other,
+        };
+        let backbone = open(&files.backbone)?;
+        let decoder = open(&files.decoder)?;
         let frame = match &files.frame {
-            Some(path) => Some(StackGraph::open(rt, path, sessions, &prepacked)?),
+            Some(path) => Some(open(path)?),
             None => None,
         };
         let tables = files.tables.clone();
