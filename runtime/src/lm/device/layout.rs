@@ -18,9 +18,9 @@
 //!   reset move a length, nothing is copied).
 //! - [`frame_schedule`]: the ordered operations of one frame. Every device
 //!   write (inputs, graph runs, cache appends) is on the execution provider's
-//!   own stream, so an append never races the graph that produced it (the
-//!   earlier device cache copied on the legacy stream while ONNX Runtime ran
-//!   on a non-blocking one); sampling runs outside the captured graphs
+//!   own stream, so an append never races the graph that produced it (a copy
+//!   on the legacy stream would, ONNX Runtime's stream being non-blocking);
+//!   sampling runs outside the captured graphs
 //!   (upstream found a captured RNG replays the same draws), on the host from
 //!   the step's logits `[B, V]` (64 KB at B = 2, V = 8197, against ~470 MB of
 //!   cache a host-resident loop moves per backbone step at a 2k cache).

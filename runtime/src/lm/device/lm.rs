@@ -62,11 +62,6 @@ impl DeviceLm {
         }
     }
 
-    /// Whether the buffers live on a GPU.
-    pub fn on_gpu(&self) -> bool {
-        self.memory.on_device()
-    }
-
     /// The current allocation epoch.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -143,12 +143,6 @@ impl GraphBindings {
         self.graph
     }
 
-    /// Forgets every shape (their buffers and bindings; the cache they
-    /// bound was replaced).
-    pub fn clear(&mut self) {
-        self.shapes.clear();
-    }
-
     /// The address of every buffer of the shape `key`, by buffer (for tests
     /// of address stability).
     pub fn addresses(&self, batch: usize, rows: usize, outputs: &[&'static str]) -> Option<BTreeMap<Buffer, usize>> {
