@@ -55,6 +55,7 @@ struct Api {
     memcpy_2d_async: unsafe extern "C" fn(*const Memcpy2d, *mut c_void) -> Res,
     memcpy_htod_async: unsafe extern "C" fn(Ptr, *const c_void, usize, *mut c_void) -> Res,
     memcpy_dtoh_async: unsafe extern "C" fn(*mut c_void, Ptr, usize, *mut c_void) -> Res,
+    memset_d8_async: unsafe extern "C" fn(Ptr, u8, usize, *mut c_void) -> Res,
     stream_synchronize: unsafe extern "C" fn(*mut c_void) -> Res,
     stream_destroy: unsafe extern "C" fn(*mut c_void) -> Res,
 }
@@ -115,6 +116,7 @@ impl CudaStream {
                 memcpy_2d_async: sym!(b"cuMemcpy2DAsync_v2\0"),
                 memcpy_htod_async: sym!(b"cuMemcpyHtoDAsync_v2\0"),
                 memcpy_dtoh_async: sym!(b"cuMemcpyDtoHAsync_v2\0"),
+                memset_d8_async: sym!(b"cuMemsetD8Async\0"),
                 stream_synchronize: sym!(b"cuStreamSynchronize\0"),
                 stream_destroy: sym!(b"cuStreamDestroy_v2\0"),
             };
@@ -183,6 +185,19 @@ impl CudaStream {
         // SAFETY: `p` describes memory the caller vouches for.
         check("cuMemcpy2DAsync", unsafe {
             (self.api.memcpy_2d_async)(&p, self.stream)
+        })
+    }
+
+    /// Enqueues setting `len` bytes at `dst` to zero.
+    ///
+    /// # Safety
+    /// `dst` must be a device allocation of the stream's context of at least
+    /// `len` bytes.
+    pub unsafe fn zero(&self, dst: Ptr, len: usize) -> Result<(), StreamError> {
+        self.current()?;
+        // SAFETY: as the caller vouches.
+        check("cuMemsetD8Async", unsafe {
+            (self.api.memset_d8_async)(dst, 0, len, self.stream)
         })
     }
 

@@ -98,6 +98,23 @@ impl Memory {
         })
     }
 
+    /// Sets every byte of `buf` to zero (before the next run). The caches
+    /// start zeroed: masked positions are read by the attention MatMul before
+    /// the mask is added, and a NaN bit pattern left in fresh device memory
+    /// would survive `-inf` masking (NaN + -inf = NaN).
+    pub fn zero(&self, buf: &mut Buf) -> Result<(), LmError> {
+        match self {
+            Self::Host { .. } => {
+                // SAFETY: `buf` is a CPU tensor of `buf.bytes` bytes.
+                unsafe { buf.tensor.data_ptr_mut().cast::<u8>().write_bytes(0, buf.bytes) };
+                Ok(())
+            }
+            #[cfg(feature = "gpu")]
+            // SAFETY: a device allocation of `buf.bytes` bytes.
+            Self::Cuda { stream, .. } => unsafe { stream.zero(buf.addr() as u64, buf.bytes) }.map_err(mem_err),
+        }
+    }
+
     /// Copies `src` into the start of `dst` (before the next run).
     pub fn upload(&self, dst: &mut Buf, src: &[u8]) -> Result<(), LmError> {
         if src.len() > dst.bytes {
@@ -255,5 +272,46 @@ impl Pending {
                 Ok(Memory::Cuda { allocator, stream })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_copies_are_bounds_checked_and_zero_clears_every_byte() {
+        heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
+        let memory = Memory::host();
+        let mut a = memory.alloc(Elem::F32, &[2, 3]).unwrap();
+        assert_eq!(a.bytes, 24);
+        memory.upload(&mut a, &[0xFF; 24]).unwrap();
+        assert!(memory.upload(&mut a, &[0; 25]).is_err(), "past the buffer");
+        let mut back = [0u8; 24];
+        memory.download(&a, &mut back).unwrap();
+        assert_eq!(back, [0xFF; 24], "NaN bit patterns, as fresh device memory may hold");
+        memory.zero(&mut a).unwrap();
+        memory.download(&a, &mut back).unwrap();
+        assert_eq!(back, [0; 24]);
+        assert!(memory.download(&a, &mut [0u8; 25]).is_err());
+        // A strided copy: rows of 4 bytes from a packed source into pitch 12.
+        let src_data: Vec<u8> = (1..=8).collect();
+        let mut src = memory.alloc(Elem::F32, &[2]).unwrap();
+        memory.upload(&mut src, &src_data).unwrap();
+        let copy = Copy2d {
+            dst_offset: 4,
+            dst_pitch: 12,
+            src_offset: 0,
+            src_pitch: 4,
+            width: 4,
+            height: 2,
+        };
+        memory.copy_2d(&mut a, &src, &copy).unwrap();
+        memory.download(&a, &mut back).unwrap();
+        assert_eq!(&back[4..8], &[1, 2, 3, 4]);
+        assert_eq!(&back[16..20], &[5, 6, 7, 8]);
+        assert_eq!(back.iter().filter(|&&b| b != 0).count(), 8, "nothing else written");
+        let past = Copy2d { height: 3, ..copy };
+        assert!(memory.copy_2d(&mut a, &src, &past).is_err(), "a row past either buffer");
     }
 }

@@ -30,7 +30,8 @@ pub struct DeviceKv {
 }
 
 impl DeviceKv {
-    /// Allocates every layer's key and value buffer of `layout`.
+    /// Allocates every layer's key and value buffer of `layout`, zeroed
+    /// ([`Memory::zero`]).
     pub fn new(memory: &Memory, layout: DeviceKvLayout) -> Result<Self, LmError> {
         let elem = super::layout::Elem::of_cache(layout.dtype);
         let mut keys = Vec::with_capacity(layout.shape.layers);
@@ -38,6 +39,9 @@ impl DeviceKv {
         for _ in 0..layout.shape.layers {
             keys.push(memory.alloc(elem, &layout.key_dims())?);
             values.push(memory.alloc(elem, &layout.value_dims())?);
+        }
+        for buf in keys.iter_mut().chain(values.iter_mut()) {
+            memory.zero(buf)?;
         }
         Ok(Self { layout, keys, values })
     }
