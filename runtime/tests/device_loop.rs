@@ -197,3 +197,24 @@ fn taps_are_refused_on_the_device_loop() {
     let err = lm.new_tapped_state(1, 64, taps).unwrap_err();
     assert!(err.to_string().contains("host loop"), "{err}");
 }
+
+#[test]
+fn the_device_loop_on_a_gpu_backend_without_a_gpu_is_a_clear_error() {
+    let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
+    let plan = heart_backend::ExecutionPlan {
+        backend: heart_backend::Backend::Cuda { device: 0 },
+        ..Default::default()
+    };
+    let rt = rt.with_plan(plan);
+    let (cfg, gen_cfg) = heart_test_support::mula_configs();
+    let files = LmFiles::target(heart_test_support::lm_engine(Precision::Fp32));
+    let err = HeartMula::open_files_with_loop(&rt, &files, &cfg, &gen_cfg, &SESSIONS, LoopKind::Device).unwrap_err();
+    let message = err.to_string();
+    if cfg!(feature = "gpu") {
+        // The stream is created before any session: no driver here.
+        assert!(message.contains("CUDA: driver probe failed"), "{message}");
+    } else {
+        assert!(message.contains("needs a build with `--features gpu`"), "{message}");
+    }
+    assert!(!message.contains('\n'), "one line: {message}");
+}
