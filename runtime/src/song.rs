@@ -210,6 +210,12 @@ impl Pipeline {
         2
     }
 
+    /// The LM's frame loop: device-resident on a GPU backend of a build with
+    /// the `gpu` feature, else on the host.
+    pub fn lm_loop(&self) -> crate::lm::device::LoopKind {
+        self.lm.loop_kind()
+    }
+
     /// The manifest it was opened through.
     pub fn manifest(&self) -> &Manifest {
         self.folder.manifest()

@@ -99,6 +99,16 @@ impl StackGraph {
         })
     }
 
+    /// The session.
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The session, to run with an I/O binding.
+    pub fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
     /// Cache geometry for `batch` rows.
     pub fn cache_shape(&self, batch: usize) -> CacheShape {
         CacheShape {
