@@ -53,7 +53,11 @@ async fn a_song_streams_in_order_and_equals_heart_run_byte_for_byte() {
         .filter(|(n, _)| n == "frames")
         .map(|(_, d)| d["frames"].as_u64().unwrap())
         .collect();
-    assert_eq!(frames, (1..=frames.len() as u64).collect::<Vec<_>>(), "every frame, in order");
+    assert_eq!(
+        frames,
+        (1..=frames.len() as u64).collect::<Vec<_>>(),
+        "every frame, in order"
+    );
     let (_, first_window) = log.iter().find(|(n, _)| n == "windows").unwrap();
     assert_eq!(first_window["total"], Value::Null, "window 0 came while the LM ran");
     assert!(first_window["audio_seconds"].as_f64().unwrap() > 0.0, "{first_window}");
@@ -155,18 +159,30 @@ async fn bad_requests_get_the_cli_messages_and_unknown_ids_404() {
     };
 
     let (status, text) = post(with("temperature", json!(0.0))).await;
-    assert_eq!((status, error(&text).as_str()), (400, "--temperature 0: expected a positive number"));
+    assert_eq!(
+        (status, error(&text).as_str()),
+        (400, "--temperature 0: expected a positive number")
+    );
     let (status, text) = post(with("codec_guidance", json!(0.5))).await;
-    assert_eq!((status, error(&text).as_str()), (400, "--codec-guidance 0.5: expected a number >= 1.0"));
+    assert_eq!(
+        (status, error(&text).as_str()),
+        (400, "--codec-guidance 0.5: expected a number >= 1.0")
+    );
     let (status, text) = post(with("duration", json!(60.0))).await;
     assert_eq!(status, 400);
-    assert!(error(&text).contains("but the model's context is 512: at most"), "{text}");
+    assert!(
+        error(&text).contains("but the model's context is 512: at most"),
+        "{text}"
+    );
     let (status, text) = post(with("speculate", json!(2))).await;
     assert_eq!(status, 400);
     assert!(error(&text).contains("no speculative draft"), "{text}");
     let (status, text) = post(with("preset", json!("../../etc/passwd"))).await;
     assert_eq!(status, 400);
-    assert!(error(&text).contains("unknown; this service offers speed, quality"), "{text}");
+    assert!(
+        error(&text).contains("unknown; this service offers speed, quality"),
+        "{text}"
+    );
     let (status, text) = post(with("out", json!("/tmp/x.wav"))).await;
     assert_eq!(status, 400, "no client paths: unknown keys are refused");
     assert!(error(&text).contains("unknown field `out`"), "{text}");
@@ -276,7 +292,11 @@ async fn a_full_queue_is_429_and_cancelled_songs_stop_and_keep_no_audio() {
         .bytes_stream();
     let mut seen = String::new();
     while !seen.contains("event: frames") {
-        let chunk = tokio::time::timeout(DEADLINE, body.next()).await.unwrap().unwrap().unwrap();
+        let chunk = tokio::time::timeout(DEADLINE, body.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push_str(std::str::from_utf8(&chunk).unwrap());
     }
     let r = client
@@ -328,11 +348,7 @@ async fn concurrent_clients_each_get_their_own_song() {
             assert_eq!(r.status(), 202);
             let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
             // Read the audio stream to its end: the song is done then.
-            let audio = client
-                .get(format!("{base}/v1/songs/{id}/audio"))
-                .send()
-                .await
-                .unwrap();
+            let audio = client.get(format!("{base}/v1/songs/{id}/audio")).send().await.unwrap();
             assert_eq!(audio.status(), 200);
             (id, audio.bytes().await.unwrap().to_vec())
         }));
@@ -368,7 +384,13 @@ async fn concurrent_clients_each_get_their_own_song() {
 fn heart_run_serve_stops_on_ctrl_c_cancelling_the_running_song() {
     let cwd = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin("heart-run"))
-        .args(["serve", "--engines", engines().to_str().unwrap(), "--addr", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--engines",
+            engines().to_str().unwrap(),
+            "--addr",
+            "127.0.0.1:0",
+        ])
         .current_dir(cwd.path())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -381,16 +403,27 @@ fn heart_run_serve_stops_on_ctrl_c_cancelling_the_running_song() {
     let mut line = String::new();
     let addr = loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "heart-run serve ended before listening");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "heart-run serve ended before listening"
+        );
         if let Some(rest) = line.split("listening on http://").nth(1) {
             break rest.split('/').next().unwrap().to_string();
         }
     };
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let log = rt.block_on(async {
         let client = reqwest::Client::new();
         let base = format!("http://{addr}");
-        let r = client.post(format!("{base}/v1/songs")).json(&song(38.0, 1)).send().await.unwrap();
+        let r = client
+            .post(format!("{base}/v1/songs"))
+            .json(&song(38.0, 1))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(r.status(), 202);
         let id = r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_string();
         let mut body = client
@@ -410,7 +443,9 @@ fn heart_run_serve_stops_on_ctrl_c_cancelling_the_running_song() {
                 }
             }
         };
-        tokio::time::timeout(DEADLINE, read).await.expect("the events end in time");
+        tokio::time::timeout(DEADLINE, read)
+            .await
+            .expect("the events end in time");
         seen
     });
     assert!(log.contains("event: cancelled"), "{log}");

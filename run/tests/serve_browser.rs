@@ -75,11 +75,15 @@ async fn the_page_makes_a_song_that_plays_while_it_is_made() {
         json!({ "width": 1280, "height": 1080, "deviceScaleFactor": 1, "mobile": false }),
     )
     .await;
-    cdp.call(page, "Page.navigate", json!({ "url": format!("{base}/") })).await;
-    cdp.wait_for(page, "document.body && document.body.dataset.ready === 'true'").await;
+    cdp.call(page, "Page.navigate", json!({ "url": format!("{base}/") }))
+        .await;
+    cdp.wait_for(page, "document.body && document.body.dataset.ready === 'true'")
+        .await;
     let engine = cdp.eval(page, "document.getElementById('engine').textContent").await;
     assert!(engine.as_str().unwrap().contains("fp32"), "{engine}");
-    let presets = cdp.eval(page, "document.querySelectorAll('#presets button').length").await;
+    let presets = cdp
+        .eval(page, "document.querySelectorAll('#presets button').length")
+        .await;
     assert_eq!(presets, 2);
 
     // Fill the form as a user would (the advanced settings differ from the
@@ -103,8 +107,10 @@ async fn the_page_makes_a_song_that_plays_while_it_is_made() {
     )
     .await;
     cdp.wait_for(page, "document.body.dataset.song === 'done'").await;
-    cdp.wait_for(page, "document.getElementById('player').readyState >= 2").await;
-    cdp.wait_for(page, "document.getElementById('player').currentTime > 0").await;
+    cdp.wait_for(page, "document.getElementById('player').readyState >= 2")
+        .await;
+    cdp.wait_for(page, "document.getElementById('player').currentTime > 0")
+        .await;
     let state = cdp
         .eval(
             page,
@@ -126,7 +132,9 @@ async fn the_page_makes_a_song_that_plays_while_it_is_made() {
             })()"#,
         )
         .await;
-    let png = cdp.call(page, "Page.captureScreenshot", json!({ "format": "png" })).await;
+    let png = cdp
+        .call(page, "Page.captureScreenshot", json!({ "format": "png" }))
+        .await;
     let png = base64::engine::general_purpose::STANDARD
         .decode(png["data"].as_str().unwrap())
         .unwrap();
@@ -168,7 +176,10 @@ async fn the_page_makes_a_song_that_plays_while_it_is_made() {
         .unwrap();
     assert_eq!(&wav[..4], b"RIFF");
     assert_eq!(u32::from_le_bytes(wav[24..28].try_into().unwrap()), 3000);
-    assert_eq!(u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize, wav.len() - 8);
+    assert_eq!(
+        u32::from_le_bytes(wav[4..8].try_into().unwrap()) as usize,
+        wav.len() - 8
+    );
     assert!(png.len() > 10_000 && png.starts_with(b"\x89PNG"), "{} bytes", png.len());
 
     let _ = stop.send(());
@@ -305,7 +316,10 @@ impl Browser {
     /// Waits for the browser to exit after `Browser.close`, killing its
     /// process group if it does not.
     async fn end(mut self) {
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
             self.kill_group();
         }
     }

@@ -77,7 +77,10 @@ impl ApiError {
     }
 
     fn not_found(id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, format!("no song {id:?} (unknown, or evicted from the store)"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            format!("no song {id:?} (unknown, or evicted from the store)"),
+        )
     }
 }
 
@@ -139,9 +142,10 @@ async fn create(State(shared): State<Arc<Shared>>, body: Result<Json<SongBody>, 
             StatusCode::TOO_MANY_REQUESTS,
             "the queue is full: try again when a song has finished",
         )),
-        Err(Submit::Refused(Refused::Closed)) => {
-            Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down"))
-        }
+        Err(Submit::Refused(Refused::Closed)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down",
+        )),
     }
 }
 
@@ -153,7 +157,11 @@ fn view(job: &Job, position: Option<usize>) -> Value {
     for e in &job.events {
         match e {
             Event::Frames { frames: f, max_frames } => frames = json!({ "done": f, "max": max_frames }),
-            Event::Windows { done, total, audio_seconds } => {
+            Event::Windows {
+                done,
+                total,
+                audio_seconds,
+            } => {
                 windows = json!({ "done": done, "total": total, "audio_seconds": audio_seconds });
             }
             Event::Failed { error: message } => error = json!(message),
@@ -247,7 +255,14 @@ async fn audio(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Api
         JobState::Failed | JobState::Cancelled => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("song {id} was {}: it has no audio", if state == JobState::Failed { "failed" } else { "cancelled" }),
+                format!(
+                    "song {id} was {}: it has no audio",
+                    if state == JobState::Failed {
+                        "failed"
+                    } else {
+                        "cancelled"
+                    }
+                ),
             ));
         }
         JobState::Done | JobState::Queued | JobState::Running => {}
@@ -263,30 +278,33 @@ async fn audio(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Api
         )
             .into_response());
     }
-    let body = stream::unfold((shared, id, changed, 0usize), |(shared, id, mut changed, sent)| async move {
-        if sent == usize::MAX {
-            return None;
-        }
-        loop {
-            let (bytes, state) = {
-                let store = shared.store();
-                let job = store.get(&id)?;
-                (job.audio.get(sent..).map(<[u8]>::to_vec).unwrap_or_default(), job.state)
-            };
-            if !bytes.is_empty() {
-                let n = bytes.len();
-                return Some((Ok(bytes), (shared, id, changed, sent + n)));
+    let body = stream::unfold(
+        (shared, id, changed, 0usize),
+        |(shared, id, mut changed, sent)| async move {
+            if sent == usize::MAX {
+                return None;
             }
-            match state {
-                JobState::Done => return None,
-                JobState::Failed | JobState::Cancelled => {
-                    let cut = std::io::Error::other(format!("song {id} ended without its audio"));
-                    return Some((Err(cut), (shared, id, changed, usize::MAX)));
+            loop {
+                let (bytes, state) = {
+                    let store = shared.store();
+                    let job = store.get(&id)?;
+                    (job.audio.get(sent..).map(<[u8]>::to_vec).unwrap_or_default(), job.state)
+                };
+                if !bytes.is_empty() {
+                    let n = bytes.len();
+                    return Some((Ok(bytes), (shared, id, changed, sent + n)));
                 }
-                JobState::Queued | JobState::Running => changed.changed().await.ok()?,
+                match state {
+                    JobState::Done => return None,
+                    JobState::Failed | JobState::Cancelled => {
+                        let cut = std::io::Error::other(format!("song {id} ended without its audio"));
+                        return Some((Err(cut), (shared, id, changed, usize::MAX)));
+                    }
+                    JobState::Queued | JobState::Running => changed.changed().await.ok()?,
+                }
             }
-        }
-    });
+        },
+    );
     Ok((
         [
             (header::CONTENT_TYPE, "audio/wav".to_string()),

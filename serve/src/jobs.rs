@@ -176,7 +176,7 @@ impl Store {
     /// The most recent songs, newest first, at most `n`.
     pub fn recent(&self, n: usize) -> Vec<&Job> {
         let mut all: Vec<&Job> = self.jobs.values().collect();
-        all.sort_by(|a, b| b.submitted.cmp(&a.submitted));
+        all.sort_by_key(|j| std::cmp::Reverse(j.submitted));
         all.truncate(n);
         all
     }
@@ -191,9 +191,7 @@ impl Store {
         }
         let position = self.queue.len() + 1;
         let (changed, _) = watch::channel(());
-        let created_unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let created_unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut job = Job {
             id: id.clone(),
             spec,
@@ -292,7 +290,13 @@ impl Store {
     /// Drops the oldest finished songs beyond the count and byte limits,
     /// never the newest one.
     fn evict(&mut self) {
-        let bytes = |s: &Self| -> usize { s.finished.iter().filter_map(|id| s.jobs.get(id)).map(|j| j.audio.len()).sum() };
+        let bytes = |s: &Self| -> usize {
+            s.finished
+                .iter()
+                .filter_map(|id| s.jobs.get(id))
+                .map(|j| j.audio.len())
+                .sum()
+        };
         while self.finished.len() > 1
             && (self.finished.len() > self.limits.max_finished || bytes(self) > self.limits.max_finished_bytes)
         {
@@ -338,6 +342,24 @@ mod tests {
         })
     }
 
+    fn outcome(wav_bytes: usize) -> crate::events::Outcome {
+        crate::events::Outcome {
+            frames: 1,
+            stop: "end_of_audio",
+            audio_seconds: 0.08,
+            sample_rate: 48_000,
+            channels: 2,
+            wav_bytes,
+            prompt_s: 0.0,
+            lm_s: 0.0,
+            codec_s: 0.0,
+            ttfa_s: 0.0,
+            total_s: 0.0,
+            lm_frames_per_s: 0.0,
+            real_time_factor: 0.0,
+        }
+    }
+
     fn kinds(job: &Job) -> Vec<String> {
         job.events.iter().map(|e| e.name().to_string()).collect()
     }
@@ -378,21 +400,31 @@ mod tests {
     #[test]
     fn the_oldest_finished_songs_are_evicted_by_count_and_bytes() {
         let mut s = store(8, 2, 10);
-        let mut run = |s: &mut Store, id: &str, bytes: usize| {
+        let run = |s: &mut Store, id: &str, bytes: usize| {
             s.submit(id.into(), spec(0)).unwrap();
             s.start_next().unwrap();
             s.append_audio(id, &vec![0; bytes]);
-            s.end(id, JobState::Done, Event::Cancelled);
+            s.end(id, JobState::Done, Event::Done(outcome(bytes)));
         };
         run(&mut s, "a", 1);
         run(&mut s, "b", 1);
         run(&mut s, "c", 1);
-        assert!(s.get("a").is_none() && s.get("b").is_some() && s.get("c").is_some(), "count");
+        assert!(
+            s.get("a").is_none() && s.get("b").is_some() && s.get("c").is_some(),
+            "count"
+        );
         run(&mut s, "d", 10);
-        assert!(s.get("b").is_none() && s.get("c").is_none() && s.get("d").is_some(), "bytes");
+        assert!(
+            s.get("b").is_none() && s.get("c").is_none() && s.get("d").is_some(),
+            "bytes"
+        );
         run(&mut s, "e", 50);
         assert!(s.get("d").is_none());
-        assert_eq!(s.get("e").unwrap().audio.len(), 50, "the newest song is kept even when too large");
+        assert_eq!(
+            s.get("e").unwrap().audio.len(),
+            50,
+            "the newest song is kept even when too large"
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ impl SongBody {
                 Some((_, p)) => p.clone(),
                 None => {
                     let names: Vec<&str> = rules.presets.iter().map(|(n, _)| n.as_str()).collect();
-                    return Err(format!("preset {name:?}: unknown; this service offers {}", names.join(", ")));
+                    return Err(format!(
+                        "preset {name:?}: unknown; this service offers {}",
+                        names.join(", ")
+                    ));
                 }
             },
         };

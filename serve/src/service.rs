@@ -106,10 +106,7 @@ impl Shared {
         };
         let spec = body.validate(&rules).map_err(Submit::Invalid)?;
         let id = format!("{:016x}", rand::random::<u64>());
-        let position = self
-            .store()
-            .submit(id.clone(), spec.clone())
-            .map_err(Submit::Refused)?;
+        let position = self.store().submit(id.clone(), spec.clone()).map_err(Submit::Refused)?;
         self.wake.notify_all();
         Ok((id, position, spec))
     }

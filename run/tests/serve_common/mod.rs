@@ -178,7 +178,9 @@ pub async fn events(client: &reqwest::Client, server: &TestServer, id: &str) -> 
             }
         }
     };
-    tokio::time::timeout(DEADLINE, read).await.expect("the event stream ends in time");
+    tokio::time::timeout(DEADLINE, read)
+        .await
+        .expect("the event stream ends in time");
     out
 }
 
