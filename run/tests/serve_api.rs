@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use heart_serve::StoreLimits;
 use heart_test_support::{bin, run_ok};
 use serde_json::{Value, json};
-use serve_common::{DEADLINE, LYRICS, TAGS, TestServer, create, engines, events, limits, names, song};
+use serve_common::{DEADLINE, LYRICS, TAGS, TestServer, create, engines, events, get_json, limits, names, song};
 
 /// Bytes of the 16-bit stereo WAV header.
 const HEAD: usize = 44;
@@ -107,14 +107,7 @@ async fn a_song_streams_in_order_and_equals_heart_run_byte_for_byte() {
     assert_eq!(&streamed[8..HEAD - 4], &written[8..HEAD - 4]);
     assert_eq!(&streamed[HEAD..], &written[HEAD..], "same samples");
 
-    let record: Value = client
-        .get(server.url(&format!("/v1/songs/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let record: Value = get_json(&client, &server.url(&format!("/v1/songs/{id}"))).await;
     assert_eq!(record["state"], "done");
     assert_eq!(record["seed"], 5);
     assert_eq!(record["tags"], TAGS);
@@ -212,27 +205,13 @@ async fn bad_requests_get_the_cli_messages_and_unknown_ids_404() {
         .unwrap();
     assert_eq!(r.status(), 404);
 
-    let health: Value = client
-        .get(server.url("/v1/health"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let health: Value = get_json(&client, &server.url("/v1/health")).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["engine"]["context"], 512);
     assert_eq!(health["engine"]["has_draft"], false);
     assert_eq!(health["queue"]["queued"], 0, "no bad request was queued");
     assert_eq!(health["engine"]["manifest_sha256"].as_str().unwrap().len(), 64);
-    let presets: Value = client
-        .get(server.url("/v1/presets"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let presets: Value = get_json(&client, &server.url("/v1/presets")).await;
     assert_eq!(presets["speed"]["flow_steps"], 4);
     assert_eq!(presets["quality"]["flow_steps"], 10);
     server.stop().await;
@@ -366,14 +345,7 @@ async fn concurrent_clients_each_get_their_own_song() {
     assert_eq!(samples(0), samples(2), "same seed and settings, same audio");
     assert_ne!(samples(0), samples(1));
     assert_ne!(samples(0), samples(3));
-    let list: Value = client
-        .get(server.url("/v1/songs"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = get_json(&client, &server.url("/v1/songs")).await;
     let listed = list["songs"].as_array().unwrap();
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|s| s["state"] == "done"), "{list}");

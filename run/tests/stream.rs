@@ -142,16 +142,23 @@ fn streamed_audio_equals_the_decoded_song_and_starts_before_the_lm_ends() {
     assert!(early_runs >= 2, "the LM ended early too often to test streaming");
 }
 
-#[test]
-fn a_sink_that_fails_stops_the_song() {
+/// The pipeline and a song whose LM writes 451 frames (window 0 decoded
+/// while it runs, the last window after it).
+fn pipeline_and_36_s_song() -> (Pipeline, SongRequest) {
     let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
-    let mut pipeline = Pipeline::open(&rt, engines(), Verify::Quick).unwrap();
+    let pipeline = Pipeline::open(&rt, engines(), Verify::Quick).unwrap();
     let request = SongRequest {
         tags: TAGS.into(),
         lyrics: LYRICS.into(),
         settings: settings(36.0),
         seed: 5,
     };
+    (pipeline, request)
+}
+
+#[test]
+fn a_sink_that_fails_stops_the_song() {
+    let (mut pipeline, request) = pipeline_and_36_s_song();
     let mut frames = 0;
     let err = pipeline
         .generate_streaming(
@@ -171,14 +178,7 @@ fn a_sink_that_fails_stops_the_song() {
 
 #[test]
 fn a_cancelled_song_stops_at_the_next_frame_or_window() {
-    let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
-    let mut pipeline = Pipeline::open(&rt, engines(), Verify::Quick).unwrap();
-    let request = SongRequest {
-        tags: TAGS.into(),
-        lyrics: LYRICS.into(),
-        settings: settings(36.0),
-        seed: 5,
-    };
+    let (mut pipeline, request) = pipeline_and_36_s_song();
     // While the LM runs: the flag set at frame 10 stops it before frame 11.
     let cancel = AtomicBool::new(false);
     let mut frames = 0;

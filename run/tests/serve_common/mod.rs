@@ -145,6 +145,11 @@ pub async fn create(client: &reqwest::Client, server: &TestServer, body: &Value)
     serde_json::from_str(&text).unwrap()
 }
 
+/// `GET url` as JSON, whatever the status.
+pub async fn get_json(client: &reqwest::Client, url: &str) -> Value {
+    client.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 /// Every event of song `id` until the service ends the stream, as
 /// `(name, data)`.
 pub async fn events(client: &reqwest::Client, server: &TestServer, id: &str) -> Vec<(String, Value)> {

@@ -162,6 +162,7 @@ function follow(id, position, seed) {
   });
   on("done", (e) => {
     es.close();
+    current.done = true;
     setState("done", `Done: ${fmt(e.audio_seconds, 1)} s of audio`);
     setProgress(1, `${e.frames} frames · stopped at ${e.stop.replace(/_/g, " ")}`);
     startPlayer(id);
@@ -255,6 +256,15 @@ async function loadSongs() {
     rows.append(tr);
   });
 }
+
+// A streamed WAV has no length in its header, so the player cannot seek it;
+// once it has played to the end of a finished song, load the complete file.
+$("player").addEventListener("ended", () => {
+  if (current && current.done && current.playing) {
+    current.playing = false;
+    $("player").src = `/v1/songs/${current.id}/audio`;
+  }
+});
 
 $("song-form").addEventListener("submit", submit);
 $("cancel").addEventListener("click", cancel);
