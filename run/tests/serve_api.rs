@@ -2,7 +2,8 @@
 //! events in order, its WAV streamed while it is made and, once done, the
 //! bytes `heart-run` writes for the same seed; the status codes of bad
 //! requests, unknown ids and a full queue; cancellation of queued and running
-//! songs; concurrent clients; and `heart-run serve` stopping on Ctrl-C.
+//! songs; concurrent clients; eviction from the store; and `heart-run serve`
+//! stopping on Ctrl-C.
 
 mod serve_common;
 
@@ -349,6 +350,43 @@ async fn concurrent_clients_each_get_their_own_song() {
     let listed = list["songs"].as_array().unwrap();
     assert_eq!(listed.len(), 4);
     assert!(listed.iter().all(|s| s["state"] == "done"), "{list}");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_finished_song_is_evicted_from_a_full_store() {
+    let server = TestServer::start(StoreLimits {
+        max_finished: 1,
+        ..limits()
+    })
+    .await;
+    let client = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for seed in [21, 22] {
+        let created = create(&client, &server, &song(2.0, seed)).await;
+        let id = created["id"].as_str().unwrap().to_string();
+        assert_eq!(events(&client, &server, &id).await.last().unwrap().0, "done");
+        ids.push(id);
+    }
+    let first = client
+        .get(server.url(&format!("/v1/songs/{}/audio", ids[0])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 404, "evicted");
+    let second = client
+        .get(server.url(&format!("/v1/songs/{}/audio", ids[1])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let wav = second.bytes().await.unwrap();
+    assert_eq!(
+        u32::from_le_bytes(wav[40..44].try_into().unwrap()) as usize,
+        wav.len() - HEAD
+    );
+    let list = get_json(&client, &server.url("/v1/songs")).await;
+    assert_eq!(list["songs"].as_array().unwrap().len(), 1, "{list}");
     server.stop().await;
 }
 

@@ -285,10 +285,14 @@ async fn audio(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Api
                 return None;
             }
             loop {
-                let (bytes, state) = {
-                    let store = shared.store();
-                    let job = store.get(&id)?;
-                    (job.audio.get(sent..).map(<[u8]>::to_vec).unwrap_or_default(), job.state)
+                let current = shared
+                    .store()
+                    .get(&id)
+                    .map(|job| (job.audio.get(sent..).map(<[u8]>::to_vec).unwrap_or_default(), job.state));
+                let Some((bytes, state)) = current else {
+                    // Evicted before this reader had all of it: cut, not end.
+                    let cut = std::io::Error::other(format!("song {id} left the store"));
+                    return Some((Err(cut), (shared, id, changed, usize::MAX)));
                 };
                 if !bytes.is_empty() {
                     let n = bytes.len();
@@ -300,7 +304,10 @@ async fn audio(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Api
                         let cut = std::io::Error::other(format!("song {id} ended without its audio"));
                         return Some((Err(cut), (shared, id, changed, usize::MAX)));
                     }
-                    JobState::Queued | JobState::Running => changed.changed().await.ok()?,
+                    // An error means the song was evicted: the next look cuts the stream.
+                    JobState::Queued | JobState::Running => {
+                        let _ = changed.changed().await;
+                    }
                 }
             }
         },

@@ -10,6 +10,7 @@
 //! watch channel.
 
 use std::io::Write;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
@@ -236,7 +237,11 @@ fn work(shared: &Shared, mut pipeline: Pipeline) {
             seed: spec.seed,
         };
         let start = Instant::now();
-        let result = run_song(shared, &mut pipeline, &id, &request, &cancel);
+        // A panic in the pipeline (a bug) fails this song, not the service.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            run_song(shared, &mut pipeline, &id, &request, &cancel)
+        }))
+        .unwrap_or_else(|_| Err(SongError::Request("internal error: generation panicked".into())));
         let mut store = shared.store();
         match result {
             Ok(song) => {
