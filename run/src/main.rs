@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 mod doctor;
+mod serve;
 
 /// Generates a song from tags and lyrics with engines built by heart-build.
 ///
@@ -100,6 +101,28 @@ enum Command {
     /// TensorRT-RTX plugin, classic GPU providers, an engine folder) and what
     /// to do about each gap.
     Doctor(doctor::DoctorArgs),
+    /// Serve songs over HTTP: a web page at / and a JSON API, one engine
+    /// folder loaded once, one song generated at a time.
+    ///
+    /// Songs wait in a bounded queue (--max-queue; one more is answered 429)
+    /// and run one at a time on one worker, since the GPU or the CPU's cores
+    /// are one resource. Settings are checked with heart-run's rules and
+    /// messages (400), the duration against the engine's context.
+    ///
+    /// API: POST /v1/songs {tags, lyrics, duration, seed?, preset?, cfg_scale?,
+    /// temperature?, topk?, flow_steps?, codec_guidance?, speculate?} -> 202
+    /// {id, position}; GET /v1/songs/ID (state, settings, seed, timings,
+    /// ttfa_s); GET /v1/songs/ID/events (server-sent events: queued, started,
+    /// frames, windows, then done, failed or cancelled); GET
+    /// /v1/songs/ID/audio (the WAV, streamed while it is made, the same bytes
+    /// as `heart-run --out FILE` once done); DELETE /v1/songs/ID (cancel,
+    /// within one frame); GET /v1/songs (the last songs); GET /v1/health.
+    /// Finished songs stay in memory, bounded by --keep-songs and --keep-mb.
+    ///
+    /// It listens on 127.0.0.1:8080 (this machine only) unless --addr says
+    /// otherwise. Ctrl-C stops it: waiting songs are cancelled, the running
+    /// one stops within a frame, and nothing partial is served or written.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +210,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Some(Command::Bench(args)) => heart_bench::cli::run(args, cli.ort_lib.as_deref()).map_err(anyhow::Error::from),
         Some(Command::Doctor(args)) => doctor::run(args, cli.ort_lib.as_deref(), cli.trt_rtx_ep.as_deref()),
+        Some(Command::Serve(args)) => serve::run(args, cli.ort_lib.as_deref(), cli.trt_rtx_ep.clone(), &configs_dir()),
         None => run(&cli),
     };
     match result {
