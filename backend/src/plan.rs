@@ -14,7 +14,8 @@
 //!   `--backend tensorrt` on a portable folder builds engines on first use
 //!   and caches them in `<engines>/trt/` (minutes for the 3B backbone).
 //! - The library default ([`ExecutionPlan::default`]) is the CPU with no
-//!   probing and no notice, so tests and other callers behave as before.
+//!   probing and no notice: tests and library callers run on the CPU unless
+//!   they choose a backend.
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -253,15 +253,25 @@ pub fn supports_compute_capability(cc: (i32, i32)) -> bool {
     v >= 120 || v == 86 || v == 89
 }
 
+/// The lowest compute capability (`major·10 + minor`) with tensor cores for
+/// `precision`: FP8 8.9 (Ada), FP4 12.0 (Blackwell); `None` where any GPU
+/// TensorRT-RTX runs on will do (fp32, fp16) or the precision is not one
+/// TensorRT-RTX builds (int8, int4).
+pub fn min_capability(precision: Precision) -> Option<i32> {
+    match precision {
+        Precision::Fp8 => Some(89),
+        Precision::Fp4 => Some(120),
+        Precision::Fp32 | Precision::Fp16 | Precision::Int8 | Precision::Int4 => None,
+    }
+}
+
 /// Why `precision` cannot run on compute capability `cc` with TensorRT-RTX
-/// (`None` when it can): FP8 needs 8.9 (Ada) or newer, FP4 12.0 (Blackwell)
-/// or newer; the `MatMulNBits` integer forms are ONNX Runtime CPU forms.
+/// (`None` when it can): below its [`min_capability`]; the `MatMulNBits`
+/// integer forms are ONNX Runtime CPU forms.
 pub fn precision_gap(precision: Precision, cc: (i32, i32)) -> Option<String> {
     let v = cc.0 * 10 + cc.1;
     let need = match precision {
-        Precision::Fp32 | Precision::Fp16 => return None,
-        Precision::Fp8 => 89,
-        Precision::Fp4 => 120,
+        Precision::Fp32 | Precision::Fp16 | Precision::Fp8 | Precision::Fp4 => min_capability(precision)?,
         Precision::Int8 | Precision::Int4 => {
             return Some(format!(
                 "{} engines are ONNX Runtime CPU forms (MatMulNBits); TensorRT-RTX builds fp32, fp16, fp8 and fp4",

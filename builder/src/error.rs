@@ -39,8 +39,8 @@ pub enum BuildError {
     /// ONNX Runtime could not be located or loaded.
     #[error(transparent)]
     OrtSetup(#[from] heart_backend::library::OrtSetupError),
-    /// A backend asked for that this machine lacks (boxed: the largest
-    /// variant by far).
+    /// A backend asked for that this machine lacks (boxed: inline, its 128
+    /// bytes made every result of this crate that large).
     #[error(transparent)]
     Backend(Box<heart_backend::BackendError>),
     /// ONNX Runtime refused a graph (the TensorRT provider's engine build).

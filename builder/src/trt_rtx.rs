@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use crate::error::{BuildError, Context, Result};
+use clap::ValueEnum;
 use heart::config::{CodecConfig, MulaConfig};
 use heart::engine;
 use heart::manifest::{InputRange, Target, TrtEngineEntry};
@@ -75,30 +76,35 @@ impl GpuArch {
     }
 
     /// Refuses `precision` (of `what`, e.g. `--precision`) when this
-    /// architecture has no tensor cores for it: NVFP4 needs Blackwell (sm120,
-    /// sm121), FP8 Ada or newer (not sm86). TensorRT-RTX refuses such builds
-    /// itself ("the model contains HW-specific datatypes: fp4_e2m1,
-    /// fp8_e4m3"); this says so before any export.
+    /// architecture has no tensor cores for it
+    /// ([`heart_backend::trt_rtx::min_capability`]: NVFP4 needs Blackwell, FP8
+    /// Ada or newer). TensorRT-RTX refuses such builds itself ("the model
+    /// contains HW-specific datatypes: fp4_e2m1, fp8_e4m3"); this says so
+    /// before any export.
     pub fn check_precision(self, precision: Precision, what: &str) -> Result<()> {
-        let ok = match precision {
-            Precision::Fp4 => matches!(self, Self::Sm120 | Self::Sm121),
-            Precision::Fp8 => self != Self::Sm86,
-            _ => true,
-        };
-        if !ok {
-            return Err(BuildError::Request(format!(
-                "{what} {precision}: {} (compute capability {}) has no {precision} tensor cores; \
-                 TensorRT-RTX builds {precision} for {} only",
-                self.as_str(),
-                self.compute_capability(),
-                if precision == Precision::Fp4 {
-                    "sm120 and sm121"
-                } else {
-                    "sm89 and newer"
-                }
-            )));
+        let builds =
+            |arch: Self| heart_backend::trt_rtx::min_capability(precision).is_none_or(|need| arch.capability() >= need);
+        if builds(self) {
+            return Ok(());
         }
-        Ok(())
+        let mut able: Vec<Self> = Self::value_variants().iter().copied().filter(|&a| builds(a)).collect();
+        able.sort_by_key(|a| a.capability());
+        let names: Vec<&str> = able.iter().map(|a| a.as_str()).collect();
+        let list = match names.split_last() {
+            Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+            _ => names.join(""),
+        };
+        Err(BuildError::Request(format!(
+            "{what} {precision}: {} (compute capability {}) has no {precision} tensor cores; \
+             TensorRT-RTX builds {precision} for {list} only",
+            self.as_str(),
+            self.compute_capability(),
+        )))
+    }
+
+    /// `major·10 + minor` as a number.
+    fn capability(self) -> i32 {
+        self.hardware_architecture().parse().expect("sm<digits>")
     }
 
     /// `major·10 + minor`, the EP-context models' `hardware_architecture`.

@@ -2,19 +2,14 @@
 //! the engine folder on disk, and the error paths users hit.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use heart_test_support::stderr;
 
 use heart::manifest::{EngineKind, Manifest, Verify};
 
 fn heart_build(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heart-build"))
-        .args(args)
-        .output()
-        .expect("heart-build runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    heart_test_support::run("heart-build", args)
 }
 
 fn synth(dir: &Path, seed: &str) {

@@ -4,7 +4,9 @@
 //! speculation through the runtime and compare.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
+
+use heart_test_support::stderr;
 
 use heart::manifest::{EngineKind, Manifest, Verify};
 use heart::precision::Precision;
@@ -14,14 +16,7 @@ use heart_runtime::lm::{
 };
 
 fn heart_build(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_heart-build"))
-        .args(args)
-        .output()
-        .expect("heart-build runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+    heart_test_support::run("heart-build", args)
 }
 
 /// Builds `<root>/<name>` from the synthesized checkpoint with extra flags.

@@ -10,7 +10,7 @@
 //! (FP8, NVFP4) are emitted by [`crate::linears`] and dequantize to `compute`.
 //!
 //! # Attention and the KV cache
-//! ONNX Runtime's `com.microsoft.GroupQueryAttention` was the first choice (it
+//! ONNX Runtime's `com.microsoft.GroupQueryAttention` would be the natural choice (it
 //! updates a shared past/present buffer in place), but ORT 1.31's CPU kernel
 //! rejects head sizes that are not a multiple of 8 (16 with rotary: the fixture
 //! decoder has head_dim 12) and refuses more than one new position with a past

@@ -3,47 +3,14 @@
 //! notice, GPU choices fail with a clear message and no panic, and TensorRT
 //! folders built for another GPU are refused.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
 use heart::manifest::{Manifest, Target, Verify};
 use heart_backend::plan::resolve;
 use heart_backend::{BackendChoice, GpuInfo, Probe, probe};
 
-use heart_test_support::fixture;
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use heart_test_support::{build_fixture, short_song, stderr};
 
 fn has_gpu() -> bool {
     matches!(probe(0), Probe::Found(_))
-}
-
-fn build_fixture_engines(out: &Path, extra: &[&str]) -> Output {
-    let f = fixture();
-    Command::new(heart_test_support::bin("heart-build"))
-        .arg("-q")
-        .arg("--mula")
-        .arg(f.join("heartmula"))
-        .arg("--codec")
-        .arg(f.join("heartcodec"))
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("heart-build runs")
-}
-
-fn heart_run(engines: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(heart_test_support::bin("heart-run"))
-        .arg("--engines")
-        .arg(engines)
-        .args(["--tags", "piano", "--lyrics", "[verse] la", "--duration", "1", "--out"])
-        .arg(out)
-        .args(extra)
-        .output()
-        .expect("heart-run runs")
 }
 
 #[test]
@@ -53,11 +20,11 @@ fn without_a_gpu_heart_run_falls_back_with_one_notice_and_gpu_choices_fail_clean
     }
     let root = tempfile::tempdir().unwrap();
     let engines = root.path().join("engines");
-    let o = build_fixture_engines(&engines, &[]);
+    let o = build_fixture(&engines, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
 
     let wav = root.path().join("auto.wav");
-    let o = heart_run(&engines, &wav, &[]);
+    let o = short_song(&engines, &wav, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     let notices: Vec<_> = err.lines().filter(|l| l.contains("running on the CPU: ")).collect();
@@ -65,11 +32,11 @@ fn without_a_gpu_heart_run_falls_back_with_one_notice_and_gpu_choices_fail_clean
     assert!(wav.is_file());
 
     let quiet = root.path().join("quiet.wav");
-    let o = heart_run(&engines, &quiet, &["--quiet"]);
+    let o = short_song(&engines, &quiet, &["--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stderr(&o), "", "--quiet silences the notice");
     let cpu = root.path().join("cpu.wav");
-    let o = heart_run(&engines, &cpu, &["--backend", "cpu"]);
+    let o = short_song(&engines, &cpu, &["--backend", "cpu"]);
     assert!(
         !stderr(&o).contains("running on the CPU"),
         "an explicit choice needs no notice"
@@ -82,7 +49,7 @@ fn without_a_gpu_heart_run_falls_back_with_one_notice_and_gpu_choices_fail_clean
 
     for backend in ["tensorrt", "cuda"] {
         let out = root.path().join(format!("{backend}.wav"));
-        let o = heart_run(&engines, &out, &["--backend", backend]);
+        let o = short_song(&engines, &out, &["--backend", backend]);
         assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
         let err = stderr(&o);
         assert!(
@@ -103,7 +70,7 @@ fn heart_build_target_tensorrt_without_a_gpu_fails_before_exporting() {
     }
     let root = tempfile::tempdir().unwrap();
     let out = root.path().join("trt");
-    let o = build_fixture_engines(&out, &["--target", "tensorrt"]);
+    let o = build_fixture(&out, &["--target", "tensorrt"]);
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
@@ -124,7 +91,7 @@ fn heart_build_target_tensorrt_without_a_gpu_fails_before_exporting() {
 fn a_folder_built_for_another_gpu_is_refused_and_runs_portably_on_the_cpu() {
     let root = tempfile::tempdir().unwrap();
     let engines = root.path().join("engines");
-    let o = build_fixture_engines(&engines, &[]);
+    let o = build_fixture(&engines, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let mut manifest = Manifest::load(&engines, Verify::Quick).unwrap();
     let h100 = GpuInfo {
@@ -158,7 +125,7 @@ fn a_folder_built_for_another_gpu_is_refused_and_runs_portably_on_the_cpu() {
         return;
     }
     let wav = root.path().join("song.wav");
-    let o = heart_run(&engines, &wav, &[]);
+    let o = short_song(&engines, &wav, &[]);
     assert!(o.status.success(), "the portable graphs run on the CPU: {}", stderr(&o));
     assert!(wav.is_file());
 }

@@ -4,25 +4,15 @@
 
 use std::path::Path;
 
-use heart_test_support::{bench_json, build, row_names, run, synth_tiny_engines};
+use heart_test_support::{bench_json, build, build_fixture, row_names, run, stderr, synth_tiny_engines};
 
 use heart_conform::{ConformContext, Verdict};
 
 use heart_test_support::fixture;
 
 fn build_fixture_engines(out: &Path, precision: &str) {
-    let f = fixture();
-    build(&[
-        "-q",
-        "--mula",
-        f.join("heartmula").to_str().unwrap(),
-        "--codec",
-        f.join("heartcodec").to_str().unwrap(),
-        "--precision",
-        precision,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let o = build_fixture(out, &["--precision", precision]);
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 #[test]

@@ -9,18 +9,14 @@
 //! manifest, before any engine is deserialized.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::OnceLock;
 
 use heart::manifest::{InputRange, Manifest, Target, TrtEngineEntry, Verify};
 use heart::precision::Precision;
 use heart_backend::trt_rtx::{self, Plugin, PluginStatus, RtxDevice};
 use heart_backend::{Backend, BackendChoice, GpuInfo, Probe};
-use heart_test_support::{bin, fixture};
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use heart_test_support::{bin, build_fixture, short_song, stderr};
 
 fn no_driver() -> bool {
     matches!(heart_backend::driver::probe(0), Probe::NoDriver(_))
@@ -51,17 +47,7 @@ fn cpu_engines() -> PathBuf {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let f = fixture();
-        let o = Command::new(bin("heart-build"))
-            .arg("-q")
-            .arg("--mula")
-            .arg(f.join("heartmula"))
-            .arg("--codec")
-            .arg(f.join("heartcodec"))
-            .arg("--out")
-            .arg(dir.path().join("e"))
-            .output()
-            .unwrap();
+        let o = build_fixture(&dir.path().join("e"), &[]);
         assert!(o.status.success(), "{}", stderr(&o));
         dir
     })
@@ -85,20 +71,6 @@ fn rtx_engines(root: &Path, version: &str) -> PathBuf {
     dir
 }
 
-/// heart-run as from a fresh shell: no `LD_LIBRARY_PATH`, the plugin's
-/// libraries found by heart-run itself.
-fn heart_run(engines: &Path, wav: &Path, extra: &[&str]) -> Output {
-    Command::new(bin("heart-run"))
-        .env_remove("LD_LIBRARY_PATH")
-        .arg("--engines")
-        .arg(engines)
-        .args(["--tags", "piano", "--lyrics", "[verse] la", "--duration", "1", "--out"])
-        .arg(wav)
-        .args(extra)
-        .output()
-        .unwrap()
-}
-
 fn doctor_json(extra: &[&str]) -> serde_json::Value {
     let o = Command::new(bin("heart-run"))
         .env_remove("LD_LIBRARY_PATH")
@@ -120,7 +92,7 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
     let engines = rtx_engines(root.path(), "1.7.1.116");
 
     let wav = root.path().join("refused.wav");
-    let o = heart_run(&engines, &wav, &["--backend", "tensorrt-rtx"]);
+    let o = short_song(&engines, &wav, &["--backend", "tensorrt-rtx"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let err = stderr(&o);
     assert!(
@@ -145,7 +117,7 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
     assert!(!wav.exists());
 
     // An explicit plugin path that holds none says where it looked and what to run.
-    let o = heart_run(
+    let o = short_song(
         &engines,
         &wav,
         &["--backend", "tensorrt-rtx", "--trt-rtx-ep", "/nonexistent/ep"],
@@ -159,7 +131,7 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
     assert!(err.contains("scripts/setup-trt-rtx-ep.sh"), "{err}");
 
     let wav = root.path().join("auto.wav");
-    let o = heart_run(&engines, &wav, &[]);
+    let o = short_song(&engines, &wav, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     let err = stderr(&o);
     let notices: Vec<&str> = err.lines().filter(|l| l.contains("running on the CPU: ")).collect();

@@ -330,7 +330,7 @@ impl LmRoofline {
 
 /// The precision an engine stores its heads at: its recorded build profile's
 /// [`BuildProfile::head_precision`], or the engine precision when it records
-/// none (or one that no longer parses).
+/// none (or one this version cannot parse).
 pub fn head_precision(manifest: &Manifest) -> Precision {
     recorded_head_precision(manifest.build_profile.as_ref(), manifest.precision)
 }

@@ -82,7 +82,9 @@ pub enum LmError {
     Stopped,
     /// The backbone context cannot hold the requested positions.
     #[error(
-        "{needed} positions do not fit the cache limit of {max} (prompt plus one frame per 80 ms of max_audio_length_ms)"
+        "{needed} positions do not fit the cache limit of {max} (prompt plus one frame per {} ms of \
+         max_audio_length_ms)",
+        heart::geometry::FRAME_MS
     )]
     CacheFull {
         /// Positions needed.

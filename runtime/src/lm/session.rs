@@ -66,15 +66,16 @@ impl StackGraph {
                 other => Err(err(format!("input `{name}` is {other:?}, expected a tensor"))),
             }
         };
-        let layers = session
-            .inputs()
-            .iter()
-            .filter(|o| o.name().starts_with("past_key_"))
+        let layers = (0..)
+            .take_while(|&i| session.inputs().iter().any(|o| o.name() == io::past_key(i)))
             .count();
+        let first_key = io::past_key(0);
         if layers == 0 {
-            return Err(err("graph has no `past_key_*` inputs".into()));
+            return Err(err(format!(
+                "graph has no `{first_key}` input (one cache input per layer)"
+            )));
         }
-        let (ty, key) = input(&io::past_key(0))?;
+        let (ty, key) = input(&first_key)?;
         let dtype = match ty {
             TensorElementType::Float32 => CacheDtype::F32,
             TensorElementType::Float16 => CacheDtype::F16,
@@ -91,8 +92,8 @@ impl StackGraph {
         Ok(Self {
             path: path.to_path_buf(),
             layers,
-            kv_heads: dim(&key, 1, "past_key_0")?,
-            head_dim: dim(&key, 2, "past_key_0")?,
+            kv_heads: dim(&key, 1, &first_key)?,
+            head_dim: dim(&key, 2, &first_key)?,
             embed_dim: dim(&embeds, 2, io::EMBEDS)?,
             dtype,
             session,

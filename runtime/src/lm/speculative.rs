@@ -49,7 +49,7 @@
 //! After a rejection at codebook `k` of frame `f`, the scores of codebooks
 //! `k+1..` of `f` are stale (they condition on the drafted code `k`), and so are
 //! all later frames (their backbone inputs include the drafted frame `f`).
-//! The plan lets the target's decoder walk finish frame `f` at once.
+//! The simplest policy lets the target's decoder walk finish frame `f` at once.
 //! Here, when the acceptance rate so far says the draft will probably (≥ 1/2)
 //! get the remaining codes accepted, the draft finishes the frame in the next
 //! round, given the fixed codes, and the target scores it together with the
@@ -59,7 +59,7 @@
 //! backbone and one decoder call per round and rarely its sequential 7-call
 //! walk, which is most of a plain frame's cost on CPUs (~75% on the small
 //! synthesized size) and 7 latency-bound launches on GPUs; with a poor draft
-//! it falls back to the plan, and a frame never takes more than two
+//! it falls back to that walk, and a frame never takes more than two
 //! rounds.
 //! Nothing is sampled without a draft proposal first: frame 0 is drafted like
 //! any other (its context, the prompt, is fixed), and a fully accepted round

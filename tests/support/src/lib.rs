@@ -118,6 +118,34 @@ pub fn run_ok(name: &str, args: &[&str]) -> Output {
     o
 }
 
+/// `o`'s standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `heart-build` on the bundled fixture ([`fixture_build_args`]) into
+/// `out` with `extra` flags appended.
+pub fn build_fixture(out: &Path, extra: &[&str]) -> Output {
+    let mut args = fixture_build_args(out);
+    args.extend(extra.iter().map(|a| a.to_string()));
+    run("heart-build", &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+/// Runs `heart-run` on `engines` for a one-second song (tags `piano`, lyrics
+/// `[verse] la`) written to `out`, with `extra` flags appended, as from a
+/// fresh shell: without `LD_LIBRARY_PATH` (heart-run finds its libraries itself).
+pub fn short_song(engines: &Path, out: &Path, extra: &[&str]) -> Output {
+    Command::new(bin("heart-run"))
+        .env_remove("LD_LIBRARY_PATH")
+        .arg("--engines")
+        .arg(engines)
+        .args(["--tags", "piano", "--lyrics", "[verse] la", "--duration", "1", "--out"])
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("heart-run runs")
+}
+
 /// Runs `heart-build` and fails the test with its stderr if it fails.
 pub fn build(args: &[&str]) {
     run_ok("heart-build", args);
