@@ -68,6 +68,12 @@ pub struct CudaStream {
     stream: *mut c_void,
 }
 
+// SAFETY: the stream and its primary context are driver handles owned by
+// this value alone, valid on any thread; every method makes the context
+// current on the calling thread before it touches the stream. Not `Sync`:
+// one thread at a time enqueues work (a song's worker thread, for instance).
+unsafe impl Send for CudaStream {}
+
 fn check(call: &'static str, code: Res) -> Result<(), StreamError> {
     if code == 0 {
         Ok(())
