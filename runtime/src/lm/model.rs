@@ -25,7 +25,7 @@ use super::kv_cache::KvCache;
 use heart_backend::{OrtRuntime, SessionConfig};
 use ort::session::builder::PrepackedWeights;
 
-use super::session::StackGraph;
+use super::session::{Geometry, StackGraph};
 
 /// Sizes and ids the frame loop needs, from the model and generation configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -270,29 +270,37 @@ impl HeartMula {
         gen_cfg: &GenConfig,
         sessions: &SessionConfig,
     ) -> Result<Self, LmError> {
-        // The frame graph holds the per-step graphs' weights again; one
-        // container keeps one packed copy of each for the three sessions.
+        // The frame graph holds the per-step graphs' weights again: with one,
+        // they open on first use (speculation, taps, conformance), with the
+        // frame graph's backbone cache and the config's decoder, and one
+        // container keeps one packed copy of each weight for the sessions.
         let prepacked = PrepackedWeights::new();
-        let backbone = StackGraph::open(rt, &files.backbone, sessions, &prepacked)?;
-        let decoder = StackGraph::open(rt, &files.decoder, sessions, &prepacked)?;
-        let frame = match &files.frame {
-            Some(path) => Some(StackGraph::open(rt, path, sessions, &prepacked)?),
-            None => None,
+        let (backbone, decoder, frame) = match &files.frame {
+            Some(path) => {
+                let frame = StackGraph::open(rt, path, sessions, &prepacked)?;
+                let bb = frame.geometry();
+                let p = &cfg.decoder;
+                let dec = Geometry {
+                    layers: p.num_layers,
+                    kv_heads: p.num_kv_heads,
+                    head_dim: p.head_dim(),
+                    ..bb
+                };
+                (
+                    StackGraph::deferred(rt, &files.backbone, sessions, &prepacked, bb),
+                    StackGraph::deferred(rt, &files.decoder, sessions, &prepacked, dec),
+                    Some(frame),
+                )
+            }
+            None => (
+                StackGraph::open(rt, &files.backbone, sessions, &prepacked)?,
+                StackGraph::open(rt, &files.decoder, sessions, &prepacked)?,
+                None,
+            ),
         };
         let tables = files.tables.clone();
         let embedder = Embedder::open(&tables, cfg.audio_vocab_size)?;
         let d = cfg.backbone.embed_dim;
-        let cache = |g: &StackGraph| (g.cache_shape(1), g.cache_dtype());
-        if let Some(f) = frame.as_ref().filter(|f| cache(f) != cache(&backbone)) {
-            return Err(LmError::Engine {
-                path: f.path().to_path_buf(),
-                message: format!(
-                    "the frame graph's cache {:?} differs from the backbone's {:?}",
-                    cache(f),
-                    cache(&backbone)
-                ),
-            });
-        }
         if embedder.dim() != d || backbone.embed_dim() != d || decoder.embed_dim() != d {
             return Err(LmError::Engine {
                 path: files.backbone.clone(),
@@ -335,6 +343,13 @@ impl HeartMula {
         self.frame.is_some()
     }
 
+    /// Whether a per-step graph (backbone or decoder) has a session yet: with
+    /// a frame graph they are created on first use, so plain decoding holds
+    /// one copy of the weights.
+    pub fn per_step_graphs_open(&self) -> bool {
+        self.backbone.is_open() || self.decoder.is_open()
+    }
+
     /// The frame graph, if the engine has one ([`super::frame_graph`]).
     pub fn frame_graph(&mut self) -> Option<&mut StackGraph> {
         self.frame.as_mut()
@@ -351,7 +366,7 @@ impl HeartMula {
     }
 
     /// Every output name of graph `kind`.
-    pub fn outputs(&self, kind: GraphKind) -> Vec<String> {
+    pub fn outputs(&self, kind: GraphKind) -> Result<Vec<String>, LmError> {
         self.graph(kind).output_names()
     }
 
@@ -360,11 +375,13 @@ impl HeartMula {
     pub fn check_taps(&self, taps: &Taps) -> Result<(), LmError> {
         for kind in [GraphKind::Backbone, GraphKind::Decoder] {
             let graph = self.graph(kind);
-            if let Some(missing) = taps.names(kind).iter().find(|n| !graph.has_output(n)) {
-                return Err(LmError::Engine {
-                    path: graph.path().to_path_buf(),
-                    message: format!("graph has no output `{missing}` to tap"),
-                });
+            for missing in taps.names(kind) {
+                if !graph.has_output(missing)? {
+                    return Err(LmError::Engine {
+                        path: graph.path().to_path_buf(),
+                        message: format!("graph has no output `{missing}` to tap"),
+                    });
+                }
             }
         }
         Ok(())
@@ -414,14 +431,16 @@ impl HeartMula {
             (&self.backbone, [io::HIDDEN_ALL, io::C0_LOGITS_ALL].as_slice()),
             (&self.decoder, [io::LOGITS_ALL].as_slice()),
         ] {
-            if let Some(missing) = outputs.iter().find(|o| !graph.has_output(o)) {
-                return Err(LmError::Engine {
-                    path: graph.path().to_path_buf(),
-                    message: format!(
-                        "graph has no `{missing}` output, which speculative decoding scores with; rebuild the \
-                         engine with this version of heart-build"
-                    ),
-                });
+            for missing in outputs {
+                if !graph.has_output(missing)? {
+                    return Err(LmError::Engine {
+                        path: graph.path().to_path_buf(),
+                        message: format!(
+                            "graph has no `{missing}` output, which speculative decoding scores with; rebuild the \
+                             engine with this version of heart-build"
+                        ),
+                    });
+                }
             }
         }
         Ok(())
