@@ -19,8 +19,9 @@ use heart::precision::Precision;
 use heart_backend::SessionConfig;
 use heart_conform::{ConformContext, Verdict};
 use heart_runtime::lm::{
-    GenParams, Generation, HeartMula, NoiseSource, Prompt, RecordedNoise, SamplerParams, SeededNoise, generate_frames,
+    GenParams, Generation, HeartMula, NoiseSource, Prompt, SamplerParams, SeededNoise, generate_frames,
 };
+use heart_test_support::generate_cases::generate_cases;
 use heart_test_support::{fixture_set, mula_configs, open_lm};
 use onnx_export::ep_context::{NV_TENSORRT_RTX_SOURCE, read_ep_context_node};
 use onnx_export::proto::ModelProto;
@@ -213,7 +214,7 @@ fn the_tensorrt_form_frame_graph_samples_the_cpu_form_s_codes() {
     let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
     let (cfg, gen_cfg) = mula_configs();
     let fixture = fixture_set();
-    let cases: Vec<_> = fixture.cases().iter().filter(|c| c.kind == "mula_generate").collect();
+    let cases = generate_cases();
     assert_eq!(cases.len(), 4, "the fixture's generate cases");
     for precision in [Precision::Fp32, Precision::Fp16] {
         let out = dir.path().join(precision.to_string());
@@ -245,32 +246,27 @@ fn the_tensorrt_form_frame_graph_samples_the_cpu_form_s_codes() {
         assert!(trt.has_frame_graph());
         let mut cpu = open_lm(precision);
         for case in &cases {
-            let t = fixture.load(case).unwrap();
-            let prompt = Prompt::from_fixture(&t).unwrap();
-            let params = GenParams {
-                cfg_scale: case.info_f64("cfg_scale").unwrap() as f32,
-                max_audio_length_ms: case.info_usize("max_audio_length_ms").unwrap() as u64,
-            };
-            let sampler = SamplerParams {
-                temperature: case.info_f64("temperature").unwrap() as f32,
-                top_k: case.info_usize("topk").unwrap(),
-            };
-            let noise = || -> Box<dyn NoiseSource> {
-                match t.f32("sampler_q") {
-                    Ok((q, _)) => Box::new(RecordedNoise::new(q)),
-                    Err(_) => Box::new(SeededNoise::new(0)),
-                }
-            };
-            let on_trt = frames(&mut trt, &prompt, &params, sampler, noise().as_mut());
-            let on_cpu = frames(&mut cpu, &prompt, &params, sampler, noise().as_mut());
+            let on_trt = frames(
+                &mut trt,
+                &case.prompt,
+                &case.params,
+                case.sampler,
+                case.noise().as_mut(),
+            );
+            let on_cpu = frames(
+                &mut cpu,
+                &case.prompt,
+                &case.params,
+                case.sampler,
+                case.noise().as_mut(),
+            );
             assert_eq!(
                 on_trt, on_cpu,
                 "{} at {precision}: TensorRT form vs CPU form",
                 case.name
             );
-            let (expected, _) = t.i64("frames").unwrap();
             let by_codebook: Vec<i64> = on_trt.codes_by_codebook().into_iter().flatten().collect();
-            assert_eq!(by_codebook, expected, "{} at {precision}", case.name);
+            assert_eq!(by_codebook, case.frames, "{} at {precision}", case.name);
         }
         let case = fixture.case("generate_sampled_cfg1p5").unwrap();
         let prompt = Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap();

@@ -13,6 +13,7 @@ use heart_runtime::lm::{
     GenParams, Generation, HeartMula, NoiseSource, Prompt, RecordedNoise, SamplerParams, Sampling, SeededNoise,
     generate, generate_frames,
 };
+use heart_test_support::generate_cases::generate_cases;
 use heart_test_support::{fixture_set, lm_engine, mula_configs, open_lm};
 
 fn per_step(
@@ -44,46 +45,19 @@ fn whole_frames(
 
 #[test]
 fn recorded_noise_cases_give_the_fixture_frames_on_both_paths() {
-    let fixture = fixture_set();
-    let cases: Vec<_> = fixture.cases().iter().filter(|c| c.kind == "mula_generate").collect();
+    let cases = generate_cases();
     assert_eq!(cases.len(), 4, "the fixture's generate cases");
     for precision in [Precision::Fp32, Precision::Fp16] {
         let mut lm = open_lm(precision);
         assert!(lm.has_frame_graph(), "the test engine has a frame graph");
         for case in &cases {
-            let t = fixture.load(case).unwrap();
-            let prompt = Prompt::from_fixture(&t).unwrap();
-            let params = GenParams {
-                cfg_scale: case.info_f64("cfg_scale").unwrap() as f32,
-                max_audio_length_ms: case.info_usize("max_audio_length_ms").unwrap() as u64,
-            };
-            let sampler = SamplerParams {
-                temperature: case.info_f64("temperature").unwrap() as f32,
-                top_k: case.info_usize("topk").unwrap(),
-            };
-            let noise = || -> Box<dyn NoiseSource> {
-                match t.f32("sampler_q") {
-                    Ok((q, _)) => Box::new(RecordedNoise::new(q)),
-                    Err(_) => Box::new(SeededNoise::new(0)),
-                }
-            };
-            let stepped = per_step(&mut lm, &prompt, &params, sampler, noise().as_mut());
-            let (framed, calls) = whole_frames(&mut lm, &prompt, &params, sampler, noise().as_mut());
+            let (prompt, params, sampler) = (&case.prompt, &case.params, case.sampler);
+            let stepped = per_step(&mut lm, prompt, params, sampler, case.noise().as_mut());
+            let (framed, calls) = whole_frames(&mut lm, prompt, params, sampler, case.noise().as_mut());
             assert_eq!(framed, stepped, "{} at {precision}: frame graph vs per-step", case.name);
-            assert_eq!(
-                calls,
-                case.info_usize("n_generate_frame_calls").unwrap(),
-                "{}",
-                case.name
-            );
-            let (expected, shape) = t.i64("frames").unwrap();
+            assert_eq!(calls, case.calls, "{}", case.name);
             let by_codebook: Vec<i64> = framed.codes_by_codebook().into_iter().flatten().collect();
-            assert_eq!(
-                (by_codebook, vec![8, framed.frames.len()]),
-                (expected, shape),
-                "{} at {precision}",
-                case.name
-            );
+            assert_eq!(by_codebook, case.frames, "{} at {precision}", case.name);
         }
     }
 }
@@ -144,20 +118,26 @@ fn exhausted_recorded_noise_is_an_error_not_a_short_song() {
     assert!(err.to_string().contains("exhausted"), "{err}");
 }
 
-#[test]
-fn plain_decoding_through_the_frame_graph_never_opens_the_per_step_graphs() {
-    let mut lm = open_lm(Precision::Fp32);
+/// The sampled fixture case's prompt, guided, at top-k 20, for `frames` frames.
+fn short_song(frames: u64) -> (Prompt, GenParams, SamplerParams) {
     let fixture = fixture_set();
     let case = fixture.case("generate_sampled_cfg1p5").expect("fixture case");
     let prompt = Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap();
     let params = GenParams {
         cfg_scale: 1.5,
-        max_audio_length_ms: 20 * 80,
+        max_audio_length_ms: frames * 80,
     };
     let sampler = SamplerParams {
         temperature: 1.0,
         top_k: 20,
     };
+    (prompt, params, sampler)
+}
+
+#[test]
+fn plain_decoding_through_the_frame_graph_never_opens_the_per_step_graphs() {
+    let mut lm = open_lm(Precision::Fp32);
+    let (prompt, params, sampler) = short_song(20);
     assert!(!lm.per_step_graphs_open(), "opening an engine with a frame graph");
     let (framed, _) = whole_frames(&mut lm, &prompt, &params, sampler, &mut SeededNoise::new(3));
     assert!(!lm.per_step_graphs_open(), "after a song through the frame graph");
@@ -180,17 +160,7 @@ fn a_per_step_graph_unlike_the_frame_graph_is_refused_by_name_when_first_used() 
     let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
     let (cfg, gen_cfg) = mula_configs();
     let mut lm = HeartMula::open(&rt, dir.path(), &cfg, &gen_cfg, &SessionConfig::default()).unwrap();
-    let fixture = fixture_set();
-    let case = fixture.case("generate_sampled_cfg1p5").expect("fixture case");
-    let prompt = Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap();
-    let params = GenParams {
-        cfg_scale: 1.5,
-        max_audio_length_ms: 4 * 80,
-    };
-    let sampler = SamplerParams {
-        temperature: 1.0,
-        top_k: 20,
-    };
+    let (prompt, params, sampler) = short_song(4);
     whole_frames(&mut lm, &prompt, &params, sampler, &mut SeededNoise::new(0));
     let mut picker = Sampling {
         params: sampler,
