@@ -8,8 +8,9 @@
 #
 #   bash scripts/gpu-check.sh --bin DIR --wheels DIR [--work DIR]
 #
-#   --bin     heart-run, heart-build, heart-conform built for this machine
-#             (`cargo build --release -p heart-run -p heart-build -p heart-conform`)
+#   --bin     heart-run, heart-build, heart-conform built for this machine with
+#             the device-resident loop (`cargo build --release --features gpu
+#             -p heart-run -p heart-build -p heart-conform`)
 #   --wheels  onnxruntime 1.31.1, onnxruntime-ep-nv-tensorrt-rtx-cu13 0.5.0 and
 #             tensorrt-rtx-cu13 1.7.1 wheels for this machine (`pip download
 #             --no-deps` them elsewhere; the last one only for the AOT builds)
@@ -17,9 +18,11 @@
 #
 # Steps (docs/gpu.md says what each proves): doctor, AOT builds of the tiny-a
 # fixture at fp32 and fp16 for this GPU's architecture, heart-conform on the
-# GPU backend at both, greedy speculative == plain, heart-run bench on a
-# synthesized small model at fp16 and fp4. Budget: under 10 minutes; every
-# step runs under `timeout`.
+# GPU backend at both, the device-resident loop's greedy codes == the CPU's,
+# greedy speculative == plain, heart-run bench on a synthesized small model at
+# fp16 and fp4 with CUDA graphs on and off. Budget: under 10 minutes; every
+# step runs under `timeout`. Run from a fresh shell: heart-run finds the
+# plugin's libraries itself (no LD_LIBRARY_PATH).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="" wheels="" work=""
@@ -63,8 +66,8 @@ if run setup 300 bash -c "bash scripts/setup-ort.sh && bash scripts/setup-trt-rt
 else
   fail setup "$(last_line setup)"
 fi
-# TensorRT-RTX dlopens libtensorrt_rtx.so by its bare name at session creation.
-export LD_LIBRARY_PATH="$root/.trt-rtx-ep${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# heart-run loads the plugin's libraries by path; nothing goes on LD_LIBRARY_PATH.
+unset LD_LIBRARY_PATH
 have_builder=0
 if [ -f scripts/setup-trt-rtx.sh ] && "$bin/heart-build" --help | grep -q tensorrt-rtx; then
   if run setup-builder 300 bash scripts/setup-trt-rtx.sh; then
@@ -124,7 +127,32 @@ for p in fp32 fp16; do
   fi
 done
 
-# 4. Greedy (top-k 1) speculative decoding gives the plain result.
+# 4. The device-resident loop (caches on the GPU, fixed-address bindings,
+#    CUDA graphs) samples the CPU's greedy codes from the same fp32 engines.
+if [ -d "$work/tiny-fp32/trt" ]; then
+  args=(--engines "$work/tiny-fp32" --tags piano --lyrics "[verse] la" --duration 4 --topk 1 --seed 3 --json -q)
+  if run loop-gpu 120 "$bin/heart-run" "${args[@]}" --backend tensorrt-rtx --out "$work/loop-gpu.wav" \
+     && run loop-cpu 120 "$bin/heart-run" "${args[@]}" --backend cpu --out "$work/loop-cpu.wav"; then
+    read -r ok figure < <(python3 - "$work/loop-gpu.log" "$work/loop-cpu.log" <<'PY'
+import json, sys
+def summary(path):
+    text = open(path).read()
+    return json.loads(text[text.index("{"):])
+g, c = summary(sys.argv[1]), summary(sys.argv[2])
+ok = g["lm_loop"] == "device" and g["codes_sha256"] == c["codes_sha256"] and g["frames"] == c["frames"]
+print(int(ok), f"loop={g['lm_loop']} frames={g['frames']}/{c['frames']} codes={g['codes_sha256']}/{c['codes_sha256']} "
+      f"lm_frames_per_s={g['lm_frames_per_s']:.1f}")
+PY
+    )
+    if [ "$ok" = 1 ]; then pass device-loop "$figure"; else fail device-loop "$figure"; fi
+  else
+    fail device-loop "$(last_line loop-gpu) $(last_line loop-cpu)"
+  fi
+else
+  fail device-loop "no fp32 engines"
+fi
+
+# 5. Greedy (top-k 1) speculative decoding gives the plain result.
 if build_rtx aot-draft "$work/tiny-draft" fp16 --draft-precision fp16; then
   args=(--engines "$work/tiny-draft" --backend tensorrt-rtx --tags piano --lyrics "[verse] la" --duration 4
         --topk 1 --seed 3 -q)
@@ -139,21 +167,25 @@ else
   fail speculative "no engines"
 fi
 
-# 5. Bench on a synthesized small model at fp16 and fp4.
+# 6. Bench on a synthesized small model at fp16 and fp4, CUDA graphs on and off.
 if [ "$have_builder" = 1 ] && [ -n "$arch" ] && run synth 120 "$bin/heart-build" synth --size small --out "$work/small"; then
   for p in fp16 fp4; do
     out="$work/small-$p"
     if run "aot-small-$p" 300 "$bin/heart-build" -q --mula "$work/small/HeartMuLa-oss-3B" \
         --codec "$work/small/HeartCodec-oss" --precision "$p" --target tensorrt-rtx --gpu-arch "$arch" --out "$out" \
        && run "bench-$p" 180 "$bin/heart-run" bench --engines "$out" --backend tensorrt-rtx --json --frames 5 \
-        --positions 0,512 --prompt-tokens 64 --no-codec --stream-mib 64 --peak-rounds 100000; then
-      figure="$(python3 - "$work/bench-$p.log" <<'PY'
+        --positions 0,512 --prompt-tokens 64 --no-codec --stream-mib 64 --peak-rounds 100000 \
+       && run "bench-$p-nograph" 180 "$bin/heart-run" bench --engines "$out" --backend tensorrt-rtx --json \
+        --frames 5 --positions 0,512 --prompt-tokens 64 --no-codec --stream-mib 64 --peak-rounds 100000 \
+        --cuda-graphs off; then
+      figure="$(python3 - "$work/bench-$p.log" "$work/bench-$p-nograph.log" <<'PY'
 import json, sys
-text = open(sys.argv[1]).read()
-r = json.loads(text[text.index("{"):])
-rows = {row["name"]: row for row in r["rows"]}
-fps = [f"{k.split('@')[-1].strip()}={v['median']:.1f}" for k, v in rows.items() if k.startswith("lm frames/s")]
-print("frames/s " + " ".join(fps))
+def fps(path):
+    text = open(path).read()
+    r = json.loads(text[text.index("{"):])
+    rows = {row["name"]: row for row in r["rows"]}
+    return [f"{k.split('@')[-1].strip()}={v['median']:.1f}" for k, v in rows.items() if k.startswith("lm frames/s")]
+print("frames/s graphs-on " + " ".join(fps(sys.argv[1])) + " graphs-off " + " ".join(fps(sys.argv[2])))
 PY
       )"
       pass "bench-$p" "$figure"

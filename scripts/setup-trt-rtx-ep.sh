@@ -6,9 +6,10 @@
 # Idempotent: does nothing when the install is complete.
 #
 # The wheel ships only versioned names (libtensorrt_rtx.so.1.7.1, ...); the
-# plugin NEEDS the sonames and TensorRT-RTX dlopens itself by its bare name, so
-# the `.so.<major>` and `.so` links are made here (what the wheel's Python
-# __init__.py does at import). The driver libraries it NEEDS (libcuda.so.1,
+# `.so.<major>` and `.so` links are made here, as the wheel's Python
+# __init__.py does at import. heart-run loads the closure by path itself
+# (backend/src/rtx_libs.rs: the links, else the versioned files), so nothing
+# goes on LD_LIBRARY_PATH. The driver libraries the plugin NEEDS (libcuda.so.1,
 # libnvidia-ml.so.1) come from the NVIDIA driver, not from the wheel.
 #
 # Offline (a GPU machine without network): pass a folder holding the wheel,

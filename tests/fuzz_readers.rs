@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use heart::checkpoint::Checkpoint;
 use heart::config::{CodecConfig, GenConfig, MulaConfig};
 use heart::layout::{CodecCheckpoint, MulaCheckpoint};
-use heart::manifest::{EngineKind, FORMAT_VERSION, Manifest, Target, Verify, describe_file};
+use heart::manifest::{EngineKind, Manifest, Verify, describe_file};
 use heart::precision::Precision;
 use heart::prompt::TextTokenizer;
 use proptest::prelude::*;
@@ -216,22 +216,18 @@ fn engine_folder(dir: &Path) -> Vec<u8> {
     let f = fixture();
     std::fs::copy(f.join("heartmula/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
     let manifest = Manifest {
-        format_version: FORMAT_VERSION,
-        heart_version: "fuzz".into(),
-        target: Target::Onnx,
-        precision: Precision::Fp32,
         codec_precision: Some(Precision::Fp32),
-        model: MulaConfig::from_file(&f.join("heartmula/config.json")).unwrap(),
-        gen_config: GenConfig::from_file(&f.join("heartmula/gen_config.json")).unwrap(),
         codec: Some(CodecConfig::from_file(&f.join("heartcodec/config.json")).unwrap()),
-        build_profile: None,
-        calibration: None,
-        inputs: vec![],
-        files: vec![
-            describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp32)).unwrap(),
-            describe_file(dir, "backbone.onnx.data", EngineKind::GraphData, None).unwrap(),
-            describe_file(dir, "tokenizer.json", EngineKind::Tokenizer, None).unwrap(),
-        ],
+        ..heart_test_support::manifest(
+            MulaConfig::from_file(&f.join("heartmula/config.json")).unwrap(),
+            GenConfig::from_file(&f.join("heartmula/gen_config.json")).unwrap(),
+            Precision::Fp32,
+            vec![
+                describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp32)).unwrap(),
+                describe_file(dir, "backbone.onnx.data", EngineKind::GraphData, None).unwrap(),
+                describe_file(dir, "tokenizer.json", EngineKind::Tokenizer, None).unwrap(),
+            ],
+        )
     };
     manifest.write(dir).unwrap();
     Manifest::load(dir, Verify::Full).expect("the unmutated folder loads");

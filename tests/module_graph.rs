@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Crates whose `src/` is checked (every member of the workspace).
-const CRATES: [&str; 10] = [
+const CRATES: [&str; 11] = [
     "src",
     "onnx-export/src",
     "backend/src",
@@ -23,6 +23,7 @@ const CRATES: [&str; 10] = [
     "eval/src",
     "conform/src",
     "run/src",
+    "serve/src",
     "tests/support/src",
 ];
 

@@ -7,8 +7,8 @@ use heart_test_support::checkpoints as common;
 
 use std::path::Path;
 
-use heart::config::{GenConfig, MulaConfig};
-use heart::manifest::{EngineKind, FORMAT_VERSION, FileEntry, Manifest, Target, Verify, sha256_bytes};
+use heart::config::MulaConfig;
+use heart::manifest::{EngineKind, FileEntry, Manifest, Verify, sha256_bytes};
 use heart::precision::Precision;
 
 use common::graph_with_external;
@@ -25,25 +25,12 @@ fn entry(dir: &Path, path: &str, kind: EngineKind) -> FileEntry {
 }
 
 fn manifest(files: Vec<FileEntry>) -> Manifest {
-    Manifest {
-        format_version: FORMAT_VERSION,
-        heart_version: "test".into(),
-        target: Target::Onnx,
-        precision: Precision::Fp32,
-        codec_precision: None,
-        model: MulaConfig::heartmula_oss_3b(),
-        gen_config: GenConfig {
-            text_bos_id: 128000,
-            text_eos_id: 128001,
-            audio_eos_id: 8193,
-            empty_id: 0,
-        },
-        codec: None,
-        build_profile: None,
-        calibration: None,
-        inputs: vec![],
+    heart_test_support::manifest(
+        MulaConfig::heartmula_oss_3b(),
+        heart_test_support::gen_config_3b(),
+        Precision::Fp32,
         files,
-    }
+    )
 }
 
 /// `root/secret.txt` outside the engine folder `root/engine`.

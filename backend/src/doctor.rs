@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::device::{GpuInfo, Probe};
 use crate::plan::{Backend, BackendChoice};
 use crate::trt_rtx::{self, PluginStatus};
-use crate::{driver, library};
+use crate::{driver, library, rtx_libs};
 
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
@@ -99,9 +99,9 @@ pub struct RtxReport {
     pub loads: bool,
     /// Devices it reports (ONNX Runtime hardware-device ids).
     pub devices: Vec<u32>,
-    /// Whether its folder is on `LD_LIBRARY_PATH` (TensorRT-RTX `dlopen`s
-    /// itself by its bare name at session creation).
-    pub on_library_path: bool,
+    /// Libraries of its closure that did not load ([`rtx_libs::preload`]),
+    /// as `soname (required|optional): loader message`.
+    pub missing_libraries: Vec<String>,
     /// What registration found, one line.
     pub status: String,
 }
@@ -360,8 +360,7 @@ fn ort_version(path: &Path) -> Option<String> {
 
 fn rtx_report(status: &PluginStatus, gaps: &mut Vec<Gap>) -> RtxReport {
     let plugin = status.plugin();
-    let ld = std::env::var_os("LD_LIBRARY_PATH");
-    let on_library_path = plugin.is_some_and(|p| p.on_library_path(ld.as_ref()));
+    let missing = plugin.map(|p| rtx_libs::preload(p.dir()).missing).unwrap_or_default();
     match status {
         PluginStatus::NotInstalled { .. } => gaps.push(gap(
             "tensorrt-rtx",
@@ -385,13 +384,16 @@ fn rtx_report(status: &PluginStatus, gaps: &mut Vec<Gap>) -> RtxReport {
             &status.reason(),
             "TensorRT-RTX runs on compute capability 8.6, 8.9 and 12.0 or newer (RTX 30/40/50, GB10)",
         )),
-        PluginStatus::Ready { plugin, .. } if !on_library_path => gaps.push(gap(
-            "tensorrt-rtx",
-            "the plugin's folder is not on LD_LIBRARY_PATH; TensorRT-RTX loads libtensorrt_rtx.so by its bare \
-             name when it creates a session",
-            &format!("export LD_LIBRARY_PATH={}:$LD_LIBRARY_PATH", plugin.dir().display()),
-        )),
-        PluginStatus::Ready { .. } => {}
+        PluginStatus::Ready { .. } => {
+            for m in &missing {
+                gaps.push(gap(
+                    "tensorrt-rtx",
+                    &format!("optional library {} did not load: {}", m.soname, m.reason),
+                    "TensorRT-RTX uses NVRTC for kernels it compiles at run time and the plugin library for plugin \
+                     layers; install the CUDA 13 toolkit's NVRTC (libnvrtc.so.13) if a session reports it",
+                ));
+            }
+        }
     }
     RtxReport {
         plugin: plugin.map(|p| p.path.clone()),
@@ -401,7 +403,13 @@ fn rtx_report(status: &PluginStatus, gaps: &mut Vec<Gap>) -> RtxReport {
             PluginStatus::Ready { devices, .. } => devices.iter().map(|d| d.hardware_id).collect(),
             _ => Vec::new(),
         },
-        on_library_path,
+        missing_libraries: missing
+            .iter()
+            .map(|m| {
+                let need = if m.required { "required" } else { "optional" };
+                format!("{} ({need}): {}", m.soname, m.reason)
+            })
+            .collect(),
         status: match status {
             PluginStatus::Ready { devices, .. } => format!("registered, {} device(s)", devices.len()),
             other => other.reason(),

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod profiles;
 #[cfg(feature = "gpu")]
 mod providers;
+pub mod rtx_libs;
 mod session;
 #[cfg(feature = "gpu")]
 pub mod stream;
@@ -28,5 +29,5 @@ pub mod user_cache;
 
 pub use device::{GpuInfo, Probe};
 pub use library::{ORT_VERSION, OrtSetupError, init};
-pub use plan::{Backend, BackendChoice, BackendError, ExecutionPlan, TrtMode, probe};
+pub use plan::{Backend, BackendChoice, BackendError, CudaGraphs, ExecutionPlan, TrtMode, probe};
 pub use session::{Optimization, OrtRuntime, SessionConfig, SessionError};

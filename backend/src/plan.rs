@@ -396,6 +396,17 @@ pub struct GraphOptions {
     pub fp16: bool,
 }
 
+/// CUDA-graph capture in the device-resident LM loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum CudaGraphs {
+    /// Capture each repeating step shape once and replay it.
+    #[default]
+    On,
+    /// Launch every kernel on every step.
+    Off,
+}
+
 /// How the sessions of one process are created.
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionPlan {
@@ -409,8 +420,12 @@ pub struct ExecutionPlan {
     pub mode: TrtMode,
     /// Ask the provider to capture CUDA graphs. ONNX Runtime replays a graph
     /// only for sessions run through an I/O binding whose buffers never move;
-    /// the host-bound frame loop must leave it off.
+    /// the host-bound frame loop must leave it off. The device-resident LM
+    /// loop sets it for its own sessions from [`Self::device_cuda_graphs`].
     pub cuda_graph: bool,
+    /// Whether the device-resident LM loop captures and replays CUDA graphs
+    /// (`--cuda-graphs`; on unless turned off, for A/B timing).
+    pub device_cuda_graphs: CudaGraphs,
     /// The NvTensorRTRTX plugin library or folder given explicitly
     /// (`--trt-rtx-ep`); `None` searches the usual places.
     pub rtx_plugin: Option<PathBuf>,

@@ -18,7 +18,7 @@ use heart::precision::Precision;
 use ort::session::Session;
 use ort::session::builder::{GraphOptimizationLevel, PrepackedWeights, SessionBuilder};
 
-use crate::plan::{Backend, BackendChoice, BackendError, ExecutionPlan, context_model_for};
+use crate::plan::{Backend, BackendChoice, BackendError, CudaGraphs, ExecutionPlan, context_model_for};
 use crate::trt_rtx;
 
 /// The loaded library and its environment, shared by every session of the process.
@@ -76,6 +76,13 @@ impl OrtRuntime {
     /// This runtime with `--backend choice`, resolved per engine folder by [`OrtRuntime::for_engine`].
     pub fn with_backend(mut self, choice: BackendChoice) -> Self {
         self.plan.choice = Some(choice);
+        self
+    }
+
+    /// This runtime with CUDA-graph capture in the device-resident LM loop
+    /// set to `graphs` ([`ExecutionPlan::device_cuda_graphs`]).
+    pub fn with_cuda_graphs(mut self, graphs: CudaGraphs) -> Self {
+        self.plan.device_cuda_graphs = graphs;
         self
     }
 

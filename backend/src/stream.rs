@@ -51,9 +51,11 @@ const MEMORYTYPE_DEVICE: c_uint = 2;
 const STREAM_NON_BLOCKING: c_uint = 1;
 
 struct Api {
+    set_current: unsafe extern "C" fn(*mut c_void) -> Res,
     memcpy_2d_async: unsafe extern "C" fn(*const Memcpy2d, *mut c_void) -> Res,
     memcpy_htod_async: unsafe extern "C" fn(Ptr, *const c_void, usize, *mut c_void) -> Res,
     memcpy_dtoh_async: unsafe extern "C" fn(*mut c_void, Ptr, usize, *mut c_void) -> Res,
+    memset_d8_async: unsafe extern "C" fn(Ptr, u8, usize, *mut c_void) -> Res,
     stream_synchronize: unsafe extern "C" fn(*mut c_void) -> Res,
     stream_destroy: unsafe extern "C" fn(*mut c_void) -> Res,
 }
@@ -62,6 +64,7 @@ struct Api {
 pub struct CudaStream {
     _lib: libloading::Library,
     api: Api,
+    context: *mut c_void,
     stream: *mut c_void,
 }
 
@@ -107,12 +110,13 @@ impl CudaStream {
             let init: unsafe extern "C" fn(c_uint) -> Res = sym!(b"cuInit\0");
             let device_get: unsafe extern "C" fn(*mut c_int, c_int) -> Res = sym!(b"cuDeviceGet\0");
             let retain: unsafe extern "C" fn(*mut *mut c_void, c_int) -> Res = sym!(b"cuDevicePrimaryCtxRetain\0");
-            let set_current: unsafe extern "C" fn(*mut c_void) -> Res = sym!(b"cuCtxSetCurrent\0");
             let stream_create: unsafe extern "C" fn(*mut *mut c_void, c_uint) -> Res = sym!(b"cuStreamCreate\0");
             let api = Api {
+                set_current: sym!(b"cuCtxSetCurrent\0"),
                 memcpy_2d_async: sym!(b"cuMemcpy2DAsync_v2\0"),
                 memcpy_htod_async: sym!(b"cuMemcpyHtoDAsync_v2\0"),
                 memcpy_dtoh_async: sym!(b"cuMemcpyDtoHAsync_v2\0"),
+                memset_d8_async: sym!(b"cuMemsetD8Async\0"),
                 stream_synchronize: sym!(b"cuStreamSynchronize\0"),
                 stream_destroy: sym!(b"cuStreamDestroy_v2\0"),
             };
@@ -121,11 +125,24 @@ impl CudaStream {
             check("cuDeviceGet", device_get(&mut dev, ordinal))?;
             let mut ctx = std::ptr::null_mut();
             check("cuDevicePrimaryCtxRetain", retain(&mut ctx, dev))?;
-            check("cuCtxSetCurrent", set_current(ctx))?;
+            check("cuCtxSetCurrent", (api.set_current)(ctx))?;
             let mut stream = std::ptr::null_mut();
             check("cuStreamCreate", stream_create(&mut stream, STREAM_NON_BLOCKING))?;
-            Ok(Self { _lib: lib, api, stream })
+            Ok(Self {
+                _lib: lib,
+                api,
+                context: ctx,
+                stream,
+            })
         }
+    }
+
+    /// Makes the stream's context current on the calling thread: the loop
+    /// may step on another thread than the one that created the stream, and
+    /// driver calls act on the thread's current context.
+    fn current(&self) -> Result<(), StreamError> {
+        // SAFETY: the primary context retained in `create`, alive while `self` is.
+        check("cuCtxSetCurrent", unsafe { (self.api.set_current)(self.context) })
     }
 
     /// The raw `CUstream`, for the providers' `user_compute_stream` option.
@@ -164,9 +181,23 @@ impl CudaStream {
             width_in_bytes: width,
             height,
         };
+        self.current()?;
         // SAFETY: `p` describes memory the caller vouches for.
         check("cuMemcpy2DAsync", unsafe {
             (self.api.memcpy_2d_async)(&p, self.stream)
+        })
+    }
+
+    /// Enqueues setting `len` bytes at `dst` to zero.
+    ///
+    /// # Safety
+    /// `dst` must be a device allocation of the stream's context of at least
+    /// `len` bytes.
+    pub unsafe fn zero(&self, dst: Ptr, len: usize) -> Result<(), StreamError> {
+        self.current()?;
+        // SAFETY: as the caller vouches.
+        check("cuMemsetD8Async", unsafe {
+            (self.api.memset_d8_async)(dst, 0, len, self.stream)
         })
     }
 
@@ -176,6 +207,7 @@ impl CudaStream {
     /// # Safety
     /// `dst` must be a device allocation of at least `src.len()` bytes.
     pub unsafe fn upload(&self, dst: Ptr, src: &[u8]) -> Result<(), StreamError> {
+        self.current()?;
         // SAFETY: as the caller vouches; the sync keeps `src` borrowed until done.
         check("cuMemcpyHtoDAsync", unsafe {
             (self.api.memcpy_htod_async)(dst, src.as_ptr().cast(), src.len(), self.stream)
@@ -189,6 +221,7 @@ impl CudaStream {
     /// # Safety
     /// `src` must be a device allocation of at least `dst.len()` bytes.
     pub unsafe fn download(&self, dst: &mut [u8], src: Ptr) -> Result<(), StreamError> {
+        self.current()?;
         // SAFETY: as the caller vouches; the sync keeps `dst` borrowed until done.
         check("cuMemcpyDtoHAsync", unsafe {
             (self.api.memcpy_dtoh_async)(dst.as_mut_ptr().cast(), src, dst.len(), self.stream)

@@ -10,14 +10,14 @@
 //! `scripts/setup-trt-rtx-ep.sh`). It needs no `gpu` cargo feature: it is
 //! loaded at run time like ONNX Runtime itself.
 //!
-//! Registration ([`register`]) loads the bundled libraries globally first
-//! (the plugin has no RUNPATH; its NEEDED `libcudart.so.13`,
-//! `libtensorrt_rtx.so.1` and `libtensorrt_onnxparser_rtx.so.1` then resolve
-//! to them), then hands the plugin to `Environment::register_ep_library` and
+//! Registration ([`register`]) first loads the plugin's library closure by
+//! absolute path ([`rtx_libs::preload`]: no `LD_LIBRARY_PATH` needed) and
+//! refuses, naming exactly the missing libraries, when a required one is
+//! absent; then hands the plugin to `Environment::register_ep_library` and
 //! lists the devices it reports. Every failure is a [`PluginStatus`] with its
 //! reason, never a panic. Measured on a machine without an NVIDIA driver: the
-//! bundled libraries load, ONNX Runtime's registration fails because the
-//! plugin NEEDS `libcuda.so.1` (see docs/gpu.md for the exact message).
+//! bundled libraries load, the driver's `libcuda.so.1` and
+//! `libnvidia-ml.so.1` are named as missing.
 //!
 //! Engines deserialize only in the identical TensorRT-RTX release (build
 //! number included) and for the architecture they were built for; both are
@@ -26,7 +26,6 @@
 //! load; that runtime cache goes to a per-folder directory outside the engine
 //! folder ([`runtime_cache_dir`]), so engine folders may be read-only.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -35,8 +34,8 @@ use heart::precision::Precision;
 use sha2::{Digest, Sha256};
 
 use crate::device::{GpuInfo, Probe};
-use crate::driver;
 use crate::plan::{Backend, BackendChoice, BackendError, Resolved};
+use crate::{driver, rtx_libs};
 
 /// The execution provider's name (EP-context `source`, option prefix).
 pub const EP_NAME: &str = "NvTensorRTRTXExecutionProvider";
@@ -48,13 +47,6 @@ pub const LOCAL_DIR: &str = ".trt-rtx-ep";
 pub const ENV_VAR: &str = "HEART_TRT_RTX_EP";
 /// The name the plugin is registered under in ONNX Runtime's environment.
 const REGISTRATION: &str = "heart_nv_tensorrt_rtx";
-/// Libraries bundled with the plugin that it NEEDS by soname, loaded
-/// globally before it in this order (the parser needs TensorRT-RTX).
-pub const BUNDLED: [&str; 3] = [
-    "libcudart.so.13",
-    "libtensorrt_rtx.so.1",
-    "libtensorrt_onnxparser_rtx.so.1",
-];
 /// The TensorRT-RTX runtime library bundled with the plugin.
 pub const TENSORRT_RTX_LIBRARY: &str = "libtensorrt_rtx.so.1";
 
@@ -72,18 +64,6 @@ impl Plugin {
     /// The folder holding the plugin and its bundled libraries.
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
-    }
-
-    /// Whether the plugin's folder is on `LD_LIBRARY_PATH` as the process
-    /// started with. TensorRT-RTX `dlopen`s `libtensorrt_rtx.so` by its bare
-    /// name at session creation (per the wheel's `__init__.py`); the loader
-    /// resolves bare names only through the search path read at start-up.
-    pub fn on_library_path(&self, ld_library_path: Option<&OsString>) -> bool {
-        let Some(paths) = ld_library_path else {
-            return false;
-        };
-        let dir = self.dir().canonicalize().unwrap_or_else(|_| self.dir().to_path_buf());
-        std::env::split_paths(paths).any(|p| p.canonicalize().unwrap_or(p) == dir)
     }
 }
 
@@ -221,7 +201,7 @@ pub fn register(env: &ort::environment::Environment, explicit: Option<&Path>) ->
                 Ok(p) => p,
                 Err(searched) => return PluginStatus::NotInstalled { searched },
             };
-            if let Err(message) = preload(plugin.dir()) {
+            if let Some(message) = rtx_libs::preload(plugin.dir()).refusal(plugin.dir()) {
                 return PluginStatus::LoadFailed { plugin, message };
             }
             if let Err(e) = env.register_ep_library(REGISTRATION, &plugin.path) {
@@ -247,23 +227,6 @@ pub fn registered() -> Option<&'static PluginStatus> {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Loads the [`BUNDLED`] libraries of `dir` with `RTLD_GLOBAL` and keeps them
-/// loaded for the life of the process (the plugin and TensorRT-RTX use them
-/// until exit).
-fn preload(dir: &Path) -> Result<(), String> {
-    use libloading::os::unix::{Library, RTLD_GLOBAL, RTLD_NOW};
-    for name in BUNDLED {
-        let path = dir.join(name);
-        // SAFETY: NVIDIA's libraries shipped with the plugin; loading runs
-        // only their initialisers.
-        match unsafe { Library::open(Some(path.as_os_str()), RTLD_NOW | RTLD_GLOBAL) } {
-            Ok(lib) => std::mem::forget(lib),
-            Err(e) => return Err(format!("{}: {}", path.display(), driver::loader_message(&e))),
-        }
-    }
-    Ok(())
 }
 
 /// The plugin's devices in `env`, in ONNX Runtime's order.

@@ -6,6 +6,7 @@
 
 use heart_backend::Probe;
 use heart_backend::driver;
+use heart_backend::rtx_libs::{self, LIBRARIES, Source};
 use heart_backend::trt_rtx::{self, PluginStatus};
 
 #[test]
@@ -80,5 +81,93 @@ fn plugin_candidates_follow_the_onnx_runtime_order() {
         all.last()
             .is_some_and(|p| p.ends_with(format!(".trt-rtx-ep/{}", trt_rtx::PLUGIN_FILE))),
         "{all:?}"
+    );
+}
+
+#[test]
+fn the_plugins_libraries_load_by_path_and_only_the_missing_driver_is_named() {
+    let plugin = trt_rtx::locate(None).expect("run `bash scripts/setup-trt-rtx-ep.sh` first");
+    let dir = plugin.dir();
+    let pre = rtx_libs::preload(dir);
+    let loaded: Vec<&str> = pre.loaded.iter().map(|(s, _)| *s).collect();
+    for (soname, path) in &pre.loaded {
+        let lib = LIBRARIES.iter().find(|l| l.soname == *soname).unwrap();
+        if lib.source == Source::Bundled {
+            assert!(
+                path.starts_with(dir),
+                "{soname} from the plugin's folder, not a search path: {path:?}"
+            );
+        }
+    }
+    assert!(
+        [
+            "libcudart.so.13",
+            "libtensorrt_rtx.so.1",
+            "libtensorrt_onnxparser_rtx.so.1"
+        ]
+        .iter()
+        .all(|s| loaded.contains(s)),
+        "{pre:?}"
+    );
+    match driver::probe(0) {
+        Probe::NoDriver(_) => {
+            let required: Vec<&str> = pre.missing.iter().filter(|m| m.required).map(|m| m.soname).collect();
+            assert_eq!(required, ["libcuda.so.1", "libnvidia-ml.so.1"], "{pre:?}");
+            assert_eq!(pre.skipped, ["libtensorrt_plugins.so"], "it NEEDS libcuda.so.1");
+            let refusal = pre.refusal(dir).unwrap();
+            assert_eq!(
+                refusal,
+                "missing libcuda.so.1, libnvidia-ml.so.1 (the NVIDIA driver's; not on this system's library \
+                 path: install the NVIDIA driver)"
+            );
+        }
+        _ => {
+            assert_eq!(pre.refusal(dir), None, "{pre:?}");
+            assert!(loaded.contains(&"libtensorrt_plugins.so"), "{pre:?}");
+        }
+    }
+}
+
+#[test]
+fn bundled_libraries_are_found_by_soname_link_or_newest_versioned_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let rtx = LIBRARIES.iter().find(|l| l.soname == "libtensorrt_rtx.so.1").unwrap();
+    assert_eq!(rtx_libs::candidates(rtx, dir.path()), Vec::<std::path::PathBuf>::new());
+    for name in [
+        "libtensorrt_rtx.so.1.7.1",
+        "libtensorrt_rtx.so.1.10.0",
+        "libtensorrt_rtx.so.1.x",
+        "libtensorrt_rtx.so",
+    ] {
+        std::fs::write(dir.path().join(name), b"").unwrap();
+    }
+    assert_eq!(
+        rtx_libs::candidates(rtx, dir.path()),
+        [dir.path().join("libtensorrt_rtx.so.1.10.0")],
+        "the wheel's versioned files, newest first, without links"
+    );
+    std::os::unix::fs::symlink("libtensorrt_rtx.so.1.7.1", dir.path().join("libtensorrt_rtx.so.1")).unwrap();
+    assert_eq!(
+        rtx_libs::candidates(rtx, dir.path()),
+        [dir.path().join("libtensorrt_rtx.so.1")]
+    );
+    let cuda = LIBRARIES.iter().find(|l| l.soname == "libcuda.so.1").unwrap();
+    assert_eq!(
+        rtx_libs::candidates(cuda, dir.path()),
+        [std::path::PathBuf::from("libcuda.so.1")]
+    );
+    // A folder missing a bundled library is named with the fix.
+    let empty = tempfile::tempdir().unwrap();
+    let refusal = rtx_libs::preload(empty.path()).refusal(empty.path()).unwrap();
+    assert!(
+        refusal.starts_with(&format!(
+            "missing libcudart.so.13, libtensorrt_rtx.so.1 (bundled with the plugin; not in {}: rerun",
+            empty.path().display()
+        )),
+        "{refusal}"
+    );
+    assert!(
+        !refusal.contains("onnxparser"),
+        "skipped: it needs libtensorrt_rtx.so.1: {refusal}"
     );
 }

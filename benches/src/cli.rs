@@ -83,6 +83,10 @@ pub struct BenchArgs {
     /// machine figures (bandwidth, FLOP/s) are the CPU's either way.
     #[arg(long, value_enum, default_value_t = heart_backend::BackendChoice::Cpu)]
     backend: heart_backend::BackendChoice,
+    /// CUDA-graph capture in a GPU backend's device-resident LM loop (`off`
+    /// launches every kernel each step: the A/B figure for the capture).
+    #[arg(long, value_enum, default_value_t = heart_backend::CudaGraphs::On)]
+    cuda_graphs: heart_backend::CudaGraphs,
 }
 
 /// Runs the benchmark on the ONNX Runtime at `ort_lib` (or the default search
@@ -90,7 +94,8 @@ pub struct BenchArgs {
 pub fn run(args: &BenchArgs, ort_lib: Option<&Path>) -> Result<(), BenchError> {
     let rt = heart_backend::init(ort_lib)
         .map_err(|e| BenchError::engine("loading ONNX Runtime", e))?
-        .with_backend(args.backend);
+        .with_backend(args.backend)
+        .with_cuda_graphs(args.cuda_graphs);
     let folder = EngineFolder::open(&rt, &args.engines, Verify::Quick)
         .map_err(|e| BenchError::engine("opening the engine folder", e))?;
     let manifest = folder.manifest();

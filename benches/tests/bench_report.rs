@@ -1,7 +1,7 @@
 //! Engine identity from a real manifest, and the header lines of a full record.
 
-use heart::config::{GenConfig, MulaConfig, RawMulaConfig};
-use heart::manifest::{EngineKind, FORMAT_VERSION, Manifest, Target, describe_file, sha256_bytes};
+use heart::config::{MulaConfig, RawMulaConfig};
+use heart::manifest::{EngineKind, Manifest, describe_file, sha256_bytes};
 use heart::precision::Precision;
 use heart_bench::peak::PeakFlops;
 use heart_bench::report::files_hash;
@@ -16,26 +16,16 @@ fn manifest(dir: &std::path::Path) -> Manifest {
     }))
     .unwrap();
     Manifest {
-        format_version: FORMAT_VERSION,
-        heart_version: "0.1.0-test".into(),
-        target: Target::Onnx,
-        precision: Precision::Fp16,
         codec_precision: Some(Precision::Fp32),
-        model: MulaConfig::resolve(raw).unwrap(),
-        gen_config: GenConfig {
-            text_bos_id: 128000,
-            text_eos_id: 128001,
-            audio_eos_id: 8193,
-            empty_id: 0,
-        },
-        codec: None,
-        build_profile: None,
-        calibration: None,
-        inputs: vec![],
-        files: vec![
-            describe_file(dir, "decoder.onnx", EngineKind::Decoder, Some(Precision::Fp16)).unwrap(),
-            describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp16)).unwrap(),
-        ],
+        ..heart_test_support::manifest(
+            MulaConfig::resolve(raw).unwrap(),
+            heart_test_support::gen_config_3b(),
+            Precision::Fp16,
+            vec![
+                describe_file(dir, "decoder.onnx", EngineKind::Decoder, Some(Precision::Fp16)).unwrap(),
+                describe_file(dir, "backbone.onnx", EngineKind::Backbone, Some(Precision::Fp16)).unwrap(),
+            ],
+        )
     }
 }
 

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BuildError, Context, Result};
 
 /// Temporary folders in flight, removed by the Ctrl-C handler.
 static PENDING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -30,8 +30,8 @@ pub fn clean_up_on_interrupt() -> Result<()> {
         }
         eprintln!("\nheart-build: interrupted; nothing was written");
         heart_backend::library::exit_now(130);
-    })
-    .context("installing the Ctrl-C handler")
+    })?;
+    Ok(())
 }
 
 /// Removes `dir` while the build thread may still be writing into it: a file
@@ -73,11 +73,14 @@ impl AtomicDir {
     /// and `force` is false.
     pub fn new(target: &Path, force: bool) -> Result<Self> {
         if target.exists() && !force {
-            bail!("{} already exists (pass --force to replace it)", target.display());
+            return Err(BuildError::Request(format!(
+                "{} already exists (pass --force to replace it)",
+                target.display()
+            )));
         }
         let name = target
             .file_name()
-            .with_context(|| format!("{} is not a folder name", target.display()))?
+            .ok_or_else(|| BuildError::Request(format!("{} is not a folder name", target.display())))?
             .to_string_lossy()
             .into_owned();
         let parent = match target.parent() {
@@ -138,6 +141,7 @@ fn temp_prefix(name: &str) -> String {
 fn lock(dir: &Path) -> Result<File> {
     let file = File::open(dir).with_context(|| format!("opening {}", dir.display()))?;
     file.try_lock()
+        .map_err(std::io::Error::from)
         .with_context(|| format!("locking {} (is another heart-build writing it?)", dir.display()))?;
     Ok(file)
 }

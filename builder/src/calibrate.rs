@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{BuildError, Context, Result};
 use heart::layout::MulaCheckpoint;
 use heart::manifest::CalibrationEntry;
 use heart::quant::calibration::CalibrationSet;
@@ -211,12 +211,13 @@ pub fn calibrate(
             .with_context(|| format!("calibration prompt `{}`", p.name))?;
         used += 1;
     }
-    anyhow::ensure!(
-        used > 0,
-        "no calibration prompt of {} fits the model's context ({} positions)",
-        set.path().display(),
-        mula.config.backbone.max_seq_len
-    );
+    if used == 0 {
+        return Err(BuildError::Request(format!(
+            "no calibration prompt of {} fits the model's context ({} positions)",
+            set.path().display(),
+            mula.config.backbone.max_seq_len
+        )));
+    }
     let records = collector.backbone.into_iter().chain(collector.decoder);
     let mut linears = BTreeMap::new();
     for rec in records {
@@ -244,12 +245,13 @@ pub fn calibrate(
 /// The three candidate amax values of one probe, and the chosen one.
 fn summarize(rec: &ProbeRecord, format: QuantFormat, settings: &CalibrationSettings) -> Result<LinearStats> {
     let max = rec.row_amax.iter().copied().fold(0f32, f32::max);
-    anyhow::ensure!(
-        max > 0.0 && max.is_finite(),
-        "calibration: `{}` saw amax {max} over {} rows; its activations cannot be scaled",
-        rec.site.output,
-        rec.row_amax.len()
-    );
+    if !(max > 0.0 && max.is_finite()) {
+        return Err(BuildError::Request(format!(
+            "calibration: `{}` saw amax {max} over {} rows; its activations cannot be scaled",
+            rec.site.output,
+            rec.row_amax.len()
+        )));
+    }
     let percentile = percentile(&rec.row_amax, settings.percentile);
     let mse = mse_amax(&rec.sample, rec.site.features, max, format, settings.mse_candidates)?;
     let amax = match settings.method {
@@ -328,7 +330,9 @@ pub fn prepare(
     Ok(PreparedLm {
         options,
         stats_file: Some(WrittenFile {
-            bytes: std::fs::metadata(&path)?.len(),
+            bytes: std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len(),
             path,
         }),
         entry: Some(entry),

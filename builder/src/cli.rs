@@ -46,9 +46,9 @@ pub enum Command {
     Simulate(SimulateArgs),
 }
 
-/// Arguments of an engine build.
-#[derive(Debug, Args)]
-pub struct BuildArgs {
+/// The checkpoints a build reads (`--mula`, `--codec`, `--tokenizer`, `--gen-config`).
+#[derive(Debug, Clone, Args)]
+pub struct InputArgs {
     /// HeartMuLa checkpoint directory (config.json + model.safetensors or index + shards).
     #[arg(long, value_name = "DIR")]
     pub mula: PathBuf,
@@ -61,6 +61,20 @@ pub struct BuildArgs {
     /// gen_config.json (default: next to the model files or one level up).
     #[arg(long, value_name = "FILE")]
     pub gen_config: Option<PathBuf>,
+}
+
+/// The argument group whose presence makes [`Cli::build`] `Some`. clap leaves
+/// the group of a struct with a flattened member empty, so `--out`, which
+/// every build requires, joins it by name.
+const BUILD_GROUP: &str = "build";
+
+/// Arguments of an engine build.
+#[derive(Debug, Clone, Args)]
+#[group(id = BUILD_GROUP)]
+pub struct BuildArgs {
+    /// The checkpoints to build from.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// LM precision; selects the build profile of that name unless --profile is given [default: fp32].
     #[arg(long, value_parser = parse_precision)]
     pub precision: Option<Precision>,
@@ -92,7 +106,7 @@ pub struct BuildArgs {
     #[arg(long, value_name = "DIR")]
     pub trt_rtx: Option<PathBuf>,
     /// Output engine folder.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", group = BUILD_GROUP)]
     pub out: PathBuf,
     /// Replace an existing engine folder.
     #[arg(long)]
@@ -110,6 +124,22 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
+    /// The build `heart-build --mula MULA --out OUT` asks for: every other
+    /// flag at its command-line default (parsed, so the defaults have one home).
+    pub fn new(mula: impl Into<PathBuf>, out: impl Into<PathBuf>) -> Self {
+        let args = [
+            "heart-build".into(),
+            "--mula".into(),
+            mula.into().into_os_string(),
+            "--out".into(),
+            out.into().into_os_string(),
+        ];
+        Cli::try_parse_from(args)
+            .expect("--mula and --out are the only required flags")
+            .build
+            .expect("flags without a subcommand are a build")
+    }
+
     /// The draft options.
     pub fn draft(&self) -> crate::draft::DraftArgs {
         crate::draft::DraftArgs {
@@ -168,22 +198,17 @@ fn parse_precision(s: &str) -> Result<Precision, String> {
 
 /// Arguments of `heart-build simulate`.
 #[derive(Debug, Args)]
+#[command(
+    mut_arg("mula", |a| a.help("The HeartMuLa checkpoint the engine was built from")),
+    mut_arg("codec", |a| a.help("The HeartCodec checkpoint (simulated at fp32), if the engine has a codec"))
+)]
 pub struct SimulateArgs {
     /// The quantized engine folder to simulate (built by heart-build).
     #[arg(long, value_name = "DIR")]
     pub engine: PathBuf,
-    /// The HeartMuLa checkpoint the engine was built from.
-    #[arg(long, value_name = "DIR")]
-    pub mula: PathBuf,
-    /// The HeartCodec checkpoint (simulated at fp32), if the engine has a codec.
-    #[arg(long, value_name = "DIR")]
-    pub codec: Option<PathBuf>,
-    /// tokenizer.json (default: next to the model files or one level up).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
-    /// gen_config.json (default: next to the model files or one level up).
-    #[arg(long, value_name = "FILE")]
-    pub gen_config: Option<PathBuf>,
+    /// The checkpoints the engine was built from.
+    #[command(flatten)]
+    pub input: InputArgs,
     /// Output folder of the simulation.
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,

@@ -12,7 +12,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BuildError, Context, Result};
 use heart::checkpoint::Checkpoint;
 use heart::config::MulaConfig;
 use heart::engine;
@@ -64,7 +64,9 @@ pub fn plan(args: &DraftArgs, target: Precision, cfg: &MulaConfig) -> Result<Opt
         match asked {
             None => Ok(total),
             Some(n) if (1..=total).contains(&n) => Ok(n),
-            Some(n) => bail!("--{flag} {n}: the model has {total} such layers; keep between 1 and {total}"),
+            Some(n) => Err(BuildError::Request(format!(
+                "--{flag} {n}: the model has {total} such layers; keep between 1 and {total}"
+            ))),
         }
     };
     let plan = DraftPlan {
@@ -74,10 +76,10 @@ pub fn plan(args: &DraftArgs, target: Precision, cfg: &MulaConfig) -> Result<Opt
     };
     let full = plan.backbone_layers == cfg.backbone.num_layers && plan.decoder_layers == cfg.decoder.num_layers;
     if full && plan.precision == target {
-        bail!(
+        return Err(BuildError::Request(format!(
             "the requested draft ({plan}) is the target itself; choose a cheaper --draft-precision or fewer \
              --draft-backbone-layers"
-        );
+        )));
     }
     Ok(Some(plan))
 }

@@ -6,6 +6,7 @@ pub mod atomic;
 pub mod calibrate;
 pub mod cli;
 pub mod draft;
+pub mod error;
 pub mod pipeline;
 pub mod profile;
 pub mod realistic;
@@ -19,11 +20,11 @@ pub mod trt_rtx;
 
 use std::time::Instant;
 
-use anyhow::Result;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::atomic::AtomicDir;
 use crate::cli::{SimulateArgs, SynthArgs};
+pub use crate::error::{BuildError, Result};
 
 /// A byte-counting progress bar (hidden with `--quiet`).
 pub fn bytes_bar(total: u64, quiet: bool, what: &str) -> ProgressBar {
@@ -87,23 +88,10 @@ pub fn synthesize(args: &SynthArgs, quiet: bool) -> Result<()> {
 pub fn simulate_engine(args: &SimulateArgs, quiet: bool) -> Result<()> {
     let sim = simulate::plan(&args.engine)?;
     let build = cli::BuildArgs {
-        mula: args.mula.clone(),
-        codec: args.codec.clone(),
-        tokenizer: args.tokenizer.clone(),
-        gen_config: args.gen_config.clone(),
-        precision: None,
-        profile: None,
-        codec_precision: heart::precision::Precision::Fp32,
-        calibration: None,
+        input: args.input.clone(),
         layer_taps: true,
-        target: cli::BuildTarget::Onnx,
-        gpu_arch: crate::trt_rtx::GpuArch::Sm121,
-        trt_rtx: None,
-        out: args.out.clone(),
         force: args.force,
-        draft_precision: None,
-        draft_backbone_layers: None,
-        draft_decoder_layers: None,
+        ..cli::BuildArgs::new(&args.input.mula, &args.out)
     };
     crate::pipeline::build(&build, &sim.profile, Some(&sim), quiet)
 }

@@ -8,12 +8,12 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_logging(cli.quiet);
     if let Err(e) = atomic::clean_up_on_interrupt() {
-        eprintln!("heart-build: warning: {e:#}");
+        eprintln!("heart-build: warning: {:#}", anyhow::Error::from(e));
     }
-    let result = match (cli.command, cli.build) {
-        (Some(Command::Synth(args)), _) => synthesize(&args, cli.quiet),
-        (Some(Command::Simulate(args)), _) => simulate_engine(&args, cli.quiet),
-        (None, Some(args)) => pipeline::run(&args, cli.quiet),
+    let result: anyhow::Result<()> = match (cli.command, cli.build) {
+        (Some(Command::Synth(args)), _) => synthesize(&args, cli.quiet).map_err(Into::into),
+        (Some(Command::Simulate(args)), _) => simulate_engine(&args, cli.quiet).map_err(Into::into),
+        (None, Some(args)) => pipeline::run(&args, cli.quiet).map_err(Into::into),
         (None, None) => Err(anyhow::anyhow!("nothing to do; see `heart-build --help`")),
     };
     match result {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BuildError, Context, Result};
 use heart::engine::kind_of_file;
 use heart::layout::{CodecCheckpoint, MulaCheckpoint};
 use heart::manifest::{self, FORMAT_VERSION, FileEntry, InputEntry, Manifest, Target};
@@ -36,9 +36,14 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     };
     let form = args.target.form();
     let start = Instant::now();
-    let mula = MulaCheckpoint::discover_and_open(&args.mula, args.tokenizer.as_deref(), args.gen_config.as_deref())
-        .context("loading the HeartMuLa checkpoint")?;
+    let mula = MulaCheckpoint::discover_and_open(
+        &args.input.mula,
+        args.input.tokenizer.as_deref(),
+        args.input.gen_config.as_deref(),
+    )
+    .context("loading the HeartMuLa checkpoint")?;
     let codec = args
+        .input
         .codec
         .as_deref()
         .map(CodecCheckpoint::discover_and_open)
@@ -126,7 +131,9 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     std::fs::copy(&mula.paths.tokenizer, &tokenizer_dst)
         .with_context(|| format!("copying {}", mula.paths.tokenizer.display()))?;
     written.push(WrittenFile {
-        bytes: std::fs::metadata(&tokenizer_dst)?.len(),
+        bytes: std::fs::metadata(&tokenizer_dst)
+            .with_context(|| format!("reading {}", tokenizer_dst.display()))?
+            .len(),
         path: tokenizer_dst,
     });
     let target = match &gpu {
@@ -249,22 +256,23 @@ fn check_precisions(args: &BuildArgs) -> Result<Profile> {
         args.codec_precision,
         Precision::Fp32 | Precision::Fp16 | Precision::Int8
     ) {
-        bail!(
+        return Err(BuildError::Request(format!(
             "--codec-precision {}: the codec is built at fp32, fp16 or int8 only",
             args.codec_precision
-        );
+        )));
     }
     if args.codec_precision == Precision::Int8 && args.target != crate::cli::BuildTarget::Onnx {
-        bail!(
+        return Err(BuildError::Request(
             "--codec-precision int8 is a CPU precision (dynamic int8 MatMulInteger, which TensorRT does not \
              build): use fp16 or fp32 with --target tensorrt"
-        );
+                .into(),
+        ));
     }
     if args.calibration.is_some() && profile.calibration.is_none() {
-        bail!(
+        return Err(BuildError::Request(format!(
             "--calibration: profile `{}` quantizes no activations, so it is built without calibration",
             profile.entry.name
-        );
+        )));
     }
     Ok(profile)
 }
@@ -284,10 +292,11 @@ fn describe(dir: &Path, file: &WrittenFile, lm: Precision, codec: Precision) -> 
     let relative = file
         .path
         .strip_prefix(dir)
-        .with_context(|| format!("{} was written outside the engine folder", file.path.display()))?
+        .map_err(|_| BuildError::Unlisted(format!("{} was written outside the engine folder", file.path.display())))?
         .to_string_lossy()
         .into_owned();
-    let kind = kind_of_file(&relative).with_context(|| format!("unknown engine file `{relative}`"))?;
+    let kind =
+        kind_of_file(&relative).ok_or_else(|| BuildError::Unlisted(format!("unknown engine file `{relative}`")))?;
     Ok(manifest::describe_file(
         dir,
         &relative,

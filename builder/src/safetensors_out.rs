@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 
 /// Elements produced per fill call.
 const CHUNK: usize = 1 << 20;
@@ -107,8 +107,10 @@ fn write_one(
     }
     let file = File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut out = BufWriter::with_capacity(4 << 20, file);
-    out.write_all(&(header.len() as u64).to_le_bytes())?;
-    out.write_all(&header)?;
+    let writing = || format!("writing {}", path.display());
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .with_context(writing)?;
+    out.write_all(&header).with_context(writing)?;
     let mut buf = vec![0f32; CHUNK];
     for t in tensors {
         let numel: usize = t.shape.iter().product();
@@ -116,11 +118,11 @@ fn write_one(
         while start < numel {
             let len = CHUNK.min(numel - start);
             fill(t, start, &mut buf[..len]);
-            out.write_all(bytemuck::cast_slice(&buf[..len]))?;
+            out.write_all(bytemuck::cast_slice(&buf[..len])).with_context(writing)?;
             progress(len as u64 * 4);
             start += len;
         }
     }
-    out.flush().with_context(|| format!("writing {}", path.display()))?;
+    out.flush().with_context(writing)?;
     Ok(())
 }

@@ -18,7 +18,7 @@
 //! with data-driven block scales, or FP8 scale `amax / 448`); ties go to the
 //! larger amax.
 
-use anyhow::Result;
+use crate::error::{BuildError, Result};
 use heart::quant::fp8::{e4m3_to_f32, encode_scaled, fp8_scale};
 use heart::quant::nvfp4::{nvfp4_global_scale, quantize_nvfp4_with_global};
 use onnx_export::lm::QuantFormat;
@@ -124,7 +124,9 @@ pub fn quantization_error(x: &[f32], features: usize, amax: f32, format: QuantFo
             x.iter().map(|&v| e4m3_to_f32(encode_scaled(v, s)) * s).collect()
         }
         QuantFormat::Int(_) => {
-            anyhow::bail!("int4/int8 activations are not statically quantized (MatMulNBits does it)")
+            return Err(BuildError::Request(
+                "int4/int8 activations are not statically quantized (MatMulNBits does it)".into(),
+            ));
         }
     };
     Ok(x.iter()

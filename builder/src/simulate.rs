@@ -19,7 +19,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BuildError, Context, Result};
 use heart::manifest::{CalibrationEntry, Manifest, Verify};
 use onnx_export::linears::{Activations, Lowering};
 use onnx_export::lm::LmOptions;
@@ -44,10 +44,10 @@ pub fn plan(engine: &Path) -> Result<Simulation> {
     let manifest = Manifest::load(engine, Verify::Quick)
         .with_context(|| format!("reading the engine to simulate, {}", engine.display()))?;
     let Some(entry) = &manifest.build_profile else {
-        bail!(
+        return Err(BuildError::Request(format!(
             "{}: the manifest records no build profile, so there is no format to simulate",
             engine.join(heart::manifest::MANIFEST_FILE).display()
-        );
+        )));
     };
     let source = format!(
         "{} (build_profile)",
@@ -55,22 +55,22 @@ pub fn plan(engine: &Path) -> Result<Simulation> {
     );
     let mut profile = Profile::from_build(BuildProfile::parse(&entry.name, &source, &entry.text)?);
     let Some(plan) = profile.options.quant.as_mut() else {
-        bail!(
+        return Err(BuildError::Request(format!(
             "{}: profile `{}` quantizes nothing; compare it with `heart-eval ab` against an fp32 build instead",
             engine.display(),
             entry.name
-        );
+        )));
     };
     plan.lowering = Lowering::Reference;
     let stats = match profile.activations {
         None => None,
         Some(format) => {
-            let cal = manifest.calibration.clone().with_context(|| {
-                format!(
+            let cal = manifest.calibration.clone().ok_or_else(|| {
+                BuildError::Request(format!(
                     "{}: profile `{}` quantizes activations but the manifest records no calibration",
                     engine.display(),
                     entry.name
-                )
+                ))
             })?;
             let path = engine.join(&cal.stats);
             let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -108,7 +108,9 @@ pub fn prepare(sim: &Simulation, layer_taps: bool, dir: &Path) -> Result<Prepare
     Ok(PreparedLm {
         options,
         stats_file: Some(onnx_export::external::WrittenFile {
-            bytes: std::fs::metadata(&path)?.len(),
+            bytes: std::fs::metadata(&path)
+                .with_context(|| format!("reading {}", path.display()))?
+                .len(),
             path: path.clone(),
         }),
         entry: Some(CalibrationEntry {

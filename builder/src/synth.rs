@@ -21,7 +21,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{BuildError, Context, Result};
 use heart::config::{CodecConfig, FlavorParams, GenConfig, MulaConfig, RawMulaConfig};
 use heart::tensors::{codec_tensor_specs, mula_tensor_specs};
 use rand::Rng;
@@ -181,7 +181,7 @@ pub fn synthesize(out: &Path, size: SynthSize, seed: u64, realistic: bool, progr
     let mut progress = progress;
     let mula_json = mula_config_json(size);
     let raw: RawMulaConfig = serde_json::from_value(mula_json.clone())?;
-    let mula = MulaConfig::resolve(raw).map_err(anyhow::Error::msg)?;
+    let mula = MulaConfig::resolve(raw).map_err(BuildError::Request)?;
     let codec_json = codec_config_json(size);
     let codec: CodecConfig = serde_json::from_value(codec_json.clone())?;
 
@@ -236,7 +236,7 @@ pub fn synthesize(out: &Path, size: SynthSize, seed: u64, realistic: bool, progr
 /// Total weight bytes a size writes (for progress bars).
 pub fn planned_bytes(size: SynthSize) -> Result<u64> {
     let raw: RawMulaConfig = serde_json::from_value(mula_config_json(size))?;
-    let mula = MulaConfig::resolve(raw).map_err(anyhow::Error::msg)?;
+    let mula = MulaConfig::resolve(raw).map_err(BuildError::Request)?;
     let codec: CodecConfig = serde_json::from_value(codec_config_json(size))?;
     let numel = |shape: &[usize]| shape.iter().product::<usize>() as u64;
     Ok(

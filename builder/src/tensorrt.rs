@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use crate::error::{BuildError, Context, Result};
 use heart::config::{CodecConfig, MulaConfig};
 use heart::engine::{self, TENSORRT_DIR};
 use heart::manifest::Target;
@@ -81,11 +81,11 @@ pub fn build(gpu: &GpuInfo, dir: &Path, set: &EngineSet<'_>, quiet: bool) -> Res
         drop(session);
         let context = dir.join(engine::context_model(name));
         if !context.is_file() {
-            anyhow::bail!(
+            return Err(BuildError::TensorRt(format!(
                 "ONNX Runtime built no EP-context model {} for {name}; the TensorRT provider may have left \
                  the graph to other providers (run with RUST_LOG=ort=info to see its partitioning)",
                 context.display()
-            );
+            )));
         }
         if !quiet {
             eprintln!("  {name}: {:.1} s", start.elapsed().as_secs_f64());
@@ -102,7 +102,9 @@ fn files_under(root: &Path) -> Result<Vec<WrittenFile>> {
     while let Some(dir) = pending.pop() {
         for entry in std::fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))? {
             let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-            let meta = entry.metadata()?;
+            let meta = entry
+                .metadata()
+                .with_context(|| format!("reading {}", entry.path().display()))?;
             if meta.is_dir() {
                 pending.push(entry.path());
             } else {

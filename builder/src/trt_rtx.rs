@@ -23,7 +23,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{BuildError, Context, Result};
 use heart::config::{CodecConfig, MulaConfig};
 use heart::engine;
 use heart::manifest::{InputRange, Target, TrtEngineEntry};
@@ -86,7 +86,7 @@ impl GpuArch {
             _ => true,
         };
         if !ok {
-            bail!(
+            return Err(BuildError::Request(format!(
                 "{what} {precision}: {} (compute capability {}) has no {precision} tensor cores; \
                  TensorRT-RTX builds {precision} for {} only",
                 self.as_str(),
@@ -96,7 +96,7 @@ impl GpuArch {
                 } else {
                     "sm89 and newer"
                 }
-            );
+            )));
         }
         Ok(())
     }
@@ -155,12 +155,12 @@ pub fn locate(explicit: Option<&Path>) -> Result<TrtRtx> {
         }
     }
     let list: Vec<String> = searched.iter().map(|p| p.display().to_string()).collect();
-    bail!(
+    Err(BuildError::Request(format!(
         "--target tensorrt-rtx needs NVIDIA TensorRT-RTX, which is not installed (searched: {}). \
          Run `bash scripts/setup-trt-rtx.sh` in the heart source tree (it pip-installs tensorrt-rtx-cu13 1.7.1 \
          into .trt-rtx/), or pass --trt-rtx DIR / set {ENV_VAR} to such a folder",
         list.join(", ")
-    )
+    )))
 }
 
 /// One graph to build, relative to the engine folder, with its profile.
@@ -305,13 +305,13 @@ pub fn build(
     let reply = run_helper(env, &request)?;
     let version = reply
         .tensorrt_rtx_version
-        .context("the TensorRT-RTX build helper replied without a version")?;
+        .ok_or_else(|| BuildError::TrtRtx("the TensorRT-RTX build helper replied without a version".into()))?;
     if reply.graphs.len() != jobs.len() {
-        bail!(
+        return Err(BuildError::TrtRtx(format!(
             "the TensorRT-RTX build helper built {} engines for {} graphs",
             reply.graphs.len(),
             jobs.len()
-        );
+        )));
     }
     let mut files = Vec::new();
     let mut engines = Vec::new();
@@ -329,11 +329,11 @@ pub fn build(
         let engine_name = Path::new(&engine_rel)
             .file_name()
             .and_then(|n| n.to_str())
-            .context("engine file name")?;
+            .ok_or_else(|| BuildError::Unlisted(format!("engine file name of {engine_rel}")))?;
         let graph_name = Path::new(&job.graph)
             .file_name()
             .and_then(|n| n.to_str())
-            .context("graph file name")?;
+            .ok_or_else(|| BuildError::Unlisted(format!("graph file name of {}", job.graph)))?;
         let partition = job.graph.trim_end_matches(".onnx").replace('/', "_");
         let names = |tensors: &[ReplyTensor]| tensors.iter().map(|t| t.name.clone()).collect::<Vec<_>>();
         let context = dir.join(&context_rel);
@@ -395,7 +395,9 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
         .suffix(".py")
         .tempfile()
         .context("writing the TensorRT-RTX build helper")?;
-    script.write_all(HELPER.as_bytes())?;
+    script
+        .write_all(HELPER.as_bytes())
+        .context("writing the TensorRT-RTX build helper")?;
     let mut child = Command::new(&env.python)
         .arg(script.path())
         .env("PYTHONPATH", env.dir.join("site-packages"))
@@ -429,9 +431,12 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
         .find(|l| l.starts_with('{'))
         .and_then(|l| serde_json::from_str(l).ok());
     match reply {
-        Some(Reply { error: Some(e), .. }) => bail!("TensorRT-RTX: {e}\nbuilder log (tail):\n{}", log_tail()),
+        Some(Reply { error: Some(e), .. }) => Err(BuildError::TrtRtx(format!(
+            "TensorRT-RTX: {e}\nbuilder log (tail):\n{}",
+            log_tail()
+        ))),
         Some(r) if out.status.success() => Ok(r),
-        _ => bail!(
+        _ => Err(BuildError::TrtRtx(format!(
             "the TensorRT-RTX build helper ({} with {}) failed ({}{}) without a reply; its output:\n{stdout}\n{}",
             env.python.display(),
             env.dir.display(),
@@ -441,7 +446,7 @@ fn run_helper(env: &TrtRtx, request: &[u8]) -> Result<Reply> {
                 _ => String::new(),
             },
             log_tail()
-        ),
+        ))),
     }
 }
 

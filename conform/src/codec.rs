@@ -10,7 +10,7 @@
 use heart::fixture::{Case, CaseTensors, Fixture, Tolerance, allclose};
 use ndarray::ArrayView2;
 
-use super::{CaseOutcome, CaseResult, Verdict};
+use super::{CaseError, CaseOutcome, CaseResult, Verdict};
 use heart::geometry::{OVERLAP_LATENTS, WINDOW_LATENTS};
 use heart_runtime::codec::geometry::euler_steps;
 use heart_runtime::codec::{Assembler, Codec, DetokenizeParams, FlowParams, RecordedNoise, TailPolicy};
@@ -25,9 +25,6 @@ pub const TOL_LATENTS: &str = "codec_flow_latents_given_recorded_noise";
 pub const TOL_DECODE: &str = "codec_decode_from_recorded_latents";
 /// Key for the end-to-end waveform.
 pub const TOL_END_TO_END: &str = "codec_waveform_end_to_end";
-
-/// Errors of a codec case (fixture, shape or engine problems).
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One compared tensor: passes iff every `|actual − expected| ≤ atol + rtol·|expected|`.
 #[derive(Debug, Clone, PartialEq)]
@@ -107,7 +104,12 @@ pub fn run(codec: &mut Codec, fixture: &Fixture, case: &Case) -> CaseResult {
         "codec_estimator" => check_estimator(codec, fixture, case)?,
         "codec_scalar_decode" => check_scalar_decode(codec, fixture, case)?,
         "codec_detokenize" => check_detokenize(codec, fixture, case)?,
-        other => return Err(format!("case `{}`: `{other}` is not a codec kind", case.name).into()),
+        other => {
+            return Err(CaseError::Case(format!(
+                "case `{}`: `{other}` is not a codec kind",
+                case.name
+            )));
+        }
     };
     Ok(outcome(&checks))
 }
@@ -125,7 +127,7 @@ pub fn detokenize_params(case: &Case) -> heart::Result<DetokenizeParams> {
 }
 
 /// `codec_rvq`: `vq_out`, `cond`, `mu` from `codes` `[Q, T]` (no padding).
-pub fn check_rvq(codec: &Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+pub fn check_rvq(codec: &Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, CaseError> {
     let t = fixture.load(case)?;
     let (codes, shape) = t.i64("codes")?;
     let codes = ArrayView2::from_shape((shape[0], shape[1]), &codes)?;
@@ -140,7 +142,7 @@ pub fn check_rvq(codec: &Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Ch
 }
 
 /// `codec_estimator`: the estimator graph on `input` `[B, S, C]` and `timestep` `[B]`.
-pub fn check_estimator(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+pub fn check_estimator(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, CaseError> {
     let t = fixture.load(case)?;
     let (input, shape) = t.f32("input")?;
     let (timestep, _) = t.f32("timestep")?;
@@ -155,7 +157,7 @@ pub fn check_estimator(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Res
 }
 
 /// `codec_scalar_decode`: the scalar decoder on `input` `[N, 128, T]`.
-pub fn check_scalar_decode(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+pub fn check_scalar_decode(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, CaseError> {
     let t = fixture.load(case)?;
     let (input, shape) = t.f32("input")?;
     let out = codec.decoder().decode(&input, shape[0], shape[2])?;
@@ -183,7 +185,7 @@ struct Windows {
 /// codes, conditioning, Euler times and latents; the decode and cross-fade of the
 /// *recorded* latents at the tight decode tolerance; and this run's own audio at
 /// the end-to-end tolerance (`round(9x)/9` flips make it loose by design).
-pub fn check_detokenize(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, BoxError> {
+pub fn check_detokenize(codec: &mut Codec, fixture: &Fixture, case: &Case) -> Result<Vec<Check>, CaseError> {
     let t = fixture.load(case)?;
     let params = detokenize_params(case)?;
     let (codes, shape) = t.i64("codes")?;
@@ -252,11 +254,13 @@ fn decode_recorded_latents(
     fixture: &Fixture,
     t: &CaseTensors,
     n: &str,
-) -> Result<Vec<Check>, BoxError> {
+) -> Result<Vec<Check>, CaseError> {
     let (latents, shape) = t.f32("latents")?;
     let latent = codec.config().out_channels;
     if shape.len() != 3 || shape[1] != WINDOW_LATENTS || shape[2] != latent {
-        return Err(format!("{n}: latents have shape {shape:?}, expected [S, {WINDOW_LATENTS}, {latent}]").into());
+        return Err(CaseError::Case(format!(
+            "{n}: latents have shape {shape:?}, expected [S, {WINDOW_LATENTS}, {latent}]"
+        )));
     }
     let (waveform, wave_shape) = t.f32("waveform")?;
     let spl = codec.config().samples_per_latent();

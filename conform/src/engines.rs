@@ -12,9 +12,7 @@ use heart::fixture::Case;
 use heart::manifest::{self, Manifest, Verify};
 use heart::precision::Precision;
 
-use super::{CaseOutcome, CaseResult, ConformContext, codec, mula};
-
-type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+use super::{CaseError, CaseOutcome, CaseResult, ConformContext, codec, mula};
 use heart_backend::SessionConfig;
 use heart_runtime::codec::Codec;
 use heart_runtime::engine::EngineFolder;
@@ -40,7 +38,7 @@ impl std::fmt::Debug for EngineSet {
 impl EngineSet {
     /// Opens `dir` (manifest verified) and loads ONNX Runtime with its
     /// sessions on `backend`.
-    pub fn open(dir: &Path, backend: heart_backend::BackendChoice) -> BoxResult<Self> {
+    pub fn open(dir: &Path, backend: heart_backend::BackendChoice) -> Result<Self, CaseError> {
         let rt = heart_backend::init(None)?.with_backend(backend);
         let folder = EngineFolder::open(&rt, dir, Verify::Quick)?;
         Ok(Self {
@@ -65,7 +63,7 @@ impl EngineSet {
 
 /// Fails unless the manifest lists `role` inputs whose hashes are exactly those
 /// of the fixture's `files`.
-fn check_built_from(manifest: &Manifest, dir: &Path, role: &str, files: &[PathBuf]) -> BoxResult<()> {
+fn check_built_from(manifest: &Manifest, dir: &Path, role: &str, files: &[PathBuf]) -> Result<(), CaseError> {
     let recorded: Vec<&str> = manifest
         .inputs
         .iter()
@@ -77,12 +75,10 @@ fn check_built_from(manifest: &Manifest, dir: &Path, role: &str, files: &[PathBu
         expected.push(manifest::sha256_file(f)?);
     }
     if recorded.len() != expected.len() || expected.iter().any(|h| !recorded.contains(&h.as_str())) {
-        return Err(format!(
-            "engine folder {} was not built from this fixture's checkpoint ({role} hashes differ); build it with \
-             heart-build from the fixture's heartmula/ and heartcodec/ folders",
-            dir.display()
-        )
-        .into());
+        return Err(CaseError::NotFromFixture {
+            dir: dir.to_path_buf(),
+            role: role.to_string(),
+        });
     }
     Ok(())
 }
@@ -91,7 +87,7 @@ fn no_engines() -> CaseOutcome {
     CaseOutcome::skip("needs --engines DIR (heart-build --mula FIXTURE/heartmula --codec FIXTURE/heartcodec --out DIR)")
 }
 
-fn lm(ctx: &mut ConformContext) -> BoxResult<Option<(&mut HeartMula, Precision)>> {
+fn lm(ctx: &mut ConformContext) -> Result<Option<(&mut HeartMula, Precision)>, CaseError> {
     let weights: Vec<PathBuf> = ctx.mula()?.checkpoint.files().map(Path::to_path_buf).collect();
     let Some(set) = ctx.engines.as_mut() else {
         return Ok(None);

@@ -26,9 +26,53 @@ use std::path::Path;
 use heart::fixture::{Case, CaseTensors, Comparison, Fixture, Tolerance, allclose, compare_exact, unravel};
 use heart::layout::{CodecCheckpoint, MulaCheckpoint};
 
-/// What a case runner returns; errors (load failures, shape problems, engine
-/// errors of any type) turn the case into a FAIL with their message.
-pub type CaseResult = Result<CaseOutcome, Box<dyn std::error::Error + Send + Sync>>;
+/// What a case runner returns; an error turns the case into a FAIL with its
+/// message and causes.
+pub type CaseResult = Result<CaseOutcome, CaseError>;
+
+/// Why a case (or opening the engine folder) could not run to a verdict.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CaseError {
+    /// A case file, tensor, tolerance or `info` field of the fixture.
+    #[error(transparent)]
+    Fixture(#[from] heart::Error),
+    /// An `info` field that is not the JSON the case kind expects.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// A case tensor whose length does not fit its recorded shape.
+    #[error(transparent)]
+    Shape(#[from] ndarray::ShapeError),
+    /// The case data contradicts its kind (a shape, a kind name); the
+    /// message names the case and what was expected.
+    #[error("{0}")]
+    Case(String),
+    /// ONNX Runtime could not be located or loaded.
+    #[error(transparent)]
+    OrtSetup(#[from] heart_backend::library::OrtSetupError),
+    /// The engine folder's recorded build inputs are not the fixture's
+    /// checkpoint files.
+    #[error(
+        "engine folder {} was not built from this fixture's checkpoint ({role} hashes differ); build it with \
+         heart-build from the fixture's heartmula/ and heartcodec/ folders",
+        dir.display()
+    )]
+    NotFromFixture {
+        /// The engine folder.
+        dir: std::path::PathBuf,
+        /// The manifest input role whose hashes differ (`mula_weights`, `codec_weights`).
+        role: String,
+    },
+    /// The engine folder could not be opened.
+    #[error(transparent)]
+    Engine(#[from] heart_runtime::engine::EngineError),
+    /// The LM failed on the case's inputs.
+    #[error(transparent)]
+    Lm(#[from] heart_runtime::lm::LmError),
+    /// The codec failed on the case's inputs.
+    #[error(transparent)]
+    Codec(#[from] heart_runtime::codec::CodecError),
+}
 
 /// A runner for one case kind.
 pub type CaseRunner = fn(&mut ConformContext, &Case) -> CaseResult;
@@ -111,18 +155,14 @@ impl ConformContext {
 
     /// Runs the model kinds on the engine folder `dir` (built by heart-build
     /// from this fixture's checkpoints); without one they are skipped.
-    pub fn with_engines(self, dir: &Path) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn with_engines(self, dir: &Path) -> Result<Self, CaseError> {
         self.with_engines_on(dir, heart_backend::BackendChoice::Cpu)
     }
 
     /// [`Self::with_engines`] with the sessions on `backend` (resolved
     /// against the folder and this machine as `heart-run --backend` does),
     /// to check a GPU backend against the fixture's tolerances.
-    pub fn with_engines_on(
-        mut self,
-        dir: &Path,
-        backend: heart_backend::BackendChoice,
-    ) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+    pub fn with_engines_on(mut self, dir: &Path, backend: heart_backend::BackendChoice) -> Result<Self, CaseError> {
         self.engines = Some(engines::EngineSet::open(dir, backend)?);
         Ok(self)
     }
@@ -329,7 +369,7 @@ impl Checker {
 /// Runs one case through its kind's runner.
 pub fn run_case(ctx: &mut ConformContext, case: &Case) -> CaseOutcome {
     match CaseKind::parse(&case.kind).runner() {
-        Ok(runner) => runner(ctx, case).unwrap_or_else(|e| CaseOutcome::fail(error_chain(e.as_ref()))),
+        Ok(runner) => runner(ctx, case).unwrap_or_else(|e| CaseOutcome::fail(error_chain(&e))),
         Err(reason) => CaseOutcome::skip(reason),
     }
 }

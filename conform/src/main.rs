@@ -35,7 +35,6 @@ fn main() -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.engines {
         ctx = ctx
             .with_engines_on(dir, args.backend)
-            .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("opening engine folder {}", dir.display()))?;
     }
     let report = heart_conform::run(&mut ctx, args.case.as_deref(), &mut std::io::stdout().lock())?;

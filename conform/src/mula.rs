@@ -110,7 +110,7 @@ pub fn check_generate(lm: &mut HeartMula, case: &Case, t: &CaseTensors, tol: Mul
     Ok(check.finish())
 }
 
-fn gen_params(case: &Case) -> Result<GenParams, Box<dyn std::error::Error + Send + Sync>> {
+fn gen_params(case: &Case) -> heart::Result<GenParams> {
     Ok(GenParams {
         cfg_scale: case.info_f64("cfg_scale")? as f32,
         max_audio_length_ms: case.info_usize("max_audio_length_ms")? as u64,

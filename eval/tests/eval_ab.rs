@@ -1,4 +1,4 @@
-//! `heart-eval ab` on engines exported from the tiny-a fixture: an engine
+//! `heart-eval ab` on engines heart-build's library builds from the tiny-a fixture: an engine
 //! against itself is perfect in every measure; with codecs, the audio of
 //! identical codes is compared (bit-identical for one codec, a finite SNR for
 //! an fp16 codec against fp32); the real binary's exit status
@@ -7,72 +7,37 @@
 //! int8 codec passes the `codec-int8` gate, which the fp32 codec at fewer
 //! Euler steps fails.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use heart::config::CodecConfig;
-use heart::engine::{self, kind_of_file};
-use heart::manifest::{FORMAT_VERSION, Manifest, Target, describe_file};
 use heart::precision::Precision;
 use heart_backend::SessionConfig;
+use heart_build::cli::BuildArgs;
+use heart_build::profile::Profile;
 use heart_eval::ab::{AbOptions, run_ab};
 use heart_runtime::lm::SamplerParams;
-use onnx_export::linears::{Activations, Lowering};
-use onnx_export::lm::{DEFAULT_QUANTIZED, GraphForm, LmOptions, QuantFormat, QuantPlan};
+use onnx_export::linears::Activations;
+use onnx_export::lm::QuantFormat;
 
 fn calibration() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../calibration")
 }
 
-/// Exports the fixture's LM with `opts` into `dir` and writes a manifest.
-fn engine(dir: &Path, opts: &LmOptions, precision: Precision) {
-    engine_with_codec(dir, opts, precision, None);
+/// Builds the fixture's LM with `profile` (and layer taps) into `dir` through
+/// heart-build's library.
+fn engine(dir: &Path, profile: &Profile) {
+    engine_with_codec(dir, profile, None);
 }
 
 /// [`engine`], plus the fixture's codec at `codec` when given.
-fn engine_with_codec(dir: &Path, opts: &LmOptions, precision: Precision, codec: Option<Precision>) {
-    std::fs::create_dir_all(dir).unwrap();
-    let src = heart_test_support::fixture().join("heartmula");
-    let ckpt = heart::checkpoint::Checkpoint::open(&src).unwrap();
-    let (cfg, gen_config) = heart_test_support::mula_configs();
-    let mut files = onnx_export::lm::export_lm_with(&ckpt, &cfg, opts, dir).unwrap().files;
-    std::fs::copy(src.join(engine::TOKENIZER), dir.join(engine::TOKENIZER)).unwrap();
-    files.push(onnx_export::WrittenFile {
-        path: dir.join(engine::TOKENIZER),
-        bytes: 0,
-    });
-    let codec_dir = heart_test_support::fixture().join("heartcodec");
-    let codec_cfg = codec.map(|_| CodecConfig::from_file(&codec_dir.join("config.json")).unwrap());
-    if let (Some(p), Some(c)) = (codec, &codec_cfg) {
-        let ckpt = heart::checkpoint::Checkpoint::open(&codec_dir).unwrap();
-        files.extend(onnx_export::codec::export_codec(&ckpt, c, p, dir).unwrap());
+fn engine_with_codec(dir: &Path, profile: &Profile, codec: Option<Precision>) {
+    let mut args = BuildArgs::new(heart_test_support::fixture_mula(), dir);
+    args.layer_taps = true;
+    if let Some(precision) = codec {
+        args.input.codec = Some(heart_test_support::fixture().join("heartcodec"));
+        args.codec_precision = precision;
     }
-    let codec_precision = codec.unwrap_or(precision);
-    let files = files
-        .iter()
-        .filter_map(|f| {
-            let name = f.path.file_name().unwrap().to_str().unwrap();
-            let kind = kind_of_file(name)?;
-            Some(describe_file(dir, name, kind, kind.precision(precision, codec_precision)).unwrap())
-        })
-        .collect();
-    Manifest {
-        format_version: FORMAT_VERSION,
-        heart_version: "test".into(),
-        target: Target::Onnx,
-        precision,
-        codec_precision: codec,
-        model: cfg,
-        gen_config,
-        codec: codec_cfg,
-        build_profile: None,
-        calibration: None,
-        inputs: vec![],
-        files,
-    }
-    .write(dir)
-    .unwrap();
+    heart_build::pipeline::build(&args, profile, None, true).unwrap();
 }
 
 /// The A/B of `b` against `a` on the first `prompts` calibration prompts,
@@ -96,16 +61,14 @@ fn ab_options(a: PathBuf, b: PathBuf, prompts: usize, frames: usize) -> AbOption
     }
 }
 
-fn dense(precision: Precision) -> LmOptions {
-    LmOptions {
-        layer_taps: true,
-        form: GraphForm::Cpu,
-        ..LmOptions::for_precision(precision)
-    }
+/// The built-in profile of `precision`.
+fn dense(precision: Precision) -> Profile {
+    Profile::resolve(None, Some(precision)).unwrap()
 }
 
-/// W4A4 with every activation amax set to `amax`.
-fn w4a4(amax: f32) -> LmOptions {
+/// The fp4 profile with every activation quantized at amax `amax` (no
+/// calibration run); recorded as profile `fp4`, so gated as fp4.
+fn w4a4(amax: f32) -> Profile {
     let (cfg, _) = heart_test_support::mula_configs();
     let mut names = vec!["projection".to_string()];
     for (stack, n) in [
@@ -126,26 +89,21 @@ fn w4a4(amax: f32) -> LmOptions {
             }
         }
     }
-    LmOptions {
-        quant: Some(QuantPlan {
-            weights: QuantFormat::Nvfp4,
-            lowering: Lowering::Portable,
-            groups: DEFAULT_QUANTIZED.into_iter().collect::<BTreeSet<_>>(),
-            activations: Some(Activations {
-                format: QuantFormat::Nvfp4,
-                amax: names.into_iter().map(|n| (n, amax)).collect(),
-            }),
-        }),
-        ..dense(Precision::Fp4)
-    }
+    let mut profile = dense(Precision::Fp4);
+    let plan = profile.options.quant.as_mut().expect("fp4 quantizes weights");
+    plan.activations = Some(Activations {
+        format: QuantFormat::Nvfp4,
+        amax: names.into_iter().map(|n| (n, amax)).collect(),
+    });
+    profile
 }
 
 #[test]
 fn an_engine_against_itself_is_perfect() {
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
-    engine(&a, &dense(Precision::Fp32), Precision::Fp32);
-    engine(&b, &dense(Precision::Fp32), Precision::Fp32);
+    engine(&a, &dense(Precision::Fp32));
+    engine(&b, &dense(Precision::Fp32));
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let opts = ab_options(a, b, 4, 4);
     let r = run_ab(&rt, &opts).unwrap();
@@ -193,9 +151,9 @@ fn heart_eval(args: &[&str]) -> (i32, String, String) {
 fn exit_status_follows_the_gate_and_a_broken_engine_fails() {
     let root = tempfile::tempdir().unwrap();
     let p = |n: &str| root.path().join(n);
-    engine(&p("fp32"), &dense(Precision::Fp32), Precision::Fp32);
-    engine(&p("fp16"), &dense(Precision::Fp16), Precision::Fp16);
-    engine(&p("broken"), &w4a4(0.05), Precision::Fp4);
+    engine(&p("fp32"), &dense(Precision::Fp32));
+    engine(&p("fp16"), &dense(Precision::Fp16));
+    engine(&p("broken"), &w4a4(0.05));
     let thresholds = p("thresholds.toml");
     std::fs::write(
         &thresholds,
@@ -299,10 +257,10 @@ fn audio_of_identical_codes_is_compared_when_both_have_a_codec() {
     let root = tempfile::tempdir().unwrap();
     let p = |n: &str| root.path().join(n);
     let lm = dense(Precision::Fp32);
-    engine_with_codec(&p("a"), &lm, Precision::Fp32, Some(Precision::Fp32));
-    engine_with_codec(&p("same"), &lm, Precision::Fp32, Some(Precision::Fp32));
-    engine_with_codec(&p("fp16-codec"), &lm, Precision::Fp32, Some(Precision::Fp16));
-    engine(&p("no-codec"), &lm, Precision::Fp32);
+    engine_with_codec(&p("a"), &lm, Some(Precision::Fp32));
+    engine_with_codec(&p("same"), &lm, Some(Precision::Fp32));
+    engine_with_codec(&p("fp16-codec"), &lm, Some(Precision::Fp16));
+    engine(&p("no-codec"), &lm);
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let opts = |b: &str| ab_options(p("a"), p(b), 3, 3);
     let same = run_ab(&rt, &opts("same")).unwrap();
@@ -327,8 +285,8 @@ fn an_int8_codec_passes_its_gate_and_fewer_euler_steps_are_measured() {
     let root = tempfile::tempdir().unwrap();
     let p = |n: &str| root.path().join(n);
     let lm = dense(Precision::Fp32);
-    engine_with_codec(&p("a"), &lm, Precision::Fp32, Some(Precision::Fp32));
-    engine_with_codec(&p("int8"), &lm, Precision::Fp32, Some(Precision::Int8));
+    engine_with_codec(&p("a"), &lm, Some(Precision::Fp32));
+    engine_with_codec(&p("int8"), &lm, Some(Precision::Int8));
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
     let opts = |b: &str, b_steps: usize| AbOptions {
         b_flow_steps: Some(b_steps),

@@ -19,6 +19,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 mod doctor;
+mod serve;
 
 /// Generates a song from tags and lyrics with engines built by heart-build.
 ///
@@ -72,6 +73,10 @@ struct Cli {
     /// NvTensorRTRTX plugin); see docs/gpu.md and `heart-run doctor`.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// CUDA-graph capture in a GPU backend's device-resident LM loop (each
+    /// repeating step shape captured once and replayed); `off` for A/B checks.
+    #[arg(long, value_enum, default_value_t = heart_backend::CudaGraphs::On)]
+    cuda_graphs: heart_backend::CudaGraphs,
     /// Path of libonnxruntime.so (default: ORT_DYLIB_PATH, then .ort/).
     #[arg(long, value_name = "FILE", global = true)]
     ort_lib: Option<PathBuf>,
@@ -96,6 +101,28 @@ enum Command {
     /// TensorRT-RTX plugin, classic GPU providers, an engine folder) and what
     /// to do about each gap.
     Doctor(doctor::DoctorArgs),
+    /// Serve songs over HTTP: a web page at / and a JSON API, one engine
+    /// folder loaded once, one song generated at a time.
+    ///
+    /// Songs wait in a bounded queue (--max-queue; one more is answered 429)
+    /// and run one at a time on one worker, since the GPU or the CPU's cores
+    /// are one resource. Settings are checked with heart-run's rules and
+    /// messages (400), the duration against the engine's context.
+    ///
+    /// API: POST /v1/songs {tags, lyrics, duration, seed?, preset?, cfg_scale?,
+    /// temperature?, topk?, flow_steps?, codec_guidance?, speculate?} -> 202
+    /// {id, position}; GET /v1/songs/ID (state, settings, seed, timings,
+    /// ttfa_s); GET /v1/songs/ID/events (server-sent events: queued, started,
+    /// frames, windows, then done, failed or cancelled); GET
+    /// /v1/songs/ID/audio (the WAV, streamed while it is made, the same bytes
+    /// as `heart-run --out FILE` once done); DELETE /v1/songs/ID (cancel,
+    /// within one frame); GET /v1/songs (the last songs); GET /v1/health.
+    /// Finished songs stay in memory, bounded by --keep-songs and --keep-mb.
+    ///
+    /// It listens on 127.0.0.1:8080 (this machine only) unless --addr says
+    /// otherwise. Ctrl-C stops it: waiting songs are cancelled, the running
+    /// one stops within a frame, and nothing partial is served or written.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +150,11 @@ struct Summary<'a> {
     settings: Settings,
     prompt_positions: usize,
     frames: usize,
+    /// First 16 hex digits of the SHA-256 of the codes (int64 little-endian,
+    /// frame by frame): equal on two backends exactly when every code is.
+    codes_sha256: String,
+    /// The LM's frame loop: `device` (caches on the GPU) or `host`.
+    lm_loop: &'static str,
     stop: &'static str,
     audio_seconds: f64,
     sample_rate: u32,
@@ -178,6 +210,7 @@ fn main() -> std::process::ExitCode {
     let result = match &cli.command {
         Some(Command::Bench(args)) => heart_bench::cli::run(args, cli.ort_lib.as_deref()).map_err(anyhow::Error::from),
         Some(Command::Doctor(args)) => doctor::run(args, cli.ort_lib.as_deref(), cli.trt_rtx_ep.as_deref()),
+        Some(Command::Serve(args)) => serve::run(args, cli.ort_lib.as_deref(), cli.trt_rtx_ep.clone(), &configs_dir()),
         None => run(&cli),
     };
     match result {
@@ -271,6 +304,7 @@ fn run(cli: &Cli) -> Result<()> {
     let start = Instant::now();
     let rt = heart_backend::init(cli.ort_lib.as_deref())?
         .with_backend(cli.backend)
+        .with_cuda_graphs(cli.cuda_graphs)
         .with_rtx_plugin(cli.trt_rtx_ep.clone());
     let verify = if cli.verify { Verify::Full } else { Verify::Quick };
     let mut engine = if settings.speculate > 0 {
@@ -317,7 +351,11 @@ fn run(cli: &Cli) -> Result<()> {
     }
     let ttfa = (launched + song.times.first_audio).as_secs_f64();
     let total = start.elapsed().as_secs_f64();
-    let summary = summarize(cli, engines, settings, &song, ttfa, total);
+    let lm_loop = match engine.lm_loop() {
+        heart_runtime::lm::device::LoopKind::Host => "host",
+        heart_runtime::lm::device::LoopKind::Device => "device",
+    };
+    let summary = summarize(cli, engines, settings, (&song, lm_loop), ttfa, total);
     let mut out: Box<dyn std::io::Write> = if streaming {
         Box::new(std::io::stderr())
     } else {
@@ -393,7 +431,7 @@ fn summarize<'a>(
     cli: &'a Cli,
     engines: &'a Path,
     settings: Settings,
-    song: &Song,
+    (song, lm_loop): (&Song, &'static str),
     ttfa: f64,
     total: f64,
 ) -> Summary<'a> {
@@ -405,6 +443,8 @@ fn summarize<'a>(
         settings,
         prompt_positions: song.prompt_len,
         frames: song.frames,
+        codes_sha256: codes_digest(song.codes.iter()),
+        lm_loop,
         stop: match song.stop {
             heart_runtime::lm::frame_loop::StopReason::EndOfAudio => "end_of_audio",
             heart_runtime::lm::frame_loop::StopReason::MaxLength => "max_length",
@@ -423,6 +463,16 @@ fn summarize<'a>(
             .as_ref()
             .map(|st| SpecSummary::new(settings.speculate, st)),
     }
+}
+
+/// [`Summary::codes_sha256`] of `codes`.
+fn codes_digest<'c>(codes: impl IntoIterator<Item = &'c i64>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for c in codes {
+        h.update(c.to_le_bytes());
+    }
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 fn print_summary(out: &mut dyn std::io::Write, s: &Summary<'_>) -> Result<()> {

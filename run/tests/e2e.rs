@@ -105,10 +105,21 @@ fn heart_run_makes_a_deterministic_song_from_tags_and_lyrics() {
         (std::fs::read(&out).unwrap(), summary, out)
     };
     let (a, summary, path) = song("a.wav", "42");
-    let (b, _, _) = song("b.wav", "42");
-    let (c, _, _) = song("c.wav", "43");
+    let (b, summary_b, _) = song("b.wav", "42");
+    let (c, summary_c, _) = song("c.wav", "43");
     assert_eq!(a, b, "same inputs and seed give a byte-identical WAV");
     assert_ne!(a, c, "another seed gives another song");
+    let digest = summary["codes_sha256"].as_str().unwrap();
+    assert!(
+        digest.len() == 16 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+        "{digest}"
+    );
+    assert_eq!(summary_b["codes_sha256"], summary["codes_sha256"]);
+    assert_ne!(summary_c["codes_sha256"], summary["codes_sha256"]);
+    assert_eq!(
+        summary["lm_loop"], "host",
+        "the CPU backend keeps the caches on the host"
+    );
 
     let reader = hound::WavReader::open(&path).unwrap();
     let spec = reader.spec();

@@ -8,6 +8,7 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use heart::manifest::Verify;
 use heart_runtime::codec::{AudioChunk, DetokenizeParams, FlowParams, SeededNoise};
@@ -141,16 +142,23 @@ fn streamed_audio_equals_the_decoded_song_and_starts_before_the_lm_ends() {
     assert!(early_runs >= 2, "the LM ended early too often to test streaming");
 }
 
-#[test]
-fn a_sink_that_fails_stops_the_song() {
+/// The pipeline and a song whose LM writes 451 frames (window 0 decoded
+/// while it runs, the last window after it).
+fn pipeline_and_36_s_song() -> (Pipeline, SongRequest) {
     let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
-    let mut pipeline = Pipeline::open(&rt, engines(), Verify::Quick).unwrap();
+    let pipeline = Pipeline::open(&rt, engines(), Verify::Quick).unwrap();
     let request = SongRequest {
         tags: TAGS.into(),
         lyrics: LYRICS.into(),
         settings: settings(36.0),
         seed: 5,
     };
+    (pipeline, request)
+}
+
+#[test]
+fn a_sink_that_fails_stops_the_song() {
+    let (mut pipeline, request) = pipeline_and_36_s_song();
     let mut frames = 0;
     let err = pipeline
         .generate_streaming(
@@ -166,6 +174,65 @@ fn a_sink_that_fails_stops_the_song() {
     assert!(matches!(err, SongError::Output(_)), "{err}");
     assert!(err.to_string().contains("reader gone"), "{err}");
     assert_eq!(frames, 372, "the LM stops at the frame whose window failed to go out");
+}
+
+#[test]
+fn a_cancelled_song_stops_at_the_next_frame_or_window() {
+    let (mut pipeline, request) = pipeline_and_36_s_song();
+    // While the LM runs: the flag set at frame 10 stops it before frame 11.
+    let cancel = AtomicBool::new(false);
+    let mut frames = 0;
+    let mut chunks = 0;
+    let err = pipeline
+        .generate_cancellable(
+            &request,
+            &mut |p| {
+                if let Progress::Frame { frames: f, .. } = p {
+                    frames = f;
+                    if f == 10 {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
+                }
+            },
+            &mut |_| {
+                chunks += 1;
+                Ok(())
+            },
+            &cancel,
+        )
+        .unwrap_err();
+    assert!(matches!(err, SongError::Cancelled), "{err}");
+    assert_eq!((frames, chunks), (10, 0));
+
+    // After the LM: the flag set when the codec's tail starts stops it after
+    // that window, and the song's last audio never reaches the sink.
+    let cancel = AtomicBool::new(false);
+    let (mut windows, mut tail) = (Vec::new(), None);
+    let sunk = std::cell::Cell::new(0);
+    let err = pipeline
+        .generate_cancellable(
+            &request,
+            &mut |p| match p {
+                Progress::CodecStart { windows: w, done } => {
+                    tail = Some((w, done, sunk.get()));
+                    cancel.store(true, Ordering::Relaxed);
+                }
+                Progress::Window { done } => windows.push(done),
+                Progress::Frame { .. } => {}
+            },
+            &mut |c| {
+                sunk.set(sunk.get() + c.len());
+                Ok(())
+            },
+            &cancel,
+        )
+        .unwrap_err();
+    assert!(matches!(err, SongError::Cancelled), "{err}");
+    let (total, early, sunk_before) = tail.expect("the LM finished");
+    assert!(total > early && early >= 1, "{total} windows, {early} early");
+    assert_eq!(windows.last(), Some(&(early + 1)), "one tail window, then the stop");
+    assert!(sunk_before > 0, "window 0 went out while the LM ran");
+    assert_eq!(sunk.get(), sunk_before, "no audio after the stop");
 }
 
 #[test]

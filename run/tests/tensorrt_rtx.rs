@@ -85,8 +85,11 @@ fn rtx_engines(root: &Path, version: &str) -> PathBuf {
     dir
 }
 
+/// heart-run as from a fresh shell: no `LD_LIBRARY_PATH`, the plugin's
+/// libraries found by heart-run itself.
 fn heart_run(engines: &Path, wav: &Path, extra: &[&str]) -> Output {
     Command::new(bin("heart-run"))
+        .env_remove("LD_LIBRARY_PATH")
         .arg("--engines")
         .arg(engines)
         .args(["--tags", "piano", "--lyrics", "[verse] la", "--duration", "1", "--out"])
@@ -98,6 +101,7 @@ fn heart_run(engines: &Path, wav: &Path, extra: &[&str]) -> Output {
 
 fn doctor_json(extra: &[&str]) -> serde_json::Value {
     let o = Command::new(bin("heart-run"))
+        .env_remove("LD_LIBRARY_PATH")
         .args(["doctor", "--json"])
         .args(extra)
         .output()
@@ -123,10 +127,20 @@ fn backend_tensorrt_rtx_refuses_with_the_reason_and_auto_falls_back_to_the_cpu()
         err.contains("--backend tensorrt-rtx cannot run here: the NvTensorRTRTX plugin "),
         "{err}"
     );
-    assert!(
-        err.contains("libcuda.so.1: cannot open shared object file"),
-        "the loader's reason: {err}"
-    );
+    let missing = "did not load: missing libcuda.so.1, libnvidia-ml.so.1 (the NVIDIA driver's; not on this \
+                   system's library path: install the NVIDIA driver)";
+    assert!(err.contains(missing), "exactly the driver's libraries: {err}");
+    for bundled in [
+        "libcudart",
+        "libtensorrt_rtx",
+        "libtensorrt_onnxparser_rtx",
+        "libtensorrt_plugins",
+    ] {
+        assert!(
+            !err.contains(bundled),
+            "{bundled} loads from the plugin's folder: {err}"
+        );
+    }
     assert!(!err.contains("panicked"), "{err}");
     assert!(!wav.exists());
 
@@ -180,6 +194,22 @@ fn doctor_reports_this_cpu_only_machine() {
     assert_eq!(rtx["tensorrt_rtx_version"], "1.7.1.116");
     assert_eq!(rtx["loads"], false);
     assert_eq!(rtx["devices"], serde_json::json!([]));
+    let required: Vec<&str> = rtx["missing_libraries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap())
+        .filter(|m| m.contains("(required)"))
+        .collect();
+    assert_eq!(required.len(), 2, "{required:?}");
+    assert!(
+        required[0].starts_with("libcuda.so.1 (required): libcuda.so.1: cannot open"),
+        "{required:?}"
+    );
+    assert!(
+        required[1].starts_with("libnvidia-ml.so.1 (required): "),
+        "{required:?}"
+    );
     assert_eq!(r["classic"]["gpu_feature"], cfg!(feature = "gpu"));
     assert_eq!(r["backend"]["backend"], "cpu");
     assert!(r["engines"].is_null());

@@ -22,6 +22,7 @@
 //! two streams are independent and the same inputs + seed give the same bytes.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use heart::manifest::{Manifest, Verify};
@@ -69,6 +70,10 @@ pub enum SongError {
     /// reader of a pipe went away); generation stopped there.
     #[error("writing audio: {0}")]
     Output(#[source] std::io::Error),
+    /// The caller's cancel flag of [`Pipeline::generate_cancellable`] was set;
+    /// generation stopped at the next frame or codec window.
+    #[error("cancelled")]
+    Cancelled,
 }
 
 /// The parts of an engine folder a song needs, opened once and reused for
@@ -210,6 +215,12 @@ impl Pipeline {
         2
     }
 
+    /// The LM's frame loop: device-resident on a GPU backend of a build with
+    /// the `gpu` feature, else on the host.
+    pub fn lm_loop(&self) -> crate::lm::device::LoopKind {
+        self.lm.loop_kind()
+    }
+
     /// The manifest it was opened through.
     pub fn manifest(&self) -> &Manifest {
         self.folder.manifest()
@@ -234,6 +245,21 @@ impl Pipeline {
         req: &SongRequest,
         progress: &mut dyn FnMut(Progress),
         sink: &mut dyn FnMut(&AudioChunk) -> std::io::Result<()>,
+    ) -> Result<Song, SongError> {
+        self.generate_cancellable(req, progress, sink, &AtomicBool::new(false))
+    }
+
+    /// [`Pipeline::generate_streaming`] that another thread can stop: once
+    /// `cancel` is set, generation ends with [`SongError::Cancelled`] before
+    /// the next LM frame (while the LM runs) or the next codec window (after
+    /// it), so the wait is at most one frame or one window; the sink gets no
+    /// chunk after that.
+    pub fn generate_cancellable(
+        &mut self,
+        req: &SongRequest,
+        progress: &mut dyn FnMut(Progress),
+        sink: &mut dyn FnMut(&AudioChunk) -> std::io::Result<()>,
+        cancel: &AtomicBool,
     ) -> Result<Song, SongError> {
         let manifest = self.folder.manifest();
         let s = req.settings;
@@ -289,6 +315,10 @@ impl Pipeline {
             sampler,
             &mut RaceNoise::new(req.seed),
             &mut |kept: KeptFrame<'_>| {
+                if cancel.load(Ordering::Relaxed) {
+                    out.failure = Some(SongError::Cancelled);
+                    return Err(LmError::Stopped);
+                }
                 progress(Progress::Frame {
                     frames: kept.frames,
                     max_frames: kept.max_frames,
@@ -316,12 +346,20 @@ impl Pipeline {
         });
         let t2 = Instant::now();
         let mut done = out.stream.windows_done();
-        let (last, audio) = out
+        let finished = out
             .stream
             .finish(&mut *out.codec, codes.view(), &mut out.noise, &mut |_| {
                 done += 1;
                 progress(Progress::Window { done });
-            })?;
+                if cancel.load(Ordering::Relaxed) {
+                    return Err(CodecError::Stopped);
+                }
+                Ok(())
+            });
+        let (last, audio) = match finished {
+            Err(CodecError::Stopped) => return Err(SongError::Cancelled),
+            other => other?,
+        };
         out.codec_time += t2.elapsed();
         let codec_time = out.codec_time;
         let first_audio = out.emit(&last)?;
@@ -371,7 +409,7 @@ impl Output<'_, '_> {
         let codes = Array2::from_shape_fn((window[0].len(), window.len()), |(q, i)| window[i][q]);
         let chunk = self
             .stream
-            .push_window(self.codec, codes.view(), &mut self.noise, &mut |_| {});
+            .push_window(self.codec, codes.view(), &mut self.noise, &mut |_| Ok(()));
         self.codec_time += t.elapsed();
         let result = chunk
             .map_err(SongError::from)

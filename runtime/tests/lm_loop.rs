@@ -5,8 +5,8 @@
 use heart::fixture::Fixture;
 use heart::precision::Precision;
 use heart_runtime::lm::{
-    CodePicker, GenParams, HeartMula, KvCache, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StopReason,
-    generate,
+    CodePicker, GenParams, HeartMula, KvCache, LmError, Prompt, SamplerParams, Sampling, SeededNoise, StackCache,
+    StopReason, generate,
 };
 
 /// Returns `eos` for every codebook of the listed frames, else `frame + codebook`.
@@ -166,15 +166,19 @@ fn growing_the_cache_matches_a_cache_allocated_at_full_size() {
     let frames = 300 - p.len();
     let mut grown = lm.new_state(1, p.len() + frames).unwrap();
     let mut full = lm.new_state(1, p.len() + frames).unwrap();
-    let b = full.backbone.clone();
-    full.backbone = KvCache::new(b.shape(), b.dtype(), b.max_capacity(), b.max_capacity()).unwrap();
+    let b = full.backbone.host_mut().unwrap().clone();
+    full.backbone = StackCache::Host(KvCache::new(b.shape(), b.dtype(), b.max_capacity(), b.max_capacity()).unwrap());
     let (mut x, mut y) = (lm.prefill(&mut grown, &p).unwrap(), lm.prefill(&mut full, &p).unwrap());
     for i in 0..frames {
         let f = vec![(0..8).map(|k| ((i * 7 + k * 3) % 64) as i64).collect()];
         x = lm.feed_frame(&mut grown, &f).unwrap();
         y = lm.feed_frame(&mut full, &f).unwrap();
     }
-    assert_eq!(grown.backbone.capacity(), 300, "grew in steps, capped at the maximum");
+    assert_eq!(
+        grown.backbone.host_mut().unwrap().capacity(),
+        300,
+        "grew in steps, capped at the maximum"
+    );
     let err = x
         .c0_logits
         .iter()

@@ -73,6 +73,10 @@ pub enum CodecError {
     /// Recorded noise ran out.
     #[error(transparent)]
     Noise(#[from] NoiseExhausted),
+    /// The caller's per-window observer asked the stream to stop (e.g. a
+    /// cancelled request); the caller holds the reason.
+    #[error("decoding was stopped by its caller")]
+    Stopped,
 }
 
 /// Result alias of the codec runtime.

@@ -170,7 +170,10 @@ impl Codec {
         noise: &mut impl NoiseSource,
         observer: &mut dyn FnMut(&WindowTrace<'_>),
     ) -> Result<Audio> {
-        let (_, audio) = WindowStream::new(&self.cfg, params).finish(self, codes, noise, observer)?;
+        let (_, audio) = WindowStream::new(&self.cfg, params).finish(self, codes, noise, &mut |trace| {
+            observer(trace);
+            Ok(())
+        })?;
         Ok(audio)
     }
 

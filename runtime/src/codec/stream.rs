@@ -106,13 +106,14 @@ impl WindowStream {
     /// Decodes the next window from its [`WINDOW_CODES`] codes
     /// (`[num_quantizers, 372]`, frames `next_start()..` of the song, all of
     /// them generated: [`WindowStream::frames_for_next`]) and returns the audio
-    /// that is final after it.
+    /// that is final after it. An error from `observer` (called once the
+    /// window is decoded) is returned as is.
     pub fn push_window(
         &mut self,
         codec: &mut Codec,
         codes: ArrayView2<'_, i64>,
         noise: &mut dyn NoiseSource,
-        observer: &mut dyn FnMut(&WindowTrace<'_>),
+        observer: &mut dyn FnMut(&WindowTrace<'_>) -> Result<()>,
     ) -> Result<AudioChunk> {
         self.decode_window(codec, codes, noise, observer)?;
         let ready = self.assembler.len().saturating_sub(self.overlap_samples);
@@ -124,7 +125,7 @@ impl WindowStream {
         codec: &mut Codec,
         codes: ArrayView2<'_, i64>,
         noise: &mut dyn NoiseSource,
-        observer: &mut dyn FnMut(&WindowTrace<'_>),
+        observer: &mut dyn FnMut(&WindowTrace<'_>) -> Result<()>,
     ) -> Result<()> {
         if codes.ncols() != WINDOW_CODES {
             return Err(CodecError::InputLength {
@@ -154,7 +155,7 @@ impl WindowStream {
             conditioning: &conditioning,
             latents: &latents,
             audio: &audio,
-        });
+        })?;
         self.previous = Some(latents);
         self.next += 1;
         Ok(())
@@ -163,13 +164,15 @@ impl WindowStream {
     /// Decodes the windows of the finished sequence `codes` (`[num_quantizers, T]`)
     /// that are not decoded yet (with the looping pad) and returns the rest of the
     /// song (cropped to `int(T / 12.5 · sample_rate)` samples per channel) and
-    /// the whole song. The stream is spent afterwards.
+    /// the whole song. The stream is spent afterwards. An error from
+    /// `observer` (called after each window) stops before the next window and
+    /// is returned as is ([`CodecError::Stopped`] for a caller's stop).
     pub fn finish(
         &mut self,
         codec: &mut Codec,
         codes: ArrayView2<'_, i64>,
         noise: &mut dyn NoiseSource,
-        observer: &mut dyn FnMut(&WindowTrace<'_>),
+        observer: &mut dyn FnMut(&WindowTrace<'_>) -> Result<()>,
     ) -> Result<(AudioChunk, Audio)> {
         let frames = codes.ncols();
         if frames == 0 {

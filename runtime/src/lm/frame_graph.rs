@@ -17,7 +17,7 @@ use ort::value::TensorRef;
 use super::LmError;
 use super::embed::Prompt;
 use super::frame_loop::{GenParams, Generation, StopReason, ends_generation};
-use super::model::{HeartMula, LmState};
+use super::model::{FrameSampling, HeartMula, LmState};
 use super::sampler::{NoiseSource, SamplerParams};
 use super::session::extract;
 
@@ -107,6 +107,21 @@ pub fn frame_step(
     sampler: SamplerParams,
 ) -> Result<Vec<i64>, LmError> {
     let dims = lm.dims();
+    if !takes(sampler, dims.audio_vocab) {
+        return Err(LmError::Input(format!(
+            "top_k {}: the frame graph samples from at most {} candidates",
+            sampler.top_k,
+            frame_io::TOP_K_MAX
+        )));
+    }
+    let sampling = FrameSampling {
+        temperature: sampler.temperature,
+        top_k: sampler.top_k.min(dims.audio_vocab) as i64,
+        cfg_scale: params.cfg_scale,
+    };
+    if let Some(codes) = lm.device_frame_step(st, (embeds, s), q, sampling)? {
+        return checked_codes(codes, dims.codebooks, lm.frame_graph().map(|g| g.path().to_path_buf()));
+    }
     let Some(graph) = lm.frame_graph() else {
         return Err(LmError::Input(
             "the engine has no frame graph (rebuild it with this version of heart-build)".into(),
@@ -117,16 +132,9 @@ pub fn frame_step(
         path: path.clone(),
         message: e.to_string(),
     };
-    if !takes(sampler, dims.audio_vocab) {
-        return Err(LmError::Input(format!(
-            "top_k {}: the frame graph samples from at most {} candidates",
-            sampler.top_k,
-            frame_io::TOP_K_MAX
-        )));
-    }
-    let top_k = [sampler.top_k.min(dims.audio_vocab) as i64];
-    let temperature = [sampler.temperature];
-    let cfg_scale = [params.cfg_scale];
+    let top_k = [sampling.top_k];
+    let temperature = [sampling.temperature];
+    let cfg_scale = [sampling.cfg_scale];
     fn scalar(v: &[f32; 1]) -> ort::Result<SessionInputValue<'_>> {
         Ok(TensorRef::from_array_view(((), &v[..]))?.into())
     }
@@ -146,18 +154,18 @@ pub fn frame_step(
         ),
         (frame_io::CFG_SCALE.into(), scalar(&cfg_scale).map_err(ort_err)?),
     ];
-    let codes = graph.run(&mut st.backbone, embeds, s, extra, |out| {
+    let codes = graph.run(st.backbone.host_mut()?, embeds, s, extra, |out| {
         Ok(extract::<i64>(out, frame_io::CODES, &path)?.to_vec())
     })?;
-    if codes.len() != dims.codebooks {
+    checked_codes(codes, dims.codebooks, Some(path))
+}
+
+/// `codes` if it holds one code per codebook, else an engine error naming the graph.
+fn checked_codes(codes: Vec<i64>, codebooks: usize, path: Option<std::path::PathBuf>) -> Result<Vec<i64>, LmError> {
+    if codes.len() != codebooks {
         return Err(LmError::Engine {
-            path,
-            message: format!(
-                "`{}` has {} codes; expected {}",
-                frame_io::CODES,
-                codes.len(),
-                dims.codebooks
-            ),
+            path: path.unwrap_or_default(),
+            message: format!("`{}` has {} codes; expected {codebooks}", frame_io::CODES, codes.len(),),
         });
     }
     Ok(codes)

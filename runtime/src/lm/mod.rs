@@ -35,7 +35,8 @@ pub use frame_loop::{
 };
 pub use kv_cache::{CacheDtype, CacheShape, KvCache};
 pub use model::{
-    BackboneAll, BackboneOut, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, TapValues, Taps,
+    BackboneAll, BackboneOut, FrameSampling, GraphKind, HeartMula, LmDims, LmFiles, LmState, ScoredFrames, StackCache,
+    TapValues, Taps,
 };
 pub use sampler::{NoiseSource, RecordedNoise, SamplerParams, SeededNoise};
 pub use speculative::{

@@ -20,8 +20,12 @@ use heart::config::{GenConfig, MulaConfig};
 use heart::engine::{self, io};
 
 use super::LmError;
+use super::device::layout::{Cursor, DeviceKvLayout, Graph};
+use super::device::memory::Pending;
+use super::device::stack::StepRequest;
+use super::device::{DeviceLm, LoopKind, ModelSizes};
 use super::embed::{Embedder, Prompt};
-use super::kv_cache::KvCache;
+use super::kv_cache::{CacheShape, KvCache};
 use heart_backend::{OrtRuntime, SessionConfig};
 use ort::session::builder::PrepackedWeights;
 
@@ -195,13 +199,72 @@ impl LmFiles {
     }
 }
 
+/// One stack's cache in a generation: held on the host and bound by
+/// pointer (the CPU provider), or a [`Cursor`] into the model's device
+/// caches ([`LoopKind::Device`]). Both answer the same length questions;
+/// rollback and reset move a length on either.
+#[derive(Debug, Clone)]
+pub enum StackCache {
+    /// Host buffers, grown as positions are added.
+    Host(KvCache),
+    /// A position in the model's fixed device caches.
+    Device(Cursor),
+}
+
+impl StackCache {
+    /// Valid positions.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Host(c) => c.len(),
+            Self::Device(c) => c.len,
+        }
+    }
+
+    /// Whether no position is valid.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Keeps only the first `len` positions (no-op if already shorter).
+    pub fn truncate(&mut self, len: usize) {
+        match self {
+            Self::Host(c) => c.truncate(len),
+            Self::Device(c) => c.truncate(len),
+        }
+    }
+
+    /// Forgets every position.
+    pub fn reset(&mut self) {
+        self.truncate(0);
+    }
+
+    /// Dimensions.
+    pub fn shape(&self) -> CacheShape {
+        match self {
+            Self::Host(c) => c.shape(),
+            Self::Device(c) => c.layout.shape,
+        }
+    }
+
+    /// The host cache; an [`LmError::Input`] on the device loop (for
+    /// callers that bind host buffers themselves).
+    pub fn host_mut(&mut self) -> Result<&mut KvCache, LmError> {
+        match self {
+            Self::Host(c) => Ok(c),
+            Self::Device(_) => Err(LmError::Input(
+                "this step binds host caches; the generation's caches are on the device".into(),
+            )),
+        }
+    }
+}
+
 /// Caches of one generation.
 #[derive(Debug, Clone)]
 pub struct LmState {
     /// Backbone cache (grows with the song).
-    pub backbone: KvCache,
+    pub backbone: StackCache,
     /// Decoder cache (one frame's positions, reset every frame).
-    pub decoder: KvCache,
+    pub decoder: StackCache,
     /// Extra outputs asked of every backbone and decoder-walk step.
     taps: Taps,
     /// Their values, per step, until [`LmState::take_taps`].
@@ -229,6 +292,17 @@ fn last_output(out: &mut Vec<Vec<f32>>, name: &str, graph: &StackGraph) -> Resul
     })
 }
 
+/// The frame graph's sampling inputs of one call.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrameSampling {
+    /// Sampling temperature.
+    pub temperature: f32,
+    /// Candidates kept per codebook (`1..=V`).
+    pub top_k: i64,
+    /// Classifier-free guidance scale.
+    pub cfg_scale: f32,
+}
+
 /// An opened HeartMuLa engine.
 pub struct HeartMula {
     backbone: StackGraph,
@@ -236,6 +310,9 @@ pub struct HeartMula {
     frame: Option<StackGraph>,
     embedder: Embedder,
     dims: LmDims,
+    /// The device-resident caches and bindings ([`LoopKind::Device`]); after
+    /// the sessions so its stream outlives them.
+    device: Option<DeviceLm>,
 }
 
 impl HeartMula {
@@ -262,7 +339,8 @@ impl HeartMula {
         Self::open_files(rt, &LmFiles::draft(engine_dir), cfg, gen_cfg, sessions)
     }
 
-    /// Opens an LM from explicit files.
+    /// Opens an LM from explicit files, with the frame loop the runtime's
+    /// backend takes ([`LoopKind::for_backend`]).
     pub fn open_files(
         rt: &OrtRuntime,
         files: &LmFiles,
@@ -270,6 +348,25 @@ impl HeartMula {
         gen_cfg: &GenConfig,
         sessions: &SessionConfig,
     ) -> Result<Self, LmError> {
+        let kind = LoopKind::for_backend(&rt.plan.backend);
+        Self::open_files_with_loop(rt, files, cfg, gen_cfg, sessions, kind)
+    }
+
+    /// Opens an LM from explicit files with frame loop `kind`. On a GPU
+    /// backend [`LoopKind::Device`] creates the CUDA stream the providers
+    /// run on and turns on CUDA-graph capture for these sessions (unless the
+    /// plan turns it off); on the CPU it runs the same loop over fixed ONNX
+    /// Runtime CPU buffers (what tests without a GPU exercise).
+    pub fn open_files_with_loop(
+        rt: &OrtRuntime,
+        files: &LmFiles,
+        cfg: &MulaConfig,
+        gen_cfg: &GenConfig,
+        sessions: &SessionConfig,
+        kind: LoopKind,
+    ) -> Result<Self, LmError> {
+        let (rt, memory) = Pending::for_runtime(rt, kind)?;
+        let rt = &rt;
         // The frame graph holds the per-step graphs' weights again: with one,
         // they open on first use (speculation, taps, conformance), with the
         // frame graph's backbone cache and the config's decoder, and one
@@ -322,11 +419,23 @@ impl HeartMula {
                 ),
             });
         }
+        let device = match memory {
+            None => None,
+            Some(pending) => Some(DeviceLm::new(
+                pending.finish(frame.as_ref().unwrap_or(&backbone).session()?)?,
+                ModelSizes {
+                    embed_dim: d,
+                    vocab: cfg.audio_vocab_size,
+                    codebooks: cfg.audio_num_codebooks,
+                },
+            )),
+        };
         Ok(Self {
             backbone,
             decoder,
             frame,
             embedder,
+            device,
             dims: LmDims {
                 audio_vocab: cfg.audio_vocab_size,
                 codebooks: cfg.audio_num_codebooks,
@@ -402,13 +511,31 @@ impl HeartMula {
         st: &mut LmState,
         (embeds, s): (&[f32], usize),
         codebook: usize,
-        main: &[&str],
+        main: &[&'static str],
     ) -> Result<Vec<Vec<f32>>, LmError> {
         let (graph, cache, codebook_input) = match kind {
             GraphKind::Backbone => (&mut self.backbone, &mut st.backbone, None),
             GraphKind::Decoder => (&mut self.decoder, &mut st.decoder, Some(codebook as i64)),
         };
         let taps = st.taps.names(kind);
+        let cache = match cache {
+            StackCache::Device(cursor) => {
+                let which = match kind {
+                    GraphKind::Backbone => Graph::Backbone,
+                    GraphKind::Decoder => Graph::Decoder,
+                };
+                return device_step(
+                    self.device.as_mut(),
+                    graph,
+                    which,
+                    cursor,
+                    (embeds, s),
+                    codebook_input,
+                    main,
+                );
+            }
+            StackCache::Host(cache) => cache,
+        };
         if taps.is_empty() {
             return graph.step(cache, embeds, s, codebook_input, main);
         }
@@ -422,6 +549,71 @@ impl HeartMula {
             values,
         });
         Ok(out)
+    }
+
+    /// Whether generations keep their caches on the device ([`LoopKind::Device`]).
+    pub fn loop_kind(&self) -> LoopKind {
+        if self.device.is_some() {
+            LoopKind::Device
+        } else {
+            LoopKind::Host
+        }
+    }
+
+    /// The device-resident caches and bindings, on [`LoopKind::Device`].
+    pub fn device(&self) -> Option<&DeviceLm> {
+        self.device.as_ref()
+    }
+
+    /// One frame-graph call on the device loop: the frame's embeddings `[B,
+    /// s, D]`, noise rows `q` `[n_codebooks, V]` and sampling scalars go into
+    /// the frame graph's fixed input buffers, its new keys/values into the
+    /// backbone's device cache, and only the `n_codebooks` codes come back.
+    /// `None` on the host loop (the caller binds host buffers).
+    pub fn device_frame_step(
+        &mut self,
+        st: &mut LmState,
+        (embeds, s): (&[f32], usize),
+        q: &[f32],
+        sampling: FrameSampling,
+    ) -> Result<Option<Vec<i64>>, LmError> {
+        let StackCache::Device(cursor) = &mut st.backbone else {
+            return Ok(None);
+        };
+        let (Some(graph), Some(device)) = (self.frame.as_mut(), self.device.as_mut()) else {
+            return Err(LmError::Input(
+                "the engine has no frame graph (rebuild it with this version of heart-build)".into(),
+            ));
+        };
+        use heart::engine::frame_io;
+        let (temperature, top_k, cfg_scale) = (
+            sampling.temperature.to_le_bytes(),
+            sampling.top_k.to_le_bytes(),
+            sampling.cfg_scale.to_le_bytes(),
+        );
+        let inputs: [(&'static str, &[u8]); 4] = [
+            (frame_io::NOISE, bytemuck::cast_slice(q)),
+            (frame_io::TEMPERATURE, &temperature),
+            (frame_io::TOP_K, &top_k),
+            (frame_io::CFG_SCALE, &cfg_scale),
+        ];
+        // Every call after the prompt's has one row and the same addresses.
+        let req = StepRequest {
+            rows: s,
+            embeds,
+            inputs: &inputs,
+            outputs: &[frame_io::CODES],
+            capture: cursor.len > 0,
+        };
+        let path = graph.path().to_path_buf();
+        let mut out = device.step(Graph::Frame, graph.session_mut()?, &path, cursor, &req)?;
+        let codes = out.pop().unwrap_or_default();
+        Ok(Some(
+            codes
+                .chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                .collect(),
+        ))
     }
 
     /// Checks that the graphs have the per-position outputs the scoring steps
@@ -448,13 +640,13 @@ impl HeartMula {
 
     /// Fresh caches for `batch` rows and at most `max_positions` backbone
     /// positions (prompt + fed-back frames).
-    pub fn new_state(&self, batch: usize, max_positions: usize) -> Result<LmState, LmError> {
+    pub fn new_state(&mut self, batch: usize, max_positions: usize) -> Result<LmState, LmError> {
         self.new_tapped_state(batch, max_positions, Taps::default())
     }
 
     /// As [`Self::new_state`], with every step also returning `taps`
     /// (checked against the graphs' outputs).
-    pub fn new_tapped_state(&self, batch: usize, max_positions: usize, taps: Taps) -> Result<LmState, LmError> {
+    pub fn new_tapped_state(&mut self, batch: usize, max_positions: usize, taps: Taps) -> Result<LmState, LmError> {
         self.check_taps(&taps)?;
         if max_positions > self.dims.max_seq_len {
             return Err(LmError::CacheFull {
@@ -463,14 +655,39 @@ impl HeartMula {
             });
         }
         let n = self.dims.codebooks;
+        let (backbone, decoder) = match self.device.as_mut() {
+            Some(device) => {
+                if taps != Taps::default() {
+                    return Err(LmError::Input(
+                        "taps read host caches' step outputs: run them on the host loop (--backend cpu)".into(),
+                    ));
+                }
+                let layout = |g: &StackGraph, capacity| DeviceKvLayout {
+                    shape: g.cache_shape(batch),
+                    dtype: g.cache_dtype(),
+                    capacity,
+                };
+                let (b, d) = device.prepare(layout(&self.backbone, max_positions), layout(&self.decoder, n))?;
+                (StackCache::Device(b), StackCache::Device(d))
+            }
+            None => (
+                StackCache::Host(KvCache::new(
+                    self.backbone.cache_shape(batch),
+                    self.backbone.cache_dtype(),
+                    0,
+                    max_positions,
+                )?),
+                StackCache::Host(KvCache::new(
+                    self.decoder.cache_shape(batch),
+                    self.decoder.cache_dtype(),
+                    n,
+                    n,
+                )?),
+            ),
+        };
         Ok(LmState {
-            backbone: KvCache::new(
-                self.backbone.cache_shape(batch),
-                self.backbone.cache_dtype(),
-                0,
-                max_positions,
-            )?,
-            decoder: KvCache::new(self.decoder.cache_shape(batch), self.decoder.cache_dtype(), n, n)?,
+            backbone,
+            decoder,
             taps,
             tapped: Vec::new(),
         })
@@ -505,13 +722,19 @@ impl HeartMula {
     /// `frames[..=i]` one at a time.
     pub fn score_positions(&mut self, st: &mut LmState, frames: &[Vec<i64>]) -> Result<BackboneAll, LmError> {
         let embeds = self.frames_embeds(frames, st.batch())?;
-        let mut out = self.backbone.step(
-            &mut st.backbone,
-            &embeds,
-            frames.len(),
-            None,
-            &[io::HIDDEN_ALL, io::C0_LOGITS_ALL],
-        )?;
+        let outputs = [io::HIDDEN_ALL, io::C0_LOGITS_ALL];
+        let mut out = match &mut st.backbone {
+            StackCache::Host(cache) => self.backbone.step(cache, &embeds, frames.len(), None, &outputs)?,
+            StackCache::Device(cursor) => device_step(
+                self.device.as_mut(),
+                &mut self.backbone,
+                Graph::Backbone,
+                cursor,
+                (&embeds, frames.len()),
+                None,
+                &outputs,
+            )?,
+        };
         let c0_logits = last_output(&mut out, io::C0_LOGITS_ALL, &self.backbone)?;
         let hidden = last_output(&mut out, io::HIDDEN_ALL, &self.backbone)?;
         Ok(BackboneAll {
@@ -630,13 +853,31 @@ impl HeartMula {
                 }
             }
         }
-        let mut cache = KvCache::new(
-            self.decoder.cache_shape(frames * batch),
-            self.decoder.cache_dtype(),
-            n,
-            n,
-        )?;
-        let mut out = self.decoder.step(&mut cache, &embeds, n, Some(1), &[io::LOGITS_ALL])?;
+        let shape = self.decoder.cache_shape(frames * batch);
+        let dtype = self.decoder.cache_dtype();
+        let mut out = match self.device.as_mut() {
+            None => {
+                let mut cache = KvCache::new(shape, dtype, n, n)?;
+                self.decoder.step(&mut cache, &embeds, n, Some(1), &[io::LOGITS_ALL])?
+            }
+            Some(device) => {
+                let layout = DeviceKvLayout {
+                    shape,
+                    dtype,
+                    capacity: n,
+                };
+                let codebook = 1i64.to_le_bytes();
+                let req = StepRequest {
+                    rows: n,
+                    embeds: &embeds,
+                    inputs: &[(io::CODEBOOK, &codebook)],
+                    outputs: &[io::LOGITS_ALL],
+                    capture: true,
+                };
+                let path = self.decoder.path().to_path_buf();
+                floats(device.score(self.decoder.session_mut()?, &path, layout, &req)?)
+            }
+        };
         let logits = last_output(&mut out, io::LOGITS_ALL, &self.decoder)?;
         let expected = frames * batch * (n - 1) * self.dims.audio_vocab;
         if logits.len() != expected {
@@ -657,6 +898,44 @@ impl HeartMula {
             vocab: self.dims.audio_vocab,
         })
     }
+}
+
+/// One step of `graph` on the device loop: `embeds` `[B, s, D]` at
+/// `cursor`, the decoder's `codebook`, the f32 outputs `outputs` read back.
+fn device_step(
+    device: Option<&mut DeviceLm>,
+    graph: &mut StackGraph,
+    which: Graph,
+    cursor: &mut Cursor,
+    (embeds, s): (&[f32], usize),
+    codebook: Option<i64>,
+    outputs: &[&'static str],
+) -> Result<Vec<Vec<f32>>, LmError> {
+    let device = device.ok_or_else(|| LmError::Input("a device cache on a model without a device loop".into()))?;
+    let codebook = codebook.map(i64::to_le_bytes);
+    let inputs: Vec<(&'static str, &[u8])> = codebook.iter().map(|k| (io::CODEBOOK, &k[..])).collect();
+    // The prompt's shape is a one-off; every later step repeats its shape.
+    let capture = which != Graph::Backbone || cursor.len > 0;
+    let req = StepRequest {
+        rows: s,
+        embeds,
+        inputs: &inputs,
+        outputs,
+        capture,
+    };
+    let path = graph.path().to_path_buf();
+    Ok(floats(device.step(which, graph.session_mut()?, &path, cursor, &req)?))
+}
+
+/// f32 outputs read back as bytes.
+fn floats(out: Vec<Vec<u8>>) -> Vec<Vec<f32>> {
+    out.iter()
+        .map(|b| {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .collect()
+        })
+        .collect()
 }
 
 impl std::fmt::Debug for HeartMula {

@@ -112,7 +112,7 @@ impl StackGraph {
     }
 
     /// The session, created now if it was deferred.
-    fn session(&self) -> Result<&Session, LmError> {
+    pub fn session(&self) -> Result<&Session, LmError> {
         if let Some(s) = self.session.get() {
             return Ok(s);
         }
@@ -133,8 +133,8 @@ impl StackGraph {
         Ok(self.session.get_or_init(|| session))
     }
 
-    /// The session for a run, created now if it was deferred.
-    fn session_mut(&mut self) -> Result<&mut Session, LmError> {
+    /// The session for a run (or an I/O binding), created now if it was deferred.
+    pub fn session_mut(&mut self) -> Result<&mut Session, LmError> {
         self.session()?;
         Ok(self.session.get_mut().expect("created above"))
     }
@@ -285,14 +285,27 @@ impl StackGraph {
     }
 }
 
-/// Opens `path` through the backend's session factory.
+/// Opens `path` through the backend's session factory. ONNX Runtime refuses
+/// CUDA-graph capture at session creation for a graph it cannot capture
+/// whole (control-flow nodes, or nodes left to the CPU with copies around
+/// them: the CPU-form decoder's `If`); such a graph opens uncaptured, said in
+/// one warning line.
 fn open_session(
     rt: &OrtRuntime,
     path: &Path,
     cfg: &SessionConfig,
     prepacked: &PrepackedWeights,
 ) -> Result<Session, LmError> {
-    rt.open_session_sharing(path, cfg, prepacked).map_err(|e| LmError::Ort {
+    let opened = match rt.open_session_sharing(path, cfg, prepacked) {
+        Err(e) if rt.plan.cuda_graph => {
+            tracing::warn!(target: "heart", "{}: running without CUDA graphs: {}", path.display(), e.message);
+            let mut plan = rt.plan.clone();
+            plan.cuda_graph = false;
+            rt.clone().with_plan(plan).open_session_sharing(path, cfg, prepacked)
+        }
+        other => other,
+    };
+    opened.map_err(|e| LmError::Ort {
         path: e.path,
         message: e.message,
     })

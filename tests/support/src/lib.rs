@@ -1,6 +1,7 @@
 //! Helpers shared by heart's test suites (a dev-dependency only): where the
 //! committed tiny-a fixture is, how to find and run the workspace's binaries,
-//! and engine folders exported once per test process; plus the helpers of
+//! engine folders exported once per test process and the manifest of a
+//! hand-written one; plus the helpers of
 //! particular suites: rewritten checkpoints ([`checkpoints`]), seeded codes
 //! for the quantizer tests ([`codes`]), ONNX Runtime sessions under the option
 //! sets QDQ graphs must agree under ([`ort_graphs`]), LM graph runs
@@ -19,6 +20,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 
 use heart::config::{GenConfig, MulaConfig};
+use heart::manifest::{FORMAT_VERSION, FileEntry, Manifest, Target};
 use heart::precision::Precision;
 use heart_backend::SessionConfig;
 use heart_runtime::lm::HeartMula;
@@ -50,6 +52,37 @@ pub fn mula_configs() -> (MulaConfig, GenConfig) {
         MulaConfig::from_file(&dir.join("config.json")).expect("fixture config.json"),
         GenConfig::from_file(&dir.join("gen_config.json")).expect("fixture gen_config.json"),
     )
+}
+
+/// The generation config of the released checkpoints (Llama-3 text ids,
+/// audio EOS 8193).
+pub fn gen_config_3b() -> GenConfig {
+    GenConfig {
+        text_bos_id: 128000,
+        text_eos_id: 128001,
+        audio_eos_id: 8193,
+        empty_id: 0,
+    }
+}
+
+/// The manifest of a test's hand-written engine folder: ONNX target, LM at
+/// `precision`, no codec, build profile, calibration or recorded build
+/// inputs, and `files` as listed. Tests set other fields by struct update.
+pub fn manifest(model: MulaConfig, gen_config: GenConfig, precision: Precision, files: Vec<FileEntry>) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        heart_version: "test".into(),
+        target: Target::Onnx,
+        precision,
+        codec_precision: None,
+        model,
+        gen_config,
+        codec: None,
+        build_profile: None,
+        calibration: None,
+        inputs: vec![],
+        files,
+    }
 }
 
 /// The workspace binary `name` (`heart-build`, `heart-run`, `heart-eval`,
