@@ -191,7 +191,7 @@ pub mod io {
 ///
 /// Inputs: `noise` f32 `[n_codebooks, V]` (the exponential race's `q ~ Exp(1)`,
 /// one row per codebook in sampling order), `temperature` f32 scalar,
-/// `top_k` int64 `[1]` (`1..=V`), `cfg_scale` f32 scalar (row 0 conditional,
+/// `top_k` int64 `[1]` (`1..=min(V, TOP_K_MAX)`), `cfg_scale` f32 scalar (row 0 conditional,
 /// the last row unconditional; with one row the mix is the row itself).
 /// Output: `codes` int64 `[n_codebooks]`, the frame's codes (the same in every
 /// batch row).
@@ -206,6 +206,10 @@ pub mod frame_io {
     pub const CFG_SCALE: &str = "cfg_scale";
     /// The sampled codes of the frame.
     pub const CODES: &str = "codes";
+    /// Largest `top_k` a frame graph takes: TensorRT's `TopK` keeps at most
+    /// 3840 values, so the TensorRT form sorts that many candidates once and
+    /// reads the k-th; a larger `top_k` decodes through the per-step graphs.
+    pub const TOP_K_MAX: usize = 3840;
 }
 
 /// Input/output names of the two codec graphs.

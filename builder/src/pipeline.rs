@@ -10,7 +10,6 @@ use heart::layout::{CodecCheckpoint, MulaCheckpoint};
 use heart::manifest::{self, FORMAT_VERSION, FileEntry, InputEntry, Manifest, Target};
 use heart::precision::Precision;
 use onnx_export::external::WrittenFile;
-use onnx_export::lm::GraphForm;
 
 use crate::atomic::AtomicDir;
 use crate::bytes_bar;
@@ -107,20 +106,15 @@ pub fn build(args: &BuildArgs, profile: &Profile, simulation: Option<&Simulation
     let mut written = onnx_export::lm::export_lm_with(&mula.checkpoint, &mula.config, &options, dir)
         .context("exporting the HeartMuLa graphs")?
         .files;
-    // The frame graph is exported in the CPU form, where it is checked against
-    // the per-step graphs; NVIDIA's builder has not compiled it (its TopK takes
-    // K at run time), so GPU targets ship no frame graph and decode per step.
-    if form == GraphForm::Cpu {
-        written.extend(
-            onnx_export::frame::export_frame(
-                &mula.checkpoint,
-                &mula.config,
-                &options,
-                &dir.join(heart::engine::FRAME_GRAPH),
-            )
-            .context("exporting the frame graph")?,
-        );
-    }
+    written.extend(
+        onnx_export::frame::export_frame(
+            &mula.checkpoint,
+            &mula.config,
+            &options,
+            &dir.join(heart::engine::FRAME_GRAPH),
+        )
+        .context("exporting the frame graph")?,
+    );
     written.extend(lm.stats_file);
     if let Some(plan) = &draft_plan {
         stage(&format!("exporting the speculative-decoding draft ({plan})"));

@@ -10,7 +10,7 @@
 //! request and reply for all graphs of a build (one Python start, ~1 s).
 //!
 //! Every graph of the folder (the TensorRT forms of `backbone`, `decoder`,
-//! `flow_estimator`, `scalar_decoder` and the draft's `draft/backbone`,
+//! `frame`, `flow_estimator`, `scalar_decoder` and the draft's `draft/backbone`,
 //! `draft/decoder`) gets a strongly typed engine `trt/<graph>.engine` with one
 //! optimization profile from [`heart_backend::profiles`] (with a
 //! draft, the target decoder also accepts the speculative scorer's `F·B`
@@ -178,7 +178,7 @@ pub struct GraphJob {
     pub profile: GraphProfile,
 }
 
-/// The graphs of a build and their profiles: the LM (its decoder also takes
+/// The graphs of a build and their profiles: the LM with its frame graph (its decoder also takes
 /// the speculative scorer's rows when `draft` is given), the codec when
 /// `codec` is given, and the draft's graphs built from `draft` (the draft's
 /// own, possibly shallower, configuration).
@@ -197,6 +197,12 @@ pub fn jobs(model: &MulaConfig, codec: Option<&CodecConfig>, draft: Option<&Mula
         GraphJob {
             graph: engine::DECODER_GRAPH.into(),
             profile: profiles::decoder(model, &target),
+        },
+        // The frame graph's dynamic inputs are the backbone's
+        // (`profiles::for_graph`); it decodes plain frames only.
+        GraphJob {
+            graph: engine::FRAME_GRAPH.into(),
+            profile: profiles::backbone(model, &plain),
         },
     ];
     if let Some(codec) = codec {
@@ -524,6 +530,7 @@ mod tests {
             [
                 "backbone.onnx",
                 "decoder.onnx",
+                "frame.onnx",
                 "draft/backbone.onnx",
                 "draft/decoder.onnx"
             ]
@@ -532,7 +539,7 @@ mod tests {
         assert_eq!(batch_max(&plain[1]), 2);
         assert_eq!(batch_max(&spec[1]), 2 * profiles::SPECULATE_MAX_FRAMES);
         assert_eq!(batch_max(&spec[0]), 2, "the backbone scores positions, not rows");
-        assert_eq!(batch_max(&spec[3]), 2, "the draft decodes plain frames");
+        assert_eq!(batch_max(&spec[4]), 2, "the draft decodes plain frames");
         let keys = |j: &GraphJob| {
             j.profile
                 .inputs
@@ -541,6 +548,11 @@ mod tests {
                 .count()
         };
         assert_eq!(keys(&spec[0]), m.backbone.num_layers);
-        assert_eq!(keys(&spec[2]), 1);
+        assert_eq!(
+            keys(&spec[2]),
+            m.backbone.num_layers,
+            "the frame graph's cache is the backbone's"
+        );
+        assert_eq!(keys(&spec[3]), 1);
     }
 }

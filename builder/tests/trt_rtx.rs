@@ -1,11 +1,12 @@
 //! `heart-build --target tensorrt-rtx` end to end with NVIDIA's own builder
 //! (TensorRT-RTX 1.7.1, installed by `scripts/setup-trt-rtx.sh`; without it
 //! these tests fail with heart-build's message naming that script): every
-//! graph of the tiny-a fixture gets a GB10 (sm121) engine at fp16, fp8, fp4
-//! and fp4-w4a4 and with a speculative draft, each with an EP-context model
-//! whose node names the engine's tensors; the exported graphs are the
-//! TensorRT forms (no `If`, no contrib operators, FP4 weights as FLOAT4E2M1),
-//! which at fp16 pass every fixture conformance case on ONNX Runtime CPU;
+//! graph of the tiny-a fixture, the frame graph included, gets a GB10 (sm121)
+//! engine at fp16, fp8, fp4 and fp4-w4a4 and with a speculative draft, each
+//! with an EP-context model whose node names the engine's tensors; the
+//! exported graphs are the TensorRT forms (no `If`, no contrib operators, FP4
+//! weights as FLOAT4E2M1), which at fp16 pass every fixture conformance case
+//! on ONNX Runtime CPU, and whose frame graph samples the CPU form's codes;
 //! and on the synthesized small LM the fp4 backbone engine is at most 0.45×
 //! the fp16 one (FP4 stays FP4 in the engine).
 
@@ -14,7 +15,14 @@ use std::process::{Command, Output};
 
 use heart::engine;
 use heart::manifest::{EngineKind, Manifest, Target, Verify};
+use heart::precision::Precision;
+use heart_backend::SessionConfig;
 use heart_conform::{ConformContext, Verdict};
+use heart_runtime::lm::{
+    GenParams, Generation, HeartMula, NoiseSource, Prompt, SamplerParams, SeededNoise, generate_frames,
+};
+use heart_test_support::generate_cases::generate_cases;
+use heart_test_support::{fixture_set, mula_configs, open_lm};
 use onnx_export::ep_context::{NV_TENSORRT_RTX_SOURCE, read_ep_context_node};
 use onnx_export::proto::ModelProto;
 use onnx_export::proto::tensor_proto::DataType;
@@ -146,9 +154,10 @@ fn check_folder(dir: &Path, graphs: &[&str]) -> Manifest {
     m
 }
 
-const TINY_GRAPHS: [&str; 4] = [
+const TINY_GRAPHS: [&str; 5] = [
     engine::BACKBONE_GRAPH,
     engine::DECODER_GRAPH,
+    engine::FRAME_GRAPH,
     engine::FLOW_ESTIMATOR_GRAPH,
     engine::SCALAR_DECODER_GRAPH,
 ];
@@ -182,13 +191,112 @@ fn fp16_engines_for_every_tiny_a_graph_and_the_graphs_pass_conformance() {
     assert!(report.cases.iter().all(|c| c.outcome.verdict == Verdict::Pass), "{log}");
 }
 
+fn frames(
+    lm: &mut HeartMula,
+    prompt: &Prompt,
+    params: &GenParams,
+    sampler: SamplerParams,
+    noise: &mut dyn NoiseSource,
+) -> Generation {
+    generate_frames(lm, prompt, params, sampler, noise, &mut |_| Ok(())).expect("frame-graph generation")
+}
+
+/// The TensorRT form of the frame graph (its `TopK` sorts a constant number of
+/// candidates and reads the k-th) samples the CPU form's codes: run on ONNX
+/// Runtime CPU, the frame graphs of sm121 folders at fp32 and fp16 give
+/// exactly (integer codes, no tolerance) the frames of the CPU form and of the
+/// fixture on the fixture's four recorded-noise `mula_generate` cases, and
+/// the CPU form's frames and stop on seeded songs at top-k 1, 20, the whole
+/// vocabulary (the last sorted candidate) and more than it.
+#[test]
+fn the_tensorrt_form_frame_graph_samples_the_cpu_form_s_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
+    let (cfg, gen_cfg) = mula_configs();
+    let fixture = fixture_set();
+    let cases = generate_cases();
+    assert_eq!(cases.len(), 4, "the fixture's generate cases");
+    for precision in [Precision::Fp32, Precision::Fp16] {
+        let out = dir.path().join(precision.to_string());
+        let mula = repo("tests/fixtures/tiny-a/heartmula");
+        let p = precision.to_string();
+        build_ok(&[
+            "--mula",
+            s(&mula),
+            "--precision",
+            &p,
+            "--target",
+            "tensorrt-rtx",
+            "--out",
+            s(&out),
+            "-q",
+        ]);
+        let graph = model(&out.join(engine::FRAME_GRAPH)).graph.unwrap();
+        let topk: Vec<_> = graph
+            .node
+            .iter()
+            .filter(|n| n.op_type.as_deref() == Some("TopK"))
+            .collect();
+        assert_eq!(topk.len(), cfg.audio_num_codebooks, "one TopK per codebook");
+        assert!(
+            topk.iter().all(|n| n.input[1] != engine::frame_io::TOP_K),
+            "the TensorRT form's TopK takes a constant K"
+        );
+        let mut trt = HeartMula::open(&rt, &out, &cfg, &gen_cfg, &SessionConfig::default()).unwrap();
+        assert!(trt.has_frame_graph());
+        let mut cpu = open_lm(precision);
+        for case in &cases {
+            let on_trt = frames(
+                &mut trt,
+                &case.prompt,
+                &case.params,
+                case.sampler,
+                case.noise().as_mut(),
+            );
+            let on_cpu = frames(
+                &mut cpu,
+                &case.prompt,
+                &case.params,
+                case.sampler,
+                case.noise().as_mut(),
+            );
+            assert_eq!(
+                on_trt, on_cpu,
+                "{} at {precision}: TensorRT form vs CPU form",
+                case.name
+            );
+            let by_codebook: Vec<i64> = on_trt.codes_by_codebook().into_iter().flatten().collect();
+            assert_eq!(by_codebook, case.frames, "{} at {precision}", case.name);
+        }
+        let case = fixture.case("generate_sampled_cfg1p5").unwrap();
+        let prompt = Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap();
+        let params = GenParams {
+            cfg_scale: 1.5,
+            max_audio_length_ms: 60 * 80,
+        };
+        for (seed, top_k) in [1, 20, cfg.audio_vocab_size, 1000].into_iter().enumerate() {
+            let sampler = SamplerParams {
+                temperature: 1.0,
+                top_k,
+            };
+            let on_trt = frames(&mut trt, &prompt, &params, sampler, &mut SeededNoise::new(seed as u64));
+            let on_cpu = frames(&mut cpu, &prompt, &params, sampler, &mut SeededNoise::new(seed as u64));
+            assert_eq!(on_trt, on_cpu, "top-k {top_k} at {precision}");
+            assert!(
+                !on_trt.frames.is_empty(),
+                "top-k {top_k}: a song, not an empty generation"
+            );
+        }
+    }
+}
+
 #[test]
 fn fp4_engines_keep_fp4_weights() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("e");
     tiny_a(&out, &["--precision", "fp4"]);
     check_folder(&out, &TINY_GRAPHS);
-    for g in [engine::BACKBONE_GRAPH, engine::DECODER_GRAPH] {
+    for g in [engine::BACKBONE_GRAPH, engine::DECODER_GRAPH, engine::FRAME_GRAPH] {
         let types = initializer_types(&model(&out.join(g)));
         assert!(
             types.contains(&(DataType::Float4e2m1 as i32)),

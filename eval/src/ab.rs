@@ -96,11 +96,14 @@ impl Engine {
         self.lm.set_taps(GraphKind::Decoder, names(dec))
     }
 
-    pub(super) fn has_layer_taps(&self) -> bool {
+    pub(super) fn has_layer_taps(&self) -> Result<bool, EvalError> {
         let tap = heart::engine::io::layer_tap(0);
-        [GraphKind::Backbone, GraphKind::Decoder]
-            .iter()
-            .all(|&k| self.lm.outputs(k).contains(&tap))
+        for kind in [GraphKind::Backbone, GraphKind::Decoder] {
+            if !self.lm.outputs(kind)?.contains(&tap) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     /// SHA-256 of the LM weights the folder was built from, if recorded.
@@ -179,7 +182,7 @@ pub fn run_ab(rt: &OrtRuntime, opts: &AbOptions) -> Result<AbReport, EvalError> 
     let mut a = Engine::open(rt, &opts.a, &opts.sessions)?;
     let mut b = Engine::open(rt, &opts.b, &opts.sessions)?;
     check_same_model(&a, &b)?;
-    let layer_taps = a.has_layer_taps() && b.has_layer_taps();
+    let layer_taps = a.has_layer_taps()? && b.has_layer_taps()?;
     if layer_taps {
         a.tap_layers()?;
         b.tap_layers()?;

@@ -319,7 +319,7 @@ pub fn run_exact(rt: &OrtRuntime, opts: &AbOptions) -> Result<ExactReport, EvalE
         }
         _ => None,
     };
-    let taps = sim.has_layer_taps() && eng.has_layer_taps();
+    let taps = sim.has_layer_taps()? && eng.has_layer_taps()?;
     if taps {
         sim.tap_layers()?;
         eng.tap_layers()?;

@@ -21,7 +21,7 @@
 //! # Sampling, as `heart_runtime::lm::sampler` does it
 //! Per codebook: `u + (c − u)·cfg_scale` of row 0 (`c`) and the last row (`u`;
 //! with one row this is `c` itself), `/ temperature`, threshold = the k-th
-//! largest value (`TopK` then `ReduceMin`, so ties at it are kept),
+//! largest value (ties at it are kept; see [`kth_largest`] for the two forms),
 //! `p = x < threshold ? 0 : exp(x − max)`, `p /= Σp`, then the exponential race
 //! `ArgMax(p / q)` (first index on ties) with `q` the codebook's row of the
 //! `noise` input. The noise is an input so a call is deterministic and
@@ -31,7 +31,10 @@
 //! when two candidates' `p/q` agree to about 1e-7 relative.
 //!
 //! Standard ONNX operators only (`TopK`, `ReduceMin`, `ArgMax`, `Gather`,
-//! `Expand`, …) besides what the per-step graphs use, so TensorRT can build it.
+//! `Expand`, …) besides what the per-step graphs use. In the TensorRT form
+//! ([`GraphForm::TensorRt`]: the linear layers in the TensorRT lowering, each
+//! head a separate weight as the walk knows its codebook statically, `TopK`
+//! with a constant `K`) TensorRT-RTX's parser and builder take it whole.
 
 use std::path::Path;
 
@@ -43,7 +46,7 @@ use crate::blocks::{self, AttnContext, Numerics, Stack, cast_if, expect_shape};
 use crate::error::Result;
 use crate::external::WrittenFile;
 use crate::graph::{Attr, DType, GraphBuilder, Value};
-use crate::linears::{HeadWeight, LinearGroup, Linears, LmOptions};
+use crate::linears::{GraphForm, HeadWeight, LinearGroup, Linears, LmOptions};
 use crate::lm::{backbone_call, final_norm, last_position, output_cache};
 
 /// Rows of the audio table streamed per chunk (bounds the export's buffer).
@@ -65,6 +68,8 @@ pub fn export_frame(ckpt: &Checkpoint, cfg: &MulaConfig, opts: &LmOptions, path:
     g.metadata("heart.graph", "frame");
     let backbone = backbone_call(&mut g, &mut lin, ckpt, cfg)?;
     let sampler = SamplerInputs {
+        form: opts.form,
+        vocab: v,
         noise: g.input(frame_io::NOISE, DType::F32, &[n.into(), v.into()]),
         temperature: g.input(frame_io::TEMPERATURE, DType::F32, &[]),
         top_k: g.input(frame_io::TOP_K, DType::I64, &[1.into()]),
@@ -81,6 +86,8 @@ pub fn export_frame(ckpt: &Checkpoint, cfg: &MulaConfig, opts: &LmOptions, path:
 
 /// The sampling inputs every codebook reads.
 struct SamplerInputs {
+    form: GraphForm,
+    vocab: usize,
     noise: Value,
     temperature: Value,
     top_k: Value,
@@ -97,16 +104,9 @@ fn sample(g: &mut GraphBuilder, s: &SamplerInputs, logits: &Value, codebook: usi
         let pull = g.mul(&diff, &s.cfg_scale);
         let guided = g.add(&uncond, &pull);
         let x = g.div(&guided, &s.temperature);
-        let top = g.node_ext(
-            "",
-            "TopK",
-            &[Some(&x), Some(&s.top_k)],
-            2,
-            vec![Attr::int("axis", -1), Attr::int("largest", 1), Attr::int("sorted", 1)],
-        );
         let last = g.const_i64(&[-1]);
         let keep = vec![Attr::int("keepdims", 1)];
-        let threshold = g.node("ReduceMin", &[&top[0], &last], keep.clone());
+        let threshold = kth_largest(g, s, &x, &last);
         let max = g.node("ReduceMax", &[&x, &last], keep.clone());
         let shifted = g.sub(&x, &max);
         let e = g.exp(&shifted);
@@ -127,6 +127,33 @@ fn sample(g: &mut GraphBuilder, s: &SamplerInputs, logits: &Value, codebook: usi
             ],
         )
     })
+}
+
+/// The `top_k`-th largest value of `x` (`[1, V]`), `[1, 1]`. CPU form:
+/// `TopK` of `top_k` values, then their minimum (ONNX Runtime's partial sort
+/// costs what k does). TensorRT form: TensorRT's `TopK` takes `K` at build
+/// time (or as a shape tensor every profile has to bound) and at most
+/// [`frame_io::TOP_K_MAX`], so it sorts `min(V, TOP_K_MAX)` values once and
+/// `Gather`s index `top_k − 1`. Both give the same value: ties at the k-th
+/// place are equal whichever of them `TopK` keeps.
+fn kth_largest(g: &mut GraphBuilder, s: &SamplerInputs, x: &Value, last: &Value) -> Value {
+    let topk = |g: &mut GraphBuilder, k: &Value| {
+        let attrs = vec![Attr::int("axis", -1), Attr::int("largest", 1), Attr::int("sorted", 1)];
+        g.node_ext("", "TopK", &[Some(x), Some(k)], 2, attrs).swap_remove(0)
+    };
+    match s.form {
+        GraphForm::Cpu => {
+            let values = topk(g, &s.top_k);
+            g.node("ReduceMin", &[&values, last], vec![Attr::int("keepdims", 1)])
+        }
+        GraphForm::TensorRt => {
+            let k = g.const_i64(&[s.vocab.min(frame_io::TOP_K_MAX) as i64]);
+            let values = topk(g, &k);
+            let one = g.const_i64(&[1]);
+            let index = g.sub(&s.top_k, &one);
+            g.gather(&values, &index, -1)
+        }
+    }
 }
 
 /// The decoder's walk over codebooks `1..n` from the backbone's last hidden

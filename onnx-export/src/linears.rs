@@ -218,6 +218,7 @@ pub struct Linears<'p> {
     probe_of: HashMap<String, usize>,
     quantized_inputs: HashMap<(String, u32), Value>,
     weights: HashMap<String, HeadWeight>,
+    copies: HashMap<String, usize>,
     activation_uses: HashMap<String, usize>,
 }
 
@@ -231,6 +232,7 @@ impl<'p> Linears<'p> {
             probe_of: HashMap::new(),
             quantized_inputs: HashMap::new(),
             weights: HashMap::new(),
+            copies: HashMap::new(),
             activation_uses: HashMap::new(),
         }
     }
@@ -248,7 +250,8 @@ impl<'p> Linears<'p> {
     /// `x · Wᵀ` for the checkpoint Linear weight `t` (`[out, in]`) of `group`,
     /// on compute-dtype `x` of rank `rank` (3 in the stacks, 2 for heads).
     /// The weight is stored once per graph: a graph that runs a stack several
-    /// times (the frame graph's decoder steps) shares it between the products.
+    /// times (the frame graph's decoder steps) shares it between the products,
+    /// except where [`Self::copy_per_product`] says TensorRT cannot.
     pub fn linear(
         &mut self,
         g: &mut GraphBuilder,
@@ -267,9 +270,15 @@ impl<'p> Linears<'p> {
         let name = t.name.trim_end_matches(".weight");
         let x = self.input(g, x, name, inp, group, rank)?;
         let w = match self.weights.get(t.name) {
+            Some(_) if self.copy_per_product(group) => {
+                let copies = self.copies.entry(t.name.to_string()).or_insert(1);
+                *copies += 1;
+                let copy = format!("{name}.copy_{copies}.weight");
+                self.weight(g, t, &copy, group, (out, inp))?
+            }
             Some(w) => w.clone(),
             None => {
-                let w = self.weight(g, t, group, (out, inp))?;
+                let w = self.weight(g, t, t.name, group, (out, inp))?;
                 self.weights.insert(t.name.to_string(), w.clone());
                 w
             }
@@ -280,12 +289,27 @@ impl<'p> Linears<'p> {
         })
     }
 
-    /// Emits the weight of Linear `t` (`[out, in]`) of `group`: dense,
-    /// dequantized by the graph, or blockwise for `MatMulNBits`.
+    /// Whether every product of a `group` weight stores its own copy: a
+    /// weight-only NVFP4 weight in the TensorRT lowering. TensorRT-RTX 1.7.1
+    /// builds a W4A16 GEMM only when its FP4 initializers feed no other GEMM;
+    /// shared between the frame graph's unrolled decoder steps they stop the
+    /// build with an internal Myelin error (`vector::_M_range_check`, with
+    /// separate dequantization nodes too; measured on the tiny-a frame graph).
+    /// The copies cost engine bytes, not bandwidth: each step reads its own
+    /// once, as it would read the shared one. W4A4 and FP8 weights share.
+    fn copy_per_product(&self, group: LinearGroup) -> bool {
+        self.plan_for(group)
+            .is_some_and(|p| p.scheme() == WeightScheme::Nvfp4TensorRt && p.activations.is_none())
+    }
+
+    /// Emits the weight of Linear `t` (`[out, in]`) of `group` under the
+    /// initializer name `name`: dense, dequantized by the graph, or blockwise
+    /// for `MatMulNBits`.
     fn weight(
         &mut self,
         g: &mut GraphBuilder,
         t: &TensorRef<'_>,
+        name: &str,
         group: LinearGroup,
         (out, inp): (usize, usize),
     ) -> Result<HeadWeight> {
@@ -295,19 +319,18 @@ impl<'p> Linears<'p> {
         };
         let values = t.to_f32()?;
         if plan.lowering == Lowering::Reference {
-            let scope = t.name.trim_end_matches(".weight").to_string();
-            return self.reference_weight(g, plan, (t.name, scope), &values, (out, inp));
+            let scope = name.trim_end_matches(".weight").to_string();
+            return self.reference_weight(g, plan, (name, scope), &values, (out, inp));
         }
         let scheme = plan.scheme();
         if let WeightScheme::MatMulNBits(nb) = scheme {
-            let w =
-                quantize_blockwise(&values, out, inp, nb.bits).map_err(|e| ExportError::from(e.in_tensor(t.name)))?;
+            let w = quantize_blockwise(&values, out, inp, nb.bits).map_err(|e| ExportError::from(e.in_tensor(name)))?;
             let dtype = self.opts.numerics.compute;
-            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, t.name, &w, nb.accuracy, dtype)?));
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, name, &w, nb.accuracy, dtype)?));
         }
         Ok(HeadWeight::Dense(self.quantized_weight(
             g,
-            t.name,
+            name,
             &values,
             (out, inp),
             scheme,

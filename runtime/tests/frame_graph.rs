@@ -2,7 +2,10 @@
 //! against the per-step graphs on the tiny-a fixture: the fixture's recorded-
 //! noise `mula_generate` cases give the fixture's frames on both paths, and
 //! seeded sampling over a long song (cache growth, guided and unguided, wide
-//! and narrow top-k) gives the same frames and stop on both.
+//! and narrow top-k) gives the same frames and stop on both; plain decoding
+//! through the frame graph never creates the per-step sessions, and a
+//! per-step graph that disagrees with the frame graph is refused, by name,
+//! when first used.
 
 use heart::precision::Precision;
 use heart_backend::SessionConfig;
@@ -10,6 +13,7 @@ use heart_runtime::lm::{
     GenParams, Generation, HeartMula, NoiseSource, Prompt, RecordedNoise, SamplerParams, Sampling, SeededNoise,
     generate, generate_frames,
 };
+use heart_test_support::generate_cases::generate_cases;
 use heart_test_support::{fixture_set, lm_engine, mula_configs, open_lm};
 
 fn per_step(
@@ -41,46 +45,19 @@ fn whole_frames(
 
 #[test]
 fn recorded_noise_cases_give_the_fixture_frames_on_both_paths() {
-    let fixture = fixture_set();
-    let cases: Vec<_> = fixture.cases().iter().filter(|c| c.kind == "mula_generate").collect();
+    let cases = generate_cases();
     assert_eq!(cases.len(), 4, "the fixture's generate cases");
     for precision in [Precision::Fp32, Precision::Fp16] {
         let mut lm = open_lm(precision);
         assert!(lm.has_frame_graph(), "the test engine has a frame graph");
         for case in &cases {
-            let t = fixture.load(case).unwrap();
-            let prompt = Prompt::from_fixture(&t).unwrap();
-            let params = GenParams {
-                cfg_scale: case.info_f64("cfg_scale").unwrap() as f32,
-                max_audio_length_ms: case.info_usize("max_audio_length_ms").unwrap() as u64,
-            };
-            let sampler = SamplerParams {
-                temperature: case.info_f64("temperature").unwrap() as f32,
-                top_k: case.info_usize("topk").unwrap(),
-            };
-            let noise = || -> Box<dyn NoiseSource> {
-                match t.f32("sampler_q") {
-                    Ok((q, _)) => Box::new(RecordedNoise::new(q)),
-                    Err(_) => Box::new(SeededNoise::new(0)),
-                }
-            };
-            let stepped = per_step(&mut lm, &prompt, &params, sampler, noise().as_mut());
-            let (framed, calls) = whole_frames(&mut lm, &prompt, &params, sampler, noise().as_mut());
+            let (prompt, params, sampler) = (&case.prompt, &case.params, case.sampler);
+            let stepped = per_step(&mut lm, prompt, params, sampler, case.noise().as_mut());
+            let (framed, calls) = whole_frames(&mut lm, prompt, params, sampler, case.noise().as_mut());
             assert_eq!(framed, stepped, "{} at {precision}: frame graph vs per-step", case.name);
-            assert_eq!(
-                calls,
-                case.info_usize("n_generate_frame_calls").unwrap(),
-                "{}",
-                case.name
-            );
-            let (expected, shape) = t.i64("frames").unwrap();
+            assert_eq!(calls, case.calls, "{}", case.name);
             let by_codebook: Vec<i64> = framed.codes_by_codebook().into_iter().flatten().collect();
-            assert_eq!(
-                (by_codebook, vec![8, framed.frames.len()]),
-                (expected, shape),
-                "{} at {precision}",
-                case.name
-            );
+            assert_eq!(by_codebook, case.frames, "{} at {precision}", case.name);
         }
     }
 }
@@ -139,4 +116,58 @@ fn exhausted_recorded_noise_is_an_error_not_a_short_song() {
     let mut noise = RecordedNoise::new(vec![1.0; lm.dims().audio_vocab * 8 * 2]);
     let err = generate_frames(&mut lm, &prompt, &params, sampler, &mut noise, &mut |_| Ok(())).unwrap_err();
     assert!(err.to_string().contains("exhausted"), "{err}");
+}
+
+/// The sampled fixture case's prompt, guided, at top-k 20, for `frames` frames.
+fn short_song(frames: u64) -> (Prompt, GenParams, SamplerParams) {
+    let fixture = fixture_set();
+    let case = fixture.case("generate_sampled_cfg1p5").expect("fixture case");
+    let prompt = Prompt::from_fixture(&fixture.load(case).unwrap()).unwrap();
+    let params = GenParams {
+        cfg_scale: 1.5,
+        max_audio_length_ms: frames * 80,
+    };
+    let sampler = SamplerParams {
+        temperature: 1.0,
+        top_k: 20,
+    };
+    (prompt, params, sampler)
+}
+
+#[test]
+fn plain_decoding_through_the_frame_graph_never_opens_the_per_step_graphs() {
+    let mut lm = open_lm(Precision::Fp32);
+    let (prompt, params, sampler) = short_song(20);
+    assert!(!lm.per_step_graphs_open(), "opening an engine with a frame graph");
+    let (framed, _) = whole_frames(&mut lm, &prompt, &params, sampler, &mut SeededNoise::new(3));
+    assert!(!lm.per_step_graphs_open(), "after a song through the frame graph");
+    let stepped = per_step(&mut lm, &prompt, &params, sampler, &mut SeededNoise::new(3));
+    assert!(lm.per_step_graphs_open(), "the per-step path opens them when it runs");
+    assert_eq!(framed, stepped);
+}
+
+#[test]
+fn a_per_step_graph_unlike_the_frame_graph_is_refused_by_name_when_first_used() {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(lm_engine(Precision::Fp32)).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+    }
+    // The fp16 backbone keeps its cache in f16, the fp32 frame graph in f32.
+    for name in ["backbone.onnx", "backbone.onnx.data"] {
+        std::fs::copy(lm_engine(Precision::Fp16).join(name), dir.path().join(name)).unwrap();
+    }
+    let rt = heart_backend::init(None).expect("ONNX Runtime: run scripts/setup-ort.sh first");
+    let (cfg, gen_cfg) = mula_configs();
+    let mut lm = HeartMula::open(&rt, dir.path(), &cfg, &gen_cfg, &SessionConfig::default()).unwrap();
+    let (prompt, params, sampler) = short_song(4);
+    whole_frames(&mut lm, &prompt, &params, sampler, &mut SeededNoise::new(0));
+    let mut picker = Sampling {
+        params: sampler,
+        noise: &mut SeededNoise::new(0),
+    };
+    let err = generate(&mut lm, &prompt, &params, &mut picker, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("backbone.onnx") && err.contains("differ"), "{err}");
 }

@@ -6,7 +6,7 @@
 //! adds: the same prompt, parameters and noise source go in, kept frames and
 //! the stop reason come out.
 
-use super::frame_graph::{WholeFrame, generate_frames};
+use super::frame_graph::{WholeFrame, generate_frames, takes};
 use super::frame_loop::{FrameEvent, GenParams, Generation, Sampling, try_generate};
 use super::model::{HeartMula, Taps};
 use super::sampler::{NoiseSource, SamplerParams};
@@ -17,8 +17,9 @@ use super::{LmError, Prompt};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoding {
     /// Every frame sampled from the target engine: through its frame graph
-    /// when it has one, else through its per-step graphs (one backbone call,
-    /// then one decoder call per codebook). Same codes either way.
+    /// when it has one that takes the sampler's `top_k`
+    /// ([`super::frame_graph::takes`]), else through its per-step graphs (one
+    /// backbone call, then one decoder call per codebook). Same codes either way.
     Plain,
     /// Drafted `draft_frames` at a time by a draft engine and verified by the
     /// target (same output distribution; other samples for a seed).
@@ -81,7 +82,7 @@ pub fn decode(
 ) -> Result<Decoded, LmError> {
     let mut keeper = Keeper { count: 0, kept };
     match decoding {
-        Decoding::Plain if engines.target.has_frame_graph() => {
+        Decoding::Plain if engines.target.has_frame_graph() && takes(sampler, engines.target.dims().audio_vocab) => {
             let generation = generate_frames(
                 engines.target,
                 prompt,

@@ -34,8 +34,17 @@ pub struct WholeFrame<'a> {
     pub kept: bool,
 }
 
+/// Whether a frame graph of a model with `audio_vocab` codes per codebook
+/// samples with `sampler`: its `top_k` (at most the vocabulary, as the
+/// sampler reads it) is at most [`frame_io::TOP_K_MAX`], the most candidates
+/// the TensorRT form sorts. Otherwise plain decoding runs per step (same codes).
+pub fn takes(sampler: SamplerParams, audio_vocab: usize) -> bool {
+    sampler.top_k.min(audio_vocab) <= frame_io::TOP_K_MAX
+}
+
 /// Runs the frame loop on `prompt` through `lm`'s frame graph; an engine
-/// without one is an [`LmError::Engine`]. `observer` sees every frame; its
+/// without one, or a `top_k` it does not take ([`takes`]), is an
+/// [`LmError::Input`]. `observer` sees every frame; its
 /// first error ends the loop and is returned.
 pub fn generate_frames(
     lm: &mut HeartMula,
@@ -98,6 +107,13 @@ pub fn frame_step(
     sampler: SamplerParams,
 ) -> Result<Vec<i64>, LmError> {
     let dims = lm.dims();
+    if !takes(sampler, dims.audio_vocab) {
+        return Err(LmError::Input(format!(
+            "top_k {}: the frame graph samples from at most {} candidates",
+            sampler.top_k,
+            frame_io::TOP_K_MAX
+        )));
+    }
     let sampling = FrameSampling {
         temperature: sampler.temperature,
         top_k: sampler.top_k.min(dims.audio_vocab) as i64,
@@ -153,4 +169,23 @@ fn checked_codes(codes: Vec<i64>, codebooks: usize, path: Option<std::path::Path
         });
     }
     Ok(codes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_top_k_over_the_tensorrt_limit_decodes_per_step_unless_the_vocabulary_caps_it() {
+        let p = |top_k| SamplerParams {
+            temperature: 1.0,
+            top_k,
+        };
+        assert!(takes(p(frame_io::TOP_K_MAX), 8197));
+        assert!(!takes(p(frame_io::TOP_K_MAX + 1), 8197));
+        assert!(
+            takes(p(100_000), 69),
+            "a top-k over the vocabulary is the whole vocabulary"
+        );
+    }
 }

@@ -29,7 +29,7 @@ use super::kv_cache::{CacheShape, KvCache};
 use heart_backend::{OrtRuntime, SessionConfig};
 use ort::session::builder::PrepackedWeights;
 
-use super::session::StackGraph;
+use super::session::{Geometry, StackGraph};
 
 /// Sizes and ids the frame loop needs, from the model and generation configs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -367,42 +367,37 @@ impl HeartMula {
     ) -> Result<Self, LmError> {
         let (rt, memory) = Pending::for_runtime(rt, kind)?;
         let rt = &rt;
-        // The frame graph holds the per-step graphs' weights again; one
-        // container keeps one packed copy of each for the three sessions.
+        // The frame graph holds the per-step graphs' weights again: with one,
+        // they open on first use (speculation, taps, conformance), with the
+        // frame graph's backbone cache and the config's decoder, and one
+        // container keeps one packed copy of each weight for the sessions.
         let prepacked = PrepackedWeights::new();
-        // ONNX Runtime refuses CUDA-graph capture at session creation for a
-        // graph it cannot capture whole (control-flow nodes, or nodes left to
-        // the CPU with copies around them: the CPU-form decoder's `If`); such
-        // a graph runs uncaptured, said in one warning line.
-        let open = |path: &Path| match StackGraph::open(rt, path, sessions, &prepacked) {
-            Err(e) if rt.plan.cuda_graph => {
-                tracing::warn!(target: "heart", "{}: running without CUDA graphs: {e}", path.display());
-                let mut plan = rt.plan.clone();
-                plan.cuda_graph = false;
-                StackGraph::open(&rt.clone().with_plan(plan), path, sessions, &prepacked)
+        let (backbone, decoder, frame) = match &files.frame {
+            Some(path) => {
+                let frame = StackGraph::open(rt, path, sessions, &prepacked)?;
+                let bb = frame.geometry();
+                let p = &cfg.decoder;
+                let dec = Geometry {
+                    layers: p.num_layers,
+                    kv_heads: p.num_kv_heads,
+                    head_dim: p.head_dim(),
+                    ..bb
+                };
+                (
+                    StackGraph::deferred(rt, &files.backbone, sessions, &prepacked, bb),
+                    StackGraph::deferred(rt, &files.decoder, sessions, &prepacked, dec),
+                    Some(frame),
+                )
             }
-            other => other,
-        };
-        let backbone = open(&files.backbone)?;
-        let decoder = open(&files.decoder)?;
-        let frame = match &files.frame {
-            Some(path) => Some(open(path)?),
-            None => None,
+            None => (
+                StackGraph::open(rt, &files.backbone, sessions, &prepacked)?,
+                StackGraph::open(rt, &files.decoder, sessions, &prepacked)?,
+                None,
+            ),
         };
         let tables = files.tables.clone();
         let embedder = Embedder::open(&tables, cfg.audio_vocab_size)?;
         let d = cfg.backbone.embed_dim;
-        let cache = |g: &StackGraph| (g.cache_shape(1), g.cache_dtype());
-        if let Some(f) = frame.as_ref().filter(|f| cache(f) != cache(&backbone)) {
-            return Err(LmError::Engine {
-                path: f.path().to_path_buf(),
-                message: format!(
-                    "the frame graph's cache {:?} differs from the backbone's {:?}",
-                    cache(f),
-                    cache(&backbone)
-                ),
-            });
-        }
         if embedder.dim() != d || backbone.embed_dim() != d || decoder.embed_dim() != d {
             return Err(LmError::Engine {
                 path: files.backbone.clone(),
@@ -427,7 +422,7 @@ impl HeartMula {
         let device = match memory {
             None => None,
             Some(pending) => Some(DeviceLm::new(
-                pending.finish(backbone.session())?,
+                pending.finish(frame.as_ref().unwrap_or(&backbone).session()?)?,
                 ModelSizes {
                     embed_dim: d,
                     vocab: cfg.audio_vocab_size,
@@ -457,6 +452,13 @@ impl HeartMula {
         self.frame.is_some()
     }
 
+    /// Whether a per-step graph (backbone or decoder) has a session yet: with
+    /// a frame graph they are created on first use, so plain decoding holds
+    /// one copy of the weights.
+    pub fn per_step_graphs_open(&self) -> bool {
+        self.backbone.is_open() || self.decoder.is_open()
+    }
+
     /// The frame graph, if the engine has one ([`super::frame_graph`]).
     pub fn frame_graph(&mut self) -> Option<&mut StackGraph> {
         self.frame.as_mut()
@@ -473,7 +475,7 @@ impl HeartMula {
     }
 
     /// Every output name of graph `kind`.
-    pub fn outputs(&self, kind: GraphKind) -> Vec<String> {
+    pub fn outputs(&self, kind: GraphKind) -> Result<Vec<String>, LmError> {
         self.graph(kind).output_names()
     }
 
@@ -482,11 +484,13 @@ impl HeartMula {
     pub fn check_taps(&self, taps: &Taps) -> Result<(), LmError> {
         for kind in [GraphKind::Backbone, GraphKind::Decoder] {
             let graph = self.graph(kind);
-            if let Some(missing) = taps.names(kind).iter().find(|n| !graph.has_output(n)) {
-                return Err(LmError::Engine {
-                    path: graph.path().to_path_buf(),
-                    message: format!("graph has no output `{missing}` to tap"),
-                });
+            for missing in taps.names(kind) {
+                if !graph.has_output(missing)? {
+                    return Err(LmError::Engine {
+                        path: graph.path().to_path_buf(),
+                        message: format!("graph has no output `{missing}` to tap"),
+                    });
+                }
             }
         }
         Ok(())
@@ -602,7 +606,7 @@ impl HeartMula {
             capture: cursor.len > 0,
         };
         let path = graph.path().to_path_buf();
-        let mut out = device.step(Graph::Frame, graph.session_mut(), &path, cursor, &req)?;
+        let mut out = device.step(Graph::Frame, graph.session_mut()?, &path, cursor, &req)?;
         let codes = out.pop().unwrap_or_default();
         Ok(Some(
             codes
@@ -619,14 +623,16 @@ impl HeartMula {
             (&self.backbone, [io::HIDDEN_ALL, io::C0_LOGITS_ALL].as_slice()),
             (&self.decoder, [io::LOGITS_ALL].as_slice()),
         ] {
-            if let Some(missing) = outputs.iter().find(|o| !graph.has_output(o)) {
-                return Err(LmError::Engine {
-                    path: graph.path().to_path_buf(),
-                    message: format!(
-                        "graph has no `{missing}` output, which speculative decoding scores with; rebuild the \
-                         engine with this version of heart-build"
-                    ),
-                });
+            for missing in outputs {
+                if !graph.has_output(missing)? {
+                    return Err(LmError::Engine {
+                        path: graph.path().to_path_buf(),
+                        message: format!(
+                            "graph has no `{missing}` output, which speculative decoding scores with; rebuild the \
+                             engine with this version of heart-build"
+                        ),
+                    });
+                }
             }
         }
         Ok(())
@@ -869,7 +875,7 @@ impl HeartMula {
                     capture: true,
                 };
                 let path = self.decoder.path().to_path_buf();
-                floats(device.score(self.decoder.session_mut(), &path, layout, &req)?)
+                floats(device.score(self.decoder.session_mut()?, &path, layout, &req)?)
             }
         };
         let logits = last_output(&mut out, io::LOGITS_ALL, &self.decoder)?;
@@ -918,7 +924,7 @@ fn device_step(
         capture,
     };
     let path = graph.path().to_path_buf();
-    Ok(floats(device.step(which, graph.session_mut(), &path, cursor, &req)?))
+    Ok(floats(device.step(which, graph.session_mut()?, &path, cursor, &req)?))
 }
 
 /// f32 outputs read back as bytes.

@@ -76,7 +76,7 @@ impl TappedLm {
     }
 
     /// Every output name of the graph `kind`.
-    pub fn outputs(&self, kind: GraphKind) -> Vec<String> {
+    pub fn outputs(&self, kind: GraphKind) -> Result<Vec<String>, LmError> {
         self.lm.outputs(kind)
     }
 

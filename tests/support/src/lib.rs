@@ -5,11 +5,13 @@
 //! particular suites: rewritten checkpoints ([`checkpoints`]), seeded codes
 //! for the quantizer tests ([`codes`]), ONNX Runtime sessions under the option
 //! sets QDQ graphs must agree under ([`ort_graphs`]), LM graph runs
-//! ([`lm_graphs`]) and draft engines for speculative decoding ([`drafts`]).
+//! ([`lm_graphs`]), draft engines for speculative decoding ([`drafts`]) and
+//! the fixture's generation cases ([`generate_cases`]).
 
 pub mod checkpoints;
 pub mod codes;
 pub mod drafts;
+pub mod generate_cases;
 pub mod lm_graphs;
 pub mod ort_graphs;
 
