@@ -10,20 +10,8 @@ use heart_conform::{ConformContext, Verdict};
 use safetensors::SafeTensors;
 use safetensors::tensor::TensorView;
 
+use heart_test_support::checkpoints::copy_dir;
 use heart_test_support::fixture;
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for entry in std::fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        let target = dst.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::write(&target, std::fs::read(entry.path()).unwrap()).unwrap();
-        }
-    }
-}
 
 /// Adds `delta` to element `index` of an int64 tensor in a case file.
 fn bump_i64(path: &Path, tensor: &str, index: usize, delta: i64) {

@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use heart::manifest::{Manifest, Verify, sha256_file};
+use heart_test_support::checkpoints::copy_dir;
 use onnx_export::proto::{ModelProto, TensorProto};
 use prost::Message;
 
@@ -245,14 +246,6 @@ fn patch_initializer(engine: &Path, onnx: &str, name: &str, patch: impl FnOnce(&
     }
     m.write(engine).unwrap();
     Manifest::load(engine, Verify::Full).expect("the patched engine is a consistent folder");
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-    }
 }
 
 #[test]
