@@ -22,6 +22,7 @@ use crate::config::GenConfig;
 use crate::error::{Error, Result};
 
 /// A HF `tokenizers` tokenizer loaded from `tokenizer.json`.
+#[derive(Clone)]
 pub struct TextTokenizer {
     path: PathBuf,
     inner: tokenizers::Tokenizer,

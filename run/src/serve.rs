@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use heart::manifest::{EngineKind, Manifest, Verify};
+use heart::manifest::Verify;
 use heart_backend::BackendChoice;
 use heart_runtime::settings::SettingsArgs;
 use heart_runtime::song::Pipeline;
@@ -49,18 +49,10 @@ pub fn run(args: &ServeArgs, ort_lib: Option<&Path>, rtx_plugin: Option<PathBuf>
         presets.push((name.to_string(), SettingsArgs::load_preset(name, configs)?));
     }
     let verify = if args.verify { Verify::Full } else { Verify::Quick };
-    let has_draft = Manifest::load(&args.engines, Verify::Quick)
-        .with_context(|| format!("--engines {}", args.engines.display()))?
-        .file(EngineKind::DraftBackbone)
-        .is_some();
     let rt = heart_backend::init(ort_lib)?
         .with_backend(args.backend)
         .with_rtx_plugin(rtx_plugin);
-    let pipeline = if has_draft {
-        Pipeline::open_speculative(&rt, &args.engines, verify)?
-    } else {
-        Pipeline::open(&rt, &args.engines, verify)?
-    };
+    let pipeline = Pipeline::open_with_draft_if_any(&rt, &args.engines, verify)?;
     let service = Service::start(
         pipeline,
         Options {

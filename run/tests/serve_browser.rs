@@ -111,6 +111,12 @@ async fn the_page_makes_a_song_that_plays_while_it_is_made() {
         .await;
     cdp.wait_for(page, "document.getElementById('player').currentTime > 0")
         .await;
+    // The recent-songs list is fetched again when the song ends.
+    cdp.wait_for(
+        page,
+        "(() => { const r = document.querySelector('#songs tr'); return !!r && r.cells.length > 4 && r.cells[4].textContent === 'done'; })()",
+    )
+    .await;
     let state = cdp
         .eval(
             page,

@@ -180,8 +180,19 @@ impl Pipeline {
         Self::open_inner(rt, dir, verify, true)
     }
 
-    fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self, SongError> {
+    /// As [`Pipeline::open`], and also loads the draft when the folder has
+    /// one: for a caller that learns `settings.speculate` only per request.
+    pub fn open_with_draft_if_any(rt: &OrtRuntime, dir: &Path, verify: Verify) -> Result<Self, SongError> {
         let folder = EngineFolder::open(rt, dir, verify)?;
+        let with_draft = folder.has_draft();
+        Self::from_folder(folder, with_draft)
+    }
+
+    fn open_inner(rt: &OrtRuntime, dir: &Path, verify: Verify, with_draft: bool) -> Result<Self, SongError> {
+        Self::from_folder(EngineFolder::open(rt, dir, verify)?, with_draft)
+    }
+
+    fn from_folder(folder: EngineFolder, with_draft: bool) -> Result<Self, SongError> {
         let sessions = SessionConfig::default();
         let tokenizer = folder.tokenizer()?;
         let lm = folder.lm(&sessions)?;
@@ -219,6 +230,17 @@ impl Pipeline {
     /// the `gpu` feature, else on the host.
     pub fn lm_loop(&self) -> crate::lm::device::LoopKind {
         self.lm.loop_kind()
+    }
+
+    /// The folder's text tokenizer, as the pipeline builds prompts with it.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Whether the speculative draft is loaded, i.e. requests with
+    /// `settings.speculate > 0` can run.
+    pub fn has_draft(&self) -> bool {
+        self.draft.is_some()
     }
 
     /// The manifest it was opened through.

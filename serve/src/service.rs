@@ -17,7 +17,6 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use heart::config::GenConfig;
-use heart::manifest::EngineKind;
 use heart::prompt::TextTokenizer;
 use heart_runtime::lm::frame_loop::StopReason;
 use heart_runtime::settings::SettingsArgs;
@@ -152,10 +151,7 @@ impl Service {
     pub fn start(pipeline: Pipeline, options: Options) -> Result<Self, ServeError> {
         let manifest = pipeline.manifest();
         let dir = pipeline.dir();
-        let tokenizer_path = manifest
-            .path_of(dir, EngineKind::Tokenizer)
-            .map_err(|e| ServeError::Engine(e.to_string()))?;
-        let tokenizer = TextTokenizer::from_file(&tokenizer_path).map_err(|e| ServeError::Engine(e.to_string()))?;
+        let tokenizer = pipeline.tokenizer().clone();
         let manifest_path = dir.join(heart::manifest::MANIFEST_FILE);
         let manifest_bytes = std::fs::read(&manifest_path).map_err(|e| ServeError::Io {
             what: format!("reading {}", manifest_path.display()),
@@ -178,7 +174,7 @@ impl Service {
             max_duration_s: heart::geometry::seconds_of_frames(context),
             sample_rate: pipeline.sample_rate(),
             channels: pipeline.channels(),
-            has_draft: manifest.file(EngineKind::DraftBackbone).is_some(),
+            has_draft: pipeline.has_draft(),
         };
         let shared = Arc::new(Shared {
             store: Mutex::new(Store::new(options.limits)),

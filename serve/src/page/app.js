@@ -201,9 +201,15 @@ function when(unix) {
   return new Date(unix * 1000).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+// Requests of the list may answer out of order (one at submit, one when the
+// song ends): only the newest request's answer is drawn.
+let songsRequest = 0;
+
 async function loadSongs() {
+  const request = ++songsRequest;
   let list;
   try { list = await json("/v1/songs"); } catch (_) { return; }
+  if (request !== songsRequest) return;
   const rows = $("songs");
   rows.innerHTML = "";
   if (!list.songs.length) {
