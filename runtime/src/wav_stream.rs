@@ -119,6 +119,20 @@ pub fn header(channels: u16, sample_rate: u32, format: WavFormat) -> Result<Vec<
     Ok(bytes)
 }
 
+/// Writes the true RIFF and `data` sizes into a whole streamed WAV held in
+/// memory (`header_len` = [`header`]'s length), which makes its bytes the
+/// file [`crate::wav::write_wav`] writes. Sizes past `u32::MAX` stay at
+/// [`UNKNOWN_SIZE`]; a buffer shorter than the header is left as it is.
+pub fn set_sizes(wav: &mut [u8], header_len: usize) {
+    let n = wav.len();
+    if n < header_len || header_len < 8 {
+        return;
+    }
+    let size = |len: usize| u32::try_from(len).unwrap_or(UNKNOWN_SIZE).to_le_bytes();
+    wav[4..8].copy_from_slice(&size(n - 8));
+    wav[header_len - 4..header_len].copy_from_slice(&size(n - header_len));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -162,6 +176,9 @@ mod tests {
             );
             assert_eq!(&streamed[4..8], &[0xFF; 4]);
             assert_eq!(&streamed[head - 4..head], &[0xFF; 4]);
+            let mut sized = streamed;
+            set_sizes(&mut sized, head);
+            assert_eq!(sized, file, "{format:?}: the sized stream is the file");
         }
     }
 

@@ -22,7 +22,7 @@ use heart_runtime::lm::frame_loop::StopReason;
 use heart_runtime::settings::SettingsArgs;
 use heart_runtime::song::{Pipeline, Progress, Song, SongError, SongRequest};
 use heart_runtime::wav::WavFormat;
-use heart_runtime::wav_stream::{WavStream, header};
+use heart_runtime::wav_stream::{WavStream, header, set_sizes};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -292,15 +292,10 @@ fn run_song(
 /// Writes the true RIFF and `data` sizes into the job's streamed WAV (which
 /// makes it the file `heart-run --out FILE` writes) and sums the song up.
 fn finish_wav(shared: &Shared, store: &mut Store, id: &str, song: &Song, total_s: f64) -> Outcome {
-    let head = shared.wav_header_len;
     let mut wav_bytes = 0;
     if let Some(audio) = store.audio_mut(id) {
         wav_bytes = audio.len();
-        let size = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-        if wav_bytes >= head {
-            audio[4..8].copy_from_slice(&size(wav_bytes - 8));
-            audio[head - 4..head].copy_from_slice(&size(wav_bytes - head));
-        }
+        set_sizes(audio, shared.wav_header_len);
     }
     let audio_seconds = song.audio.seconds();
     Outcome {
