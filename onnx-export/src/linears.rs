@@ -15,7 +15,7 @@
 //! f32 activations by the packed weight ([`crate::quant::nbits`]); the graph's
 //! compute dtype must be f32. Every group can be quantized this way, the heads
 //! included: each `audio_head` slice becomes a [`HeadWeight::NBits`] that the
-//! decoder's `If` branches apply with their own `MatMulNBits` node.
+//! decoder applies with one `MatMulNBits` node (prepacked once).
 //!
 //! # Activations
 //! With [`QuantPlan::activations`], the input of every quantized linear is
@@ -61,9 +61,9 @@ pub enum GraphForm {
     /// build profile asks for the TensorRT one.
     #[default]
     Cpu,
-    /// NVIDIA's ONNX parser (TensorRT, TensorRT-RTX): static ranks and no `If`
-    /// (the decoder `Gather`s its head from the stacked heads by codebook
-    /// index, see `lm::select_head`), no ONNX Runtime contrib operators, and
+    /// NVIDIA's ONNX parser (TensorRT, TensorRT-RTX): static ranks (the
+    /// decoder `Gather`s its head from the stacked heads by codebook index,
+    /// see `lm::gather_head`), no ONNX Runtime contrib operators, and
     /// quantization in the TensorRT lowering whatever the profile says
     /// (FLOAT4E2M1 weights, `trt::TRT_FP4DynamicQuantize`, FP8
     /// `QuantizeLinear`/`DequantizeLinear` pairs), so FP4 stays FP4 in the engine.

@@ -5,10 +5,10 @@
 //!   the last one (`hidden`, `c0_logits`, slices of the former).
 //! - `decoder.onnx`: `projection` → decoder stack → final norm at the last
 //!   position → `audio_head[codebook - 1]` (`logits`); on a whole-frame call
-//!   also every codebook's logits at once (`logits_all`, see [`frame_logits`]).
-//!   In the TensorRT graph form ([`GraphForm::TensorRt`]) the head is
-//!   `Gather`ed from the stacked heads (`gather_head`) and `logits_all` is
-//!   computed without an `If` (`frame_logits_stacked`).
+//!   also every codebook's logits at once (`logits_all`), each head one node
+//!   ([`heads_once`]). In the TensorRT graph form ([`GraphForm::TensorRt`])
+//!   the head is `Gather`ed from the stacked heads (`gather_head`) and
+//!   `logits_all` is one batched product (`frame_logits_stacked`).
 //!
 //! The per-position outputs serve speculative decoding, which scores several
 //! drafted frames in one call. They cost the plain path nothing per frame (a
@@ -249,19 +249,21 @@ pub fn export_decoder(
     let normed = cast_if(&mut g, &normed, DType::F32, nm.compute);
     let normed = lin.input(&mut g, &normed, "audio_head", p.embed_dim, LinearGroup::AudioHead, 3)?;
     let h = g.with_scope("decoder", |g| last_position(g, &normed));
-    let logits = g.with_scope("audio_head", |g| -> Result<Value> {
-        let l = match &heads {
-            Heads::Separate(heads) => select_head(g, &codebook, &h, heads, 1, nm.compute)?,
-            Heads::Stacked { weight, count } => gather_head(g, &codebook, &h, weight, *count),
+    let (logits, frame) = g.with_scope("audio_head", |g| -> Result<(Value, Value)> {
+        let (l, frame) = match &heads {
+            Heads::Separate(heads) => heads_once(g, &codebook, &normed, &h, heads)?,
+            Heads::Stacked { weight, count } => (
+                gather_head(g, &codebook, &h, weight, *count),
+                frame_logits_stacked(g, &normed, weight, *count),
+            ),
         };
-        Ok(cast_if(g, &l, nm.compute, DType::F32))
+        Ok((
+            cast_if(g, &l, nm.compute, DType::F32),
+            cast_if(g, &frame, nm.compute, DType::F32),
+        ))
     })?;
     g.output(&logits, io::LOGITS, DType::F32, &[Dim::from("batch"), v.into()]);
     output_cache(&mut g, p, nm, &cache);
-    let frame = g.with_scope("audio_head_frame", |g| match &heads {
-        Heads::Separate(heads) => frame_logits(g, &normed, &logits, heads, nm.compute),
-        Heads::Stacked { weight, count } => Ok(frame_logits_stacked(g, &normed, weight, *count, nm.compute)),
-    })?;
     g.output(
         &frame,
         io::LOGITS_ALL,
@@ -274,7 +276,8 @@ pub fn export_decoder(
 
 /// The decoder's audio heads as its graph form applies them.
 enum Heads {
-    /// One weight per head, selected by side-by-side `If`s ([`GraphForm::Cpu`]).
+    /// One weight per head, each applied by one node ([`GraphForm::Cpu`],
+    /// see [`heads_once`]).
     Separate(Vec<HeadWeight>),
     /// All heads as one `[count, in, out]` value, selected by `Gather`
     /// ([`GraphForm::TensorRt`]).
@@ -289,10 +292,11 @@ enum Heads {
 /// `h @ stacked[clip(codebook, 1, count) - 1]` for `h` `[B, in]` and the
 /// stacked heads `[count, in, out]`: a `Gather` of one head by the scalar index
 /// (rank 2, whatever the codebook), then one `MatMul`. The TensorRT form of
-/// [`select_head`]: TensorRT refuses an `If` whose branches differ in rank
-/// when the condition is not a build-time constant, and it keeps the gathered
-/// head in place rather than copying it (ONNX Runtime CPU would copy and
-/// repack it every call, which is why the CPU form does not do this).
+/// [`heads_once`]'s `logits`: TensorRT keeps the gathered head in place
+/// rather than copying it. ONNX Runtime CPU would copy and repack a 100 MB
+/// slice every call at the real size (measured 38 ms instead of 17 ms per call
+/// at `[2, 3072] × [3072, 8197]` f32), which is why the CPU form keeps one
+/// initializer per head.
 fn gather_head(g: &mut GraphBuilder, codebook: &Value, h: &Value, stacked: &Value, count: usize) -> Value {
     let lo = g.scalar_i64(1);
     let hi = g.scalar_i64(count as i64);
@@ -303,12 +307,12 @@ fn gather_head(g: &mut GraphBuilder, codebook: &Value, h: &Value, stacked: &Valu
     g.matmul(h, &head)
 }
 
-/// [`frame_logits`] without an `If` (the TensorRT form): with `S` the call's
+/// [`heads_once`]'s `logits_all` in the TensorRT form: with `S` the call's
 /// positions and `n = count` when `S = count + 1` (a whole-frame call) and 0
 /// otherwise, rows `1..=n` of `normed` (`[B, S, in]`) times heads `0..n` of
-/// `stacked`, as f32 `[B, n, out]`. Both slices are empty on other calls, so
-/// the per-codebook walk multiplies nothing.
-fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, count: usize, dtype: DType) -> Value {
+/// `stacked`, `[B, n, out]` in the compute dtype. Both slices are empty on
+/// other calls, so the per-codebook walk multiplies nothing.
+fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, count: usize) -> Value {
     let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
     let whole = g.const_i64(&[count as i64 + 1]);
     let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
@@ -322,95 +326,69 @@ fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, c
     let weights = g.node("Slice", &[stacked, &zero, &n, &zero], vec![]);
     let rows = g.transpose(&rows, &[1, 0, 2]);
     let products = g.matmul(&rows, &weights);
-    let products = g.transpose(&products, &[1, 0, 2]);
-    cast_if(g, &products, dtype, DType::F32)
+    g.transpose(&products, &[1, 0, 2])
 }
 
-/// The decoder's `logits_all`. On a whole-frame call (`S` = `heads + 1` rows:
-/// the backbone hidden state, then codes `0..heads` at positions `0..=heads`),
-/// position `j`'s final-norm state times `audio_head[j - 1]` for `j = 1..=heads`,
-/// `[B, heads, V]`: every codebook's logits given the frame's earlier codes, in
-/// one call (speculative scoring). On any other call it is an empty
-/// `[B, 0, V]`: the `If` skips the head products, so the per-codebook walk pays
-/// nothing for this output. `normed` is the heads' input `[B, S, D]` (the
-/// final-norm output in the compute dtype, fake-quantized when the heads'
-/// activations are), `logits` the call's f32 `[B, V]` output (the empty branch
-/// slices it).
-fn frame_logits(
-    g: &mut GraphBuilder,
-    normed: &Value,
-    logits: &Value,
-    heads: &[HeadWeight],
-    dtype: DType,
-) -> Result<Value> {
-    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
-    let whole = g.const_i64(&[heads.len() as i64 + 1]);
-    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
-    let is_whole = g.squeeze(&is_whole, &[0]);
-    let then = g.subgraph("audio_head_frame_all", |g| {
-        let rows: Vec<Value> = heads
-            .iter()
-            .enumerate()
-            .map(|(i, head)| {
-                let j = i as i64 + 1;
-                let h = g.slice(normed, &[j], &[j + 1], &[1]);
-                head.apply(g, &h)
-            })
-            .collect();
-        let all = g.concat(&rows.iter().collect::<Vec<_>>(), 1);
-        Ok(vec![(cast_if(g, &all, dtype, DType::F32), DType::F32)])
-    })?;
-    let otherwise = g.subgraph("audio_head_frame_none", |g| {
-        let l = g.unsqueeze(logits, &[1]);
-        Ok(vec![(g.slice(&l, &[0], &[0], &[1]), DType::F32)])
-    })?;
-    Ok(g.if_(&is_whole, then, otherwise, 1).remove(0))
-}
-
-/// `h @ heads[clip(codebook, first, last) - first]`: one `If` per head, each a
-/// direct child of the decoder graph, summed (a branch not taken gives a
-/// scalar 0, so the sum is the one product computed). A `Gather` of the
-/// stacked `[7, D, V]` head would copy (and MLAS then repack) a 100 MB slice
-/// per decoder call at the real size; selecting among 7 initializers lets ORT
-/// prepack each head once (measured: 17 ms instead of 38 ms per call at
-/// `[2, 3072] × [3072, 8197]` f32). The `If`s are side by side, not nested:
-/// ONNX Runtime 1.31.1 prepacks an outer initializer only for nodes one
-/// subgraph level below it. In a chain of nested `If`s the heads of codebooks
-/// 2–7 were two to seven levels down, and measured at `[2, 1024] × [1024,
-/// 8197]` a dense head took 5.5–9 ms instead of 0.9–1.3 ms (`MatMul` repacks
-/// its weight every call) and an int4 `MatMulNBits` head 41–55 ms instead of
-/// 0.09 ms (its unpacked fallback). Codebooks past the last head use the last
-/// (and before the first, the first).
-fn select_head(
+/// Both head outputs of the CPU form with each head applied by exactly one
+/// node, so ONNX Runtime prepacks each head once (an initializer read by two
+/// nodes is packed once per node: the int4-heads decoder held every head
+/// twice). `normed` is the heads' input `[B, S, D]` (the final-norm output in
+/// the compute dtype, fake-quantized when the heads' activations are), `h`
+/// its last row `[B, D]`. Head `k` (codebook `k`, `1..=count`) multiplies the
+/// rows `[h if k = clip(codebook, 1, count)] ++ [normed[:, k] if S = count +
+/// 1]`, zero to two of them; its product is split back into
+/// - the call's `logits` `[B, V]`: `h · audio_head[clip(codebook) − 1]`
+///   (codebooks past the last head use the last, before the first the first);
+/// - `logits_all` `[B, n, V]`: on a whole-frame call (`S = count + 1`: the
+///   backbone hidden state, then codes `0..count` at positions `0..=count`)
+///   row `k`'s state times head `k` for every `k`, i.e. every codebook's
+///   logits given the frame's earlier codes in one call (speculative
+///   scoring); on any other call empty, `[B, 0, V]`.
+///
+/// No `If`: a product of zero rows costs nothing, and a row's result does not
+/// depend on the other rows of the product (checked bit for bit on ONNX
+/// Runtime 1.31.1 CPU for `MatMul` f32/f16 and `MatMulNBits`). An `If` per head
+/// would also do, but nested `If`s lose prepacking entirely ([`crate::quant`]).
+fn heads_once(
     g: &mut GraphBuilder,
     codebook: &Value,
+    normed: &Value,
     h: &Value,
     heads: &[HeadWeight],
-    first: i64,
-    dtype: DType,
-) -> Result<Value> {
-    match heads {
-        [] => Err(ExportError::Unsupported {
+) -> Result<(Value, Value)> {
+    if heads.is_empty() {
+        return Err(ExportError::Unsupported {
             what: "a decoder without audio heads (audio_num_codebooks < 2)".into(),
-        }),
-        [head] => Ok(head.apply(g, h)),
-        _ => {
-            let lo = g.scalar_i64(first);
-            let hi = g.scalar_i64(first + heads.len() as i64 - 1);
-            let index = g.node("Clip", &[codebook, &lo, &hi], vec![]);
-            let zero = g.scalar_f(0.0, dtype);
-            let mut terms = Vec::with_capacity(heads.len());
-            for (i, head) in heads.iter().enumerate() {
-                let k = first + i as i64;
-                let at_k = g.scalar_i64(k);
-                let is_k = g.node("Equal", &[&index, &at_k], vec![]);
-                let then = g.subgraph(&format!("audio_head_{k}"), |g| Ok(vec![(head.apply(g, h), dtype)]))?;
-                let otherwise = g.subgraph(&format!("audio_head_not_{k}"), |g| Ok(vec![(g.identity(&zero), dtype)]))?;
-                terms.push(g.if_(&is_k, then, otherwise, 1).remove(0));
-            }
-            Ok(g.node("Sum", &terms.iter().collect::<Vec<_>>(), vec![]))
-        }
+        });
     }
+    let count = heads.len() as i64;
+    let lo = g.scalar_i64(1);
+    let hi = g.scalar_i64(count);
+    let index = g.node("Clip", &[codebook, &lo, &hi], vec![]);
+    let index = g.unsqueeze(&index, &[0]);
+    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
+    let whole = g.const_i64(&[count + 1]);
+    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
+    let frame_rows = g.cast(&is_whole, DType::I64);
+    let last = g.unsqueeze(h, &[1]);
+    let (zero, axis, end) = (g.const_i64(&[0]), g.const_i64(&[1]), g.const_i64(&[i64::MAX]));
+    let mut selected = Vec::with_capacity(heads.len());
+    let mut frame = Vec::with_capacity(heads.len());
+    for (i, head) in heads.iter().enumerate() {
+        let k = g.const_i64(&[i as i64 + 1]);
+        let is_k = g.node("Equal", &[&index, &k], vec![]);
+        let mine = g.cast(&is_k, DType::I64);
+        let own = g.node("Slice", &[&last, &zero, &mine, &axis], vec![]);
+        let row_end = g.add(&k, &frame_rows);
+        let row = g.node("Slice", &[normed, &k, &row_end, &axis], vec![]);
+        let rows = g.concat(&[&own, &row], 1);
+        let y = head.apply(g, &rows);
+        selected.push(g.node("Slice", &[&y, &zero, &mine, &axis], vec![]));
+        frame.push(g.node("Slice", &[&y, &mine, &end, &axis], vec![]));
+    }
+    let logits = g.concat(&selected.iter().collect::<Vec<_>>(), 1);
+    let logits = g.squeeze(&logits, &[1]);
+    Ok((logits, g.concat(&frame.iter().collect::<Vec<_>>(), 1)))
 }
 
 /// Writes `lm_tables.safetensors`.

@@ -51,14 +51,14 @@
 //!   its stored weights plus the packing overhead (int4 backbone: 74 MiB
 //!   stored, +85 MiB resident; fp32: 291 MiB, +294 MiB), with no second
 //!   full-size copy. An initializer read by two `MatMulNBits` nodes is packed
-//!   once per node: the quantized `audio_head` slices, which the per-codebook
-//!   and the whole-frame branches both read, cost 36 MiB twice at that size.
+//!   once per node, so every head is read by exactly one node
+//!   (`lm::heads_once`; two nodes per head cost 36 MiB twice at that size).
 //! - Prepacking happens only for nodes at most one subgraph level below the
 //!   initializer. Deeper (an `If` inside an `If`), the operator takes an
 //!   unpacked path 400× slower (41–55 ms instead of 0.09 ms for a `[2, 1024] ×
 //!   [1024, 8197]` int4 product; a dense `MatMul` repacks every call,
-//!   5.5–9 ms instead of 0.9–1.3): the decoder selects its head with side by
-//!   side `If`s for this reason (`lm::select_head`).
+//!   5.5–9 ms instead of 0.9–1.3): the decoder's heads sit in no `If` for
+//!   this reason (`lm::heads_once`).
 //! - The graph holds no `DequantizeLinear`, so the optimizer's DQ + `MatMul` →
 //!   `MatMulNBits` rewrite (and its session option
 //!   `session.qdq_matmulnbits_accuracy_level`, which silently switches that
