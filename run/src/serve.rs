@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use heart::manifest::Verify;
-use heart_backend::BackendChoice;
+use heart_backend::{BackendChoice, CudaGraphs};
 use heart_runtime::settings::SettingsArgs;
 use heart_runtime::song::Pipeline;
 use heart_serve::{Options, Service, StoreLimits};
@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// Where to run, as for heart-run (auto, cpu, cuda, tensorrt, tensorrt-rtx).
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     backend: BackendChoice,
+    /// CUDA-graph capture in a GPU backend's LM loop, as for heart-run.
+    #[arg(long, value_enum, default_value_t = CudaGraphs::On)]
+    cuda_graphs: CudaGraphs,
     /// Check the SHA-256 of every engine file at start, not only the small ones.
     #[arg(long)]
     verify: bool,
@@ -51,6 +54,7 @@ pub fn run(args: &ServeArgs, ort_lib: Option<&Path>, rtx_plugin: Option<PathBuf>
     let verify = if args.verify { Verify::Full } else { Verify::Quick };
     let rt = heart_backend::init(ort_lib)?
         .with_backend(args.backend)
+        .with_cuda_graphs(args.cuda_graphs)
         .with_rtx_plugin(rtx_plugin);
     let pipeline = Pipeline::open_with_draft_if_any(&rt, &args.engines, verify)?;
     let service = Service::start(

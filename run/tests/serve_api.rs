@@ -391,6 +391,20 @@ async fn the_oldest_finished_song_is_evicted_from_a_full_store() {
 }
 
 #[test]
+fn heart_run_serve_refuses_an_unknown_cuda_graphs_setting() {
+    let out = Command::new(bin("heart-run"))
+        .args(["serve", "--engines", "unused", "--cuda-graphs", "sometimes"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cuda-graphs") && err.contains("[possible values: on, off]"),
+        "{err}"
+    );
+}
+
+#[test]
 fn heart_run_serve_stops_on_ctrl_c_cancelling_the_running_song() {
     let cwd = tempfile::tempdir().unwrap();
     let mut child = Command::new(bin("heart-run"))
@@ -400,6 +414,8 @@ fn heart_run_serve_stops_on_ctrl_c_cancelling_the_running_song() {
             engines().to_str().unwrap(),
             "--addr",
             "127.0.0.1:0",
+            "--cuda-graphs",
+            "off",
         ])
         .current_dir(cwd.path())
         .stdin(Stdio::null())
