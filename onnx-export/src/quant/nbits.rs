@@ -50,9 +50,8 @@
 //!   small synthesized model the resident (anonymous) memory a session adds is
 //!   its stored weights plus the packing overhead (int4 backbone: 74 MiB
 //!   stored, +85 MiB resident; fp32: 291 MiB, +294 MiB), with no second
-//!   full-size copy. An initializer read by two `MatMulNBits` nodes is packed
-//!   once per node, so every head is read by exactly one node
-//!   (`lm::heads_once`; two nodes per head cost 36 MiB twice at that size).
+//!   full-size copy. Every head is read by exactly one node
+//!   (`lm::heads_once`), so there is one packed copy of it to make.
 //! - Prepacking happens only for nodes at most one subgraph level below the
 //!   initializer. Deeper (an `If` inside an `If`), the operator takes an
 //!   unpacked path 400× slower (41–55 ms instead of 0.09 ms for a `[2, 1024] ×
