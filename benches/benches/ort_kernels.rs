@@ -75,7 +75,11 @@ fn main() -> Result<()> {
         repeats: 5,
     })?;
     println!("STREAM read {:.1} GB/s ({threads} threads)", bw.read_gb_s);
-    println!("\n| linear chain ({} × [{k}, {k}], {ROWS} rows) | threads | ms | weight GB/s | of STREAM read |", args.layers, k = args.k);
+    println!(
+        "\n| linear chain ({} × [{k}, {k}], {ROWS} rows) | threads | ms | weight GB/s | of STREAM read |",
+        args.layers,
+        k = args.k
+    );
     println!("|---|---:|---:|---:|---:|");
     for (name, int4) in [("MatMulNBits int4, level 4", true), ("MatMul f32", false)] {
         let (path, bytes) = linear_chain(dir.path(), args.k, args.layers, int4)?;
@@ -84,7 +88,11 @@ fn main() -> Result<()> {
             let mut s = open(&rt, &path, t)?;
             let secs = best(args.repeats, || run(&mut s, &feeds))?;
             let gb_s = bytes as f64 / secs / 1e9;
-            println!("| {name} | {t} | {:.2} | {gb_s:.1} | {:.0} % |", secs * 1e3, 100.0 * gb_s / bw.read_gb_s);
+            println!(
+                "| {name} | {t} | {:.2} | {gb_s:.1} | {:.0} % |",
+                secs * 1e3,
+                100.0 * gb_s / bw.read_gb_s
+            );
         }
     }
     let (layers, kv, g, hd) = ATTENTION;
@@ -117,7 +125,12 @@ fn main() -> Result<()> {
             }
             let secs = best(args.repeats, || run(&mut s, &feeds))?;
             let mb = (2 * layers * cache.len() * width) as f64 / 1e6;
-            println!("| {} | {c} | {mb:.0} | {:.1} | {:.1} |", form.name(), secs * 1e3, mb / 1e3 / secs);
+            println!(
+                "| {} | {c} | {mb:.0} | {:.1} | {:.1} |",
+                form.name(),
+                secs * 1e3,
+                mb / 1e3 / secs
+            );
         }
     }
     if !args.bench {
