@@ -7,13 +7,15 @@
 //! cargo bench -p heart-bench --bench ort_kernels -- --k 3072 --layers 40 --positions 1024,3072
 //! ```
 //!
-//! - **Linear layers**: a chain of `--layers` distinct `[K, K]` weights (more
-//!   bytes than any last-level cache) applied to 2 rows (the CFG batch), as
+//! - **Linear layers**: a chain of `--layers` distinct `[K, K]` weights
+//!   applied to 2 rows (the CFG batch), as
 //!   `MatMulNBits` int4 (block 32, accuracy level 4: the int profiles' linears)
 //!   and as f32 `MatMul`, on one thread and on all: GB/s of weight bytes. A
 //!   kernel that is bandwidth-bound reads at the STREAM figure on all threads;
 //!   one whose one-thread figure is half its all-thread figure is
-//!   compute-bound.
+//!   compute-bound. At the defaults the f32 chain (1.5 GB) is beyond any
+//!   last-level cache; the int4 one (236 MB) may sit in a large one, which can
+//!   only flatter its figure.
 //! - **Attention against the KV cache**: `q·Kᵀ` and `P·V` of the 3B backbone
 //!   (28 layers, batch 2, 8 KV heads × 3 queries, head width 128) at each of
 //!   `--positions`, with the cache in f32 (as CPU engines hold it), in f16
