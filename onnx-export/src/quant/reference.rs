@@ -86,7 +86,9 @@ pub fn int8_block_activation(g: &mut GraphBuilder, x: &Value, features: usize, n
         } else {
             g.concat(&refs, -1)
         };
-        g.node("Reshape", &[&flat, &shape], vec![])
+        // `allowzero`: `x` may have no rows (the decoder's heads multiply zero
+        // rows on most calls), and a 0 in the shape must stay 0.
+        g.node("Reshape", &[&flat, &shape], vec![Attr::int("allowzero", 1)])
     })
 }
 
