@@ -229,9 +229,15 @@ async fn a_full_queue_is_429_and_cancelled_songs_stop_and_keep_no_audio() {
     // The longest song the tiny context allows: seconds of work on the LM.
     let running = create(&client, &server, &song(38.0, 1)).await;
     let running = running["id"].as_str().unwrap().to_string();
+    // The queue holds one song: wait until the worker has taken the first.
+    let started = tokio::time::timeout(DEADLINE, async {
+        while get_json(&client, &server.url(&format!("/v1/songs/{running}"))).await["state"] == "queued" {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    started.await.expect("the worker takes the first song");
     let queued = create(&client, &server, &song(2.0, 2)).await;
     let queued_id = queued["id"].as_str().unwrap().to_string();
-    // The worker may not have taken the first song yet: the queue holds 1.
     let mut refused = 0;
     for seed in 3..5 {
         let r = client
