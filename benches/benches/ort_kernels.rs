@@ -25,13 +25,12 @@
 //! --all-targets`) the program makes a quick smoke run on tiny shapes.
 
 use std::path::Path;
-use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use half::f16;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
-use heart_bench::{StreamConfig, stream};
+use heart_bench::{BenchError, Repeats, StreamConfig, stream, time_repeats};
 use onnx_export::quant::Accuracy;
 use onnx_export::quant::nbits::matmul_nbits;
 use onnx_export::{DType, Dim, GraphBuilder, Value};
@@ -85,10 +84,13 @@ fn main() -> Result<()> {
     println!("|---|---:|---:|---:|---:|");
     for (name, int4) in [("MatMulNBits int4, level 4", true), ("MatMul f32", false)] {
         let (path, bytes) = linear_chain(dir.path(), args.k, args.layers, int4)?;
-        let feeds = [("x", f32_tensor(&[ROWS, args.k], &vec![0.5f32; ROWS * args.k])?)];
+        let feeds = [(
+            "x".to_string(),
+            f32_tensor(&[ROWS, args.k], &vec![0.5f32; ROWS * args.k])?,
+        )];
         for t in [1, threads] {
             let mut s = open(&rt, &path, t)?;
-            let secs = best(args.repeats, || run(&mut s, &feeds))?;
+            let secs = fastest(args.repeats, name, || run(&mut s, &feeds))?;
             let gb_s = bytes as f64 / secs / 1e9;
             println!(
                 "| {name} | {t} | {:.2} | {gb_s:.1} | {:.0} % |",
@@ -112,8 +114,8 @@ fn main() -> Result<()> {
             let cache16: Vec<f16> = cache.iter().map(|&v| f16::from_f32(v)).collect();
             let width = if form == CacheForm::F32 { 4 } else { 2 };
             let mut feeds = vec![
-                ("q", f32_tensor(&[ROWS, kv, g, hd], &q)?),
-                ("p", f32_tensor(&[ROWS, kv, g, c], &p)?),
+                ("q".to_string(), f32_tensor(&[ROWS, kv, g, hd], &q)?),
+                ("p".to_string(), f32_tensor(&[ROWS, kv, g, c], &p)?),
             ];
             for i in 0..layers {
                 let (kd, vd) = ([ROWS, kv, hd, c], [ROWS, kv, c, hd]);
@@ -122,10 +124,10 @@ fn main() -> Result<()> {
                 } else {
                     (f16_tensor(&kd, &cache16)?, f16_tensor(&vd, &cache16)?)
                 };
-                feeds.push((KEYS[i], k));
-                feeds.push((VALUES[i], v));
+                feeds.push((format!("k{i}"), k));
+                feeds.push((format!("v{i}"), v));
             }
-            let secs = best(args.repeats, || run(&mut s, &feeds))?;
+            let secs = fastest(args.repeats, form.name(), || run(&mut s, &feeds))?;
             let mb = (2 * layers * cache.len() * width) as f64 / 1e6;
             println!(
                 "| {} | {c} | {mb:.0} | {:.1} | {:.1} |",
@@ -158,16 +160,6 @@ impl CacheForm {
         }
     }
 }
-
-/// Input names of the attention graph's caches (at most 28 layers).
-const KEYS: [&str; 28] = [
-    "k0", "k1", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9", "k10", "k11", "k12", "k13", "k14", "k15", "k16", "k17",
-    "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25", "k26", "k27",
-];
-const VALUES: [&str; 28] = [
-    "v0", "v1", "v2", "v3", "v4", "v5", "v6", "v7", "v8", "v9", "v10", "v11", "v12", "v13", "v14", "v15", "v16", "v17",
-    "v18", "v19", "v20", "v21", "v22", "v23", "v24", "v25", "v26", "v27",
-];
 
 /// The chain `x → x·W0ᵀ → …` of `layers` random `[k, k]` weights; returns the
 /// graph and its weight bytes (packed nibbles, scales and zero points for int4).
@@ -209,8 +201,8 @@ fn attention(dir: &Path, layers: usize, c: usize, form: CacheForm) -> Result<std
         _ => (q, p),
     };
     for i in 0..layers {
-        let k = g.input(KEYS[i], cache, &dims([ROWS, kv, hd, c]));
-        let v = g.input(VALUES[i], cache, &dims([ROWS, kv, c, hd]));
+        let k = g.input(&format!("k{i}"), cache, &dims([ROWS, kv, hd, c]));
+        let v = g.input(&format!("v{i}"), cache, &dims([ROWS, kv, c, hd]));
         let (k, v): (Value, Value) = match form {
             CacheForm::F16Cast => (g.cast(&k, DType::F32), g.cast(&v, DType::F32)),
             _ => (k, v),
@@ -243,8 +235,8 @@ fn f16_tensor(dims: &[usize], data: &[f16]) -> Result<DynValue> {
 
 /// Runs `s` on `feeds` (built once, outside the timing); every output must
 /// be finite.
-fn run(s: &mut Session, feeds: &[(&str, DynValue)]) -> Result<()> {
-    let inputs: Vec<(&str, SessionInputValue<'_>)> = feeds.iter().map(|(n, v)| (*n, v.into())).collect();
+fn run(s: &mut Session, feeds: &[(String, DynValue)]) -> Result<()> {
+    let inputs: Vec<(&str, SessionInputValue<'_>)> = feeds.iter().map(|(n, v)| (n.as_str(), v.into())).collect();
     let out = s.run(inputs)?;
     for (name, v) in out.iter() {
         let (_, data) = v.try_extract_tensor::<f32>()?;
@@ -254,13 +246,9 @@ fn run(s: &mut Session, feeds: &[(&str, DynValue)]) -> Result<()> {
 }
 
 /// The fastest of `repeats` timed calls of `f` (after one warm-up), seconds.
-fn best(repeats: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    f()?;
-    let mut best = f64::INFINITY;
-    for _ in 0..repeats {
-        let start = Instant::now();
-        f()?;
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    Ok(best)
+fn fastest(repeats: usize, what: &str, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let stats = time_repeats(Repeats::new(1, repeats), || {
+        f().map_err(|e| BenchError::engine(what, e))
+    })?;
+    Ok(stats.min)
 }
