@@ -6,7 +6,7 @@
 //! - `decoder.onnx`: `projection` → decoder stack → final norm at the last
 //!   position → `audio_head[codebook - 1]` (`logits`); on a whole-frame call
 //!   also every codebook's logits at once (`logits_all`), each head one node
-//!   ([`heads_once`]). In the TensorRT graph form ([`GraphForm::TensorRt`])
+//!   (`heads_once`). In the TensorRT graph form ([`GraphForm::TensorRt`])
 //!   the head is `Gather`ed from the stacked heads (`gather_head`) and
 //!   `logits_all` is one batched product (`frame_logits_stacked`).
 //!
@@ -313,10 +313,7 @@ fn gather_head(g: &mut GraphBuilder, codebook: &Value, h: &Value, stacked: &Valu
 /// `stacked`, `[B, n, out]` in the compute dtype. Both slices are empty on
 /// other calls, so the per-codebook walk multiplies nothing.
 fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, count: usize) -> Value {
-    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
-    let whole = g.const_i64(&[count as i64 + 1]);
-    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
-    let is_whole = g.cast(&is_whole, DType::I64);
+    let is_whole = whole_frame(g, normed, count);
     let heads = g.const_i64(&[count as i64]);
     let n = g.mul(&is_whole, &heads);
     let one = g.const_i64(&[1]);
@@ -329,14 +326,23 @@ fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, c
     g.transpose(&products, &[1, 0, 2])
 }
 
+/// int64 `[1]`: 1 on a whole-frame call (`normed` `[B, S, in]` with `S =
+/// count + 1` rows: the backbone hidden state, then codes `0..count`), else 0.
+fn whole_frame(g: &mut GraphBuilder, normed: &Value, count: usize) -> Value {
+    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
+    let whole = g.const_i64(&[count as i64 + 1]);
+    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
+    g.cast(&is_whole, DType::I64)
+}
+
 /// Both head outputs of the CPU form with each head applied by exactly one
-/// node, so there is one packed copy of each head to make. (With one `If`
-/// per head for `logits` and all heads again in a whole-frame `If`, ONNX
-/// Runtime 1.31.1 already shared the packed heads: the decoder session's
-/// resident memory is the same either way, 118 MiB at the small size with
-/// int4 heads; this form drops the 8 `If`s and their subgraphs.) `normed` is
-/// the heads' input `[B, S, D]` (the final-norm output in
-/// the compute dtype, fake-quantized when the heads' activations are), `h`
+/// node: ONNX Runtime prepacks an initializer once per node that reads it, so
+/// the former form (one `If` per head for `logits`, all heads again in a
+/// whole-frame `If`) held every head packed twice. Measured on 1.31.1 at the
+/// small size: an int4-heads decoder session 118 → 83 MiB resident, an fp32
+/// one peaking at 404 instead of 628 MiB while it loads; outputs bit for bit
+/// the same. `normed` is the heads' input `[B, S, D]` (the final-norm output
+/// in the compute dtype, fake-quantized when the heads' activations are), `h`
 /// its last row `[B, D]`. Head `k` (codebook `k`, `1..=count`) multiplies the
 /// rows `[h if k = clip(codebook, 1, count)] ++ [normed[:, k] if S = count +
 /// 1]`, zero to two of them; its product is split back into
@@ -350,8 +356,7 @@ fn frame_logits_stacked(g: &mut GraphBuilder, normed: &Value, stacked: &Value, c
 ///
 /// No `If`: a product of zero rows costs nothing, and a row's result does not
 /// depend on the other rows of the product (checked bit for bit on ONNX
-/// Runtime 1.31.1 CPU for `MatMul` f32/f16 and `MatMulNBits`). An `If` per head
-/// would also do, but nested `If`s lose prepacking entirely ([`crate::quant`]).
+/// Runtime 1.31.1 CPU for `MatMul` f32/f16 and `MatMulNBits`).
 fn heads_once(
     g: &mut GraphBuilder,
     codebook: &Value,
@@ -369,10 +374,7 @@ fn heads_once(
     let hi = g.scalar_i64(count);
     let index = g.node("Clip", &[codebook, &lo, &hi], vec![]);
     let index = g.unsqueeze(&index, &[0]);
-    let seq = g.node("Shape", &[normed], vec![Attr::int("start", 1), Attr::int("end", 2)]);
-    let whole = g.const_i64(&[count + 1]);
-    let is_whole = g.node("Equal", &[&seq, &whole], vec![]);
-    let frame_rows = g.cast(&is_whole, DType::I64);
+    let frame_rows = whole_frame(g, normed, heads.len());
     let last = g.unsqueeze(h, &[1]);
     let (zero, axis, end) = (g.const_i64(&[0]), g.const_i64(&[1]), g.const_i64(&[i64::MAX]));
     let mut selected = Vec::with_capacity(heads.len());

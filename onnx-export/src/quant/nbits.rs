@@ -50,8 +50,9 @@
 //!   small synthesized model the resident (anonymous) memory a session adds is
 //!   its stored weights plus the packing overhead (int4 backbone: 74 MiB
 //!   stored, +85 MiB resident; fp32: 291 MiB, +294 MiB), with no second
-//!   full-size copy. Every head is read by exactly one node
-//!   (`lm::heads_once`), so there is one packed copy of it to make.
+//!   full-size copy. An initializer read by two `MatMulNBits` nodes is packed
+//!   once per node, so each quantized `audio_head` slice is read by exactly
+//!   one node (`lm::heads_once`; two per head cost 35 MiB more at that size).
 //! - Prepacking happens only for nodes at most one subgraph level below the
 //!   initializer. Deeper (an `If` inside an `If`), the operator takes an
 //!   unpacked path 400× slower (41–55 ms instead of 0.09 ms for a `[2, 1024] ×
