@@ -324,6 +324,33 @@ struct LmSection {
     #[serde(default)]
     quantize: Vec<String>,
     accuracy_level: Option<i64>,
+    int4_kernel: Option<Int4Kernel>,
+}
+
+/// Which CPU kernel runs int4 linears at accuracy level 4 (the profile key
+/// `lm.int4_kernel`). Both quantize each 32-element block of the activations
+/// to int8 the same way and compute the same integer block products; only the
+/// f32 summation order differs (≈ 1e-7 relative).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Int4Kernel {
+    /// `ai.heart.MatMulInt4x16` (`heart::quant::int4x16`), the default: on
+    /// AVX-512 VNNI CPUs it streams int4 weights at 24.5 GB/s on 2 cores where
+    /// `MatMulNBits` does 16.6 (`cargo bench --bench ort_kernels`); elsewhere
+    /// its portable path is far slower.
+    Heart,
+    /// ONNX Runtime's `com.microsoft.MatMulNBits` (MLAS kernels for every CPU).
+    Onnxruntime,
+}
+
+impl Int4Kernel {
+    /// The key's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Heart => "heart",
+            Self::Onnxruntime => "onnxruntime",
+        }
+    }
 }
 
 /// `MatMulNBits` accuracy levels a profile may ask for: 0 (f32 activations)
@@ -350,6 +377,8 @@ pub struct BuildProfile {
     pub groups: BTreeSet<LinearGroup>,
     /// `MatMulNBits` accuracy level of int weights (one of [`ACCURACY_LEVELS`]).
     pub accuracy_level: Option<i64>,
+    /// The kernel of int4 linears; `Some` exactly for int4 weights.
+    pub int4_kernel: Option<Int4Kernel>,
     /// Calibration settings, present exactly when activations are quantized.
     pub calibration: Option<CalibrationSettings>,
 }
@@ -431,6 +460,7 @@ impl BuildProfile {
             .collect::<Result<BTreeSet<_>, _>>()
             .map_err(|e| bad("lm.quantize", e))?;
         let accuracy_level = check_int(lm).map_err(|(k, m)| bad(k, m))?;
+        let int4_kernel = check_int4_kernel(lm, accuracy_level).map_err(|(k, m)| bad(k, m))?;
         let weights = (lm.weights != Format::None).then_some(lm.weights);
         if weights.is_some() == groups.is_empty() {
             return Err(bad(
@@ -466,6 +496,7 @@ impl BuildProfile {
             lowering: lm.lowering,
             groups,
             accuracy_level,
+            int4_kernel,
             calibration,
         })
     }
@@ -522,6 +553,26 @@ fn check_int(lm: &LmSection) -> Result<Option<i64>, (&'static str, String)> {
         return Err(("lm.accuracy_level", format!("{level} is not 0 or 4")));
     }
     Ok(Some(level))
+}
+
+/// `lm.int4_kernel`: only with int4 weights; `heart` (the default at level 4)
+/// needs level 4, level 0 defaults to `onnxruntime`. The error names the key.
+fn check_int4_kernel(lm: &LmSection, level: Option<i64>) -> Result<Option<Int4Kernel>, (&'static str, String)> {
+    if lm.weights != Format::Int4 {
+        return match lm.int4_kernel {
+            None => Ok(None),
+            Some(_) => Err(("lm.int4_kernel", "applies to int4 weights only".into())),
+        };
+    }
+    match (lm.int4_kernel, level) {
+        (Some(Int4Kernel::Heart), Some(l)) if l != 4 => Err((
+            "lm.int4_kernel",
+            format!("\"heart\" quantizes activations to int8 (accuracy_level 4), not level {l}"),
+        )),
+        (Some(k), _) => Ok(Some(k)),
+        (None, Some(4)) => Ok(Some(Int4Kernel::Heart)),
+        (None, _) => Ok(Some(Int4Kernel::Onnxruntime)),
+    }
 }
 
 /// Range checks of the `[calibration]` table; the error names the key.
@@ -605,7 +656,29 @@ mod tests {
         }
         let base = "[lm]\nprecision = \"int4\"\ncompute = \"fp32\"\nweights = \"int4\"\nquantize = [\"projection\"]\n";
         let p = BuildProfile::parse("t", "t.toml", &format!("{base}accuracy_level = 0\n")).unwrap();
-        assert_eq!(p.accuracy_level, Some(0));
+        assert_eq!(
+            (p.accuracy_level, p.int4_kernel),
+            (Some(0), Some(Int4Kernel::Onnxruntime))
+        );
+        let p = BuildProfile::parse("t", "t.toml", base).unwrap();
+        assert_eq!(
+            p.int4_kernel,
+            Some(Int4Kernel::Heart),
+            "heart's kernel by default at level 4"
+        );
+        let p = BuildProfile::parse("t", "t.toml", &format!("{base}int4_kernel = \"onnxruntime\"\n")).unwrap();
+        assert_eq!(p.int4_kernel, Some(Int4Kernel::Onnxruntime));
+        let err = parse_err(&format!("{base}accuracy_level = 0\nint4_kernel = \"heart\"\n"));
+        assert!(err.contains("`lm.int4_kernel`") && err.contains("not level 0"), "{err}");
+        let err = parse_err(&format!("{base}int4_kernel = \"mlas\"\n"));
+        assert!(err.contains("mlas"), "{err}");
+        let int8 = base.replace("\"int4\"", "\"int8\"");
+        assert_eq!(BuildProfile::parse("t", "t.toml", &int8).unwrap().int4_kernel, None);
+        let err = parse_err(&format!("{int8}int4_kernel = \"heart\"\n"));
+        assert!(
+            err.contains("`lm.int4_kernel`") && err.contains("int4 weights only"),
+            "{err}"
+        );
         let err = parse_err(&format!("{base}accuracy_level = 2\n"));
         assert!(
             err.contains("`lm.accuracy_level`") && err.contains("2 is not 0 or 4"),

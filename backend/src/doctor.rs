@@ -180,6 +180,13 @@ pub fn diagnose(args: DoctorArgs<'_>) -> Report {
             "use a machine with AVX2 (and AVX512-VNNI or AVX-VNNI for the int8 codec) or a GPU backend",
         ));
     }
+    if !heart::quant::int4x16::has_fast_path() {
+        gaps.push(gap(
+            "cpu",
+            "no AVX-512 VNNI: int4 engines built with heart's int4 kernel (the int4 profiles' default) run its portable path, many times slower",
+            "build int4 engines with `int4_kernel = \"onnxruntime\"` in the profile's [lm] table",
+        ));
+    }
     let probe = driver::probe(0);
     let driver_report = DriverReport {
         found: matches!(probe, Probe::Found(_) | Probe::NoDevice),

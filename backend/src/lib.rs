@@ -15,6 +15,7 @@
 pub mod device;
 pub mod doctor;
 pub mod driver;
+pub mod int4_op;
 pub mod library;
 pub mod plan;
 pub mod profiles;

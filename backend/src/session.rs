@@ -174,6 +174,9 @@ impl OrtRuntime {
             Optimization::All => GraphOptimizationLevel::All,
         };
         let builder = self.session_builder(path).map_err(err)?;
+        let builder = builder
+            .with_operators(crate::int4_op::domain().map_err(err)?)
+            .map_err(|e| err(e.into()))?;
         let builder = builder.with_intra_threads(threads).map_err(|e| err(e.into()))?;
         let builder = builder.with_optimization_level(level).map_err(|e| err(e.into()))?;
         let mut builder = builder

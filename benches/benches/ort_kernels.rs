@@ -29,10 +29,11 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 use clap::Parser;
 use half::f16;
+use heart::profile::Int4Kernel;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
 use heart_bench::{BenchError, Repeats, StreamConfig, stream, time_repeats};
-use onnx_export::quant::Accuracy;
 use onnx_export::quant::nbits::matmul_nbits;
+use onnx_export::quant::{Accuracy, NBits};
 use onnx_export::{DType, Dim, GraphBuilder, Value};
 use ort::session::{Session, SessionInputValue};
 use ort::value::{DynValue, Tensor};
@@ -82,8 +83,12 @@ fn main() -> Result<()> {
         k = args.k
     );
     println!("|---|---:|---:|---:|---:|");
-    for (name, int4) in [("MatMulNBits int4, level 4", true), ("MatMul f32", false)] {
-        let (path, bytes) = linear_chain(dir.path(), args.k, args.layers, int4)?;
+    for (name, form) in [
+        ("MatMulNBits int4, level 4", Chain::NBits),
+        ("MatMulInt4x16 (heart)", Chain::Int4x16),
+        ("MatMul f32", Chain::F32),
+    ] {
+        let (path, bytes) = linear_chain(dir.path(), args.k, args.layers, form)?;
         let feeds = [(
             "x".to_string(),
             f32_tensor(&[ROWS, args.k], &vec![0.5f32; ROWS * args.k])?,
@@ -161,25 +166,50 @@ impl CacheForm {
     }
 }
 
+/// How the linear chain's weights are stored and multiplied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chain {
+    NBits,
+    Int4x16,
+    F32,
+}
+
 /// The chain `x → x·W0ᵀ → …` of `layers` random `[k, k]` weights; returns the
 /// graph and its weight bytes (packed nibbles, scales and zero points for int4).
-fn linear_chain(dir: &Path, k: usize, layers: usize, int4: bool) -> Result<(std::path::PathBuf, usize)> {
-    let path = dir.join(if int4 { "chain_int4.onnx" } else { "chain_f32.onnx" });
+fn linear_chain(dir: &Path, k: usize, layers: usize, form: Chain) -> Result<(std::path::PathBuf, usize)> {
+    let path = dir.join(format!("chain_{form:?}.onnx"));
     let mut g = GraphBuilder::create(&path, "chain")?;
     let mut x = g.input("x", DType::F32, &[ROWS.into(), k.into()]);
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-    let scale = 1.0 / (k as f32).sqrt();
+    // Uniform weights of variance 1 / k keep the activations' scale from layer
+    // to layer; smaller ones shrink it ≈ 3.5× per layer into f32 subnormals
+    // after ≈ 70 layers, whose slow arithmetic then dominates every form.
+    let scale = (12.0 / k as f32).sqrt();
     let mut bytes = 0;
     for i in 0..layers {
         let w: Vec<f32> = (0..k * k).map(|_| (rng.random::<f32>() - 0.5) * scale).collect();
-        x = if int4 {
-            let q = quantize_blockwise(&w, k, k, IntBits::Int4)?;
-            bytes += q.packed().len() + 4 * q.scales().len() + q.packed_zero_points().len();
-            matmul_nbits(&mut g, &x, &format!("w{i}"), &q, Accuracy::Int8, DType::F32)?
-        } else {
-            bytes += 4 * w.len();
-            let t = g.init_f32(&format!("w{i}"), DType::F32, &[k, k], &w)?;
-            g.matmul(&x, &t)
+        x = match form {
+            Chain::NBits => {
+                let q = quantize_blockwise(&w, k, k, IntBits::Int4)?;
+                bytes += q.packed().len() + 4 * q.scales().len() + q.packed_zero_points().len();
+                let nb = NBits {
+                    bits: IntBits::Int4,
+                    accuracy: Accuracy::Int8,
+                    int4_kernel: Int4Kernel::Onnxruntime,
+                };
+                matmul_nbits(&mut g, &x, &format!("w{i}"), &q, nb, DType::F32)?
+            }
+            Chain::Int4x16 => {
+                let q = quantize_blockwise(&w, k, k, IntBits::Int4)?;
+                let p = heart::quant::int4x16::Int4x16::from_blockwise(&q)?;
+                bytes += p.packed().len() + 4 * p.scales().len() + p.zero_points().len();
+                matmul_nbits(&mut g, &x, &format!("w{i}"), &q, NBits::new(IntBits::Int4), DType::F32)?
+            }
+            Chain::F32 => {
+                bytes += 4 * w.len();
+                let t = g.init_f32(&format!("w{i}"), DType::F32, &[k, k], &w)?;
+                g.matmul(&x, &t)
+            }
         };
     }
     g.output(&x, "y", DType::F32, &[ROWS.into(), k.into()]);
@@ -220,6 +250,8 @@ fn attention(dir: &Path, layers: usize, c: usize, form: CacheForm) -> Result<std
 
 fn open(rt: &heart_backend::OrtRuntime, path: &Path, threads: usize) -> Result<Session> {
     let mut builder = Session::builder(&rt.env)?
+        .with_operators(heart_backend::int4_op::domain()?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_intra_threads(threads)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(builder.commit_from_file(path)?)

@@ -4,7 +4,7 @@
 use std::ops::Deref;
 
 use heart::precision::Precision;
-use heart::profile::{BuildProfile, Format, ProfileError};
+use heart::profile::{BuildProfile, Format, Int4Kernel, ProfileError};
 use heart::quant::blockwise::IntBits;
 use onnx_export::lm::{GraphForm, LmOptions, QuantFormat, QuantPlan, numerics};
 use onnx_export::quant::{Accuracy, NBits};
@@ -45,11 +45,12 @@ impl Profile {
             .accuracy_level
             .and_then(Accuracy::from_level)
             .unwrap_or(Accuracy::Int8);
+        let kernel = build.int4_kernel.unwrap_or(Int4Kernel::Onnxruntime);
         let options = LmOptions {
             numerics: numerics(build.compute),
             quant: build
                 .weights
-                .and_then(|w| quant_format(w, accuracy))
+                .and_then(|w| quant_format(w, accuracy, kernel))
                 .map(|weights| QuantPlan {
                     weights,
                     lowering: build.lowering,
@@ -60,7 +61,7 @@ impl Profile {
             layer_taps: false,
             form: GraphForm::Cpu,
         };
-        let activations = build.activations.and_then(|a| quant_format(a, accuracy));
+        let activations = build.activations.and_then(|a| quant_format(a, accuracy, kernel));
         Self {
             build,
             options,
@@ -70,8 +71,14 @@ impl Profile {
 }
 
 /// The exporter's format of a profile format (`None` for `none`).
-fn quant_format(format: Format, accuracy: Accuracy) -> Option<QuantFormat> {
-    let int = |bits| QuantFormat::Int(NBits { bits, accuracy });
+fn quant_format(format: Format, accuracy: Accuracy, int4_kernel: Int4Kernel) -> Option<QuantFormat> {
+    let int = |bits| {
+        QuantFormat::Int(NBits {
+            bits,
+            accuracy,
+            int4_kernel,
+        })
+    };
     match format {
         Format::None => None,
         Format::Nvfp4 => Some(QuantFormat::Nvfp4),
@@ -107,12 +114,18 @@ mod tests {
             let p = Profile::built_in(name).unwrap();
             assert_eq!(p.options.quant.unwrap().weights, QuantFormat::Int(NBits::new(bits)));
             assert_eq!(NBits::new(bits).accuracy, Accuracy::Int8, "level 4 by default");
+            assert_eq!(
+                NBits::new(bits).runs_heart_kernel(),
+                bits == IntBits::Int4,
+                "heart's int4 kernel by default"
+            );
         }
         let text = "[lm]\nprecision = \"int4\"\ncompute = \"fp32\"\nweights = \"int4\"\nquantize = [\"projection\"]\naccuracy_level = 0\n";
         let p = Profile::from_build(BuildProfile::parse("t", "t.toml", text).unwrap());
         let want = QuantFormat::Int(NBits {
             bits: IntBits::Int4,
             accuracy: Accuracy::Float,
+            int4_kernel: Int4Kernel::Onnxruntime,
         });
         assert_eq!(p.options.quant.unwrap().weights, want);
     }

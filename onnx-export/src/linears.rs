@@ -326,7 +326,7 @@ impl<'p> Linears<'p> {
         if let WeightScheme::MatMulNBits(nb) = scheme {
             let w = quantize_blockwise(&values, out, inp, nb.bits).map_err(|e| ExportError::from(e.in_tensor(name)))?;
             let dtype = self.opts.numerics.compute;
-            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, name, &w, nb.accuracy, dtype)?));
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, name, &w, nb, dtype)?));
         }
         Ok(HeadWeight::Dense(self.quantized_weight(
             g,
@@ -445,7 +445,7 @@ impl<'p> Linears<'p> {
             let w = quantize_blockwise(&out_in, out, inp, nb.bits)
                 .map_err(|e| ExportError::from(e.in_tensor(name.as_str())))?;
             let dtype = self.opts.numerics.compute;
-            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, &name, &w, nb.accuracy, dtype)?));
+            return Ok(HeadWeight::NBits(NBitsWeight::emit(g, &name, &w, nb, dtype)?));
         }
         Ok(HeadWeight::Dense(self.quantized_weight(
             g,

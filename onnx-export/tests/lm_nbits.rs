@@ -17,6 +17,7 @@ use heart::checkpoint::Checkpoint;
 use heart::config::MulaConfig;
 use heart::engine::{self, io};
 use heart::precision::Precision;
+use heart::profile::Int4Kernel;
 use heart::quant::blockwise::{IntBits, quantize_blockwise};
 use lm_support::{FRAME_ROWS, OUTPUTS, outputs, relative_max_diff, run_stack};
 use onnx_export::linears::Lowering;
@@ -38,10 +39,18 @@ fn load() -> (Checkpoint, MulaConfig) {
 }
 
 fn int_options(bits: IntBits, accuracy: Accuracy, groups: &[LinearGroup]) -> LmOptions {
+    kernel_options(bits, accuracy, Int4Kernel::Onnxruntime, groups)
+}
+
+fn kernel_options(bits: IntBits, accuracy: Accuracy, int4_kernel: Int4Kernel, groups: &[LinearGroup]) -> LmOptions {
     LmOptions {
         numerics: lm::numerics(Precision::Fp32),
         quant: Some(QuantPlan {
-            weights: QuantFormat::Int(NBits { bits, accuracy }),
+            weights: QuantFormat::Int(NBits {
+                bits,
+                accuracy,
+                int4_kernel,
+            }),
             lowering: Lowering::Portable,
             groups: groups.iter().copied().collect(),
             activations: None,
@@ -148,7 +157,12 @@ fn default_int_engines_are_one_node_per_linear_at_level_4() {
     std::fs::create_dir(&fp32).unwrap();
     lm::export_lm(&ckpt, &cfg, Precision::Fp32, &fp32).unwrap();
     let reference = outputs(&fp32, &cfg);
-    for precision in [Precision::Int8, Precision::Int4] {
+    // int8 runs ONNX Runtime's MatMulNBits at level 4, int4 heart's own
+    // kernel (the same int8 activation blocks).
+    for (precision, op, part) in [
+        (Precision::Int8, "MatMulNBits", "nbits_b"),
+        (Precision::Int4, "MatMulInt4x16", "int4x16_packed"),
+    ] {
         let out = root.path().join(precision.as_str());
         std::fs::create_dir(&out).unwrap();
         lm::export_lm(&ckpt, &cfg, precision, &out).unwrap();
@@ -158,20 +172,20 @@ fn default_int_engines_are_one_node_per_linear_at_level_4() {
         ] {
             let m = ModelProto::decode(std::fs::read(out.join(graph)).unwrap().as_slice()).unwrap();
             let g = m.graph.unwrap();
-            let nodes: Vec<_> = g
-                .node
-                .iter()
-                .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
-                .collect();
+            let nodes: Vec<_> = g.node.iter().filter(|n| n.op_type.as_deref() == Some(op)).collect();
             assert_eq!(nodes.len(), 7 * layers + extra, "{precision} {graph}");
             for n in &nodes {
                 let level = n.attribute.iter().find(|a| a.name.as_deref() == Some("accuracy_level"));
-                assert_eq!(level.and_then(|a| a.i), Some(4), "{precision} {graph}");
+                if op == "MatMulNBits" {
+                    assert_eq!(level.and_then(|a| a.i), Some(4), "{precision} {graph}");
+                } else {
+                    assert_eq!(n.domain.as_deref(), Some("ai.heart"), "{precision} {graph}");
+                }
             }
             let names: Vec<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
             let stack = graph.trim_end_matches(".onnx");
             let q = format!("{stack}.layers.0.attn.q_proj.weight");
-            assert!(names.contains(&format!("{q}.nbits_b").as_str()), "{precision} {graph}");
+            assert!(names.contains(&format!("{q}.{part}").as_str()), "{precision} {graph}");
             assert!(!names.contains(&q.as_str()), "{precision} {graph}: no dense {q}");
             let head = if stack == "backbone" {
                 "codebook0_head.weight"
@@ -191,19 +205,24 @@ fn default_int_engines_are_one_node_per_linear_at_level_4() {
 }
 
 #[test]
-fn quantized_heads_are_one_matmul_nbits_node_each() {
+fn quantized_heads_are_one_node_each() {
+    for (kernel, op, part) in [
+        (Int4Kernel::Onnxruntime, "MatMulNBits", "nbits_b"),
+        (Int4Kernel::Heart, "MatMulInt4x16", "int4x16_packed"),
+    ] {
+        heads_are_one_node_each(kernel, op, part);
+    }
+}
+
+fn heads_are_one_node_each(kernel: Int4Kernel, op: &str, part: &str) {
     let (ckpt, cfg) = load();
     let root = tempfile::tempdir().unwrap();
     let heads = [LinearGroup::Codebook0Head, LinearGroup::AudioHead];
-    let opts = int_options(IntBits::Int4, Accuracy::Int8, &heads);
+    let opts = kernel_options(IntBits::Int4, Accuracy::Int8, kernel, &heads);
     lm::export_backbone(&ckpt, &cfg, &opts, &root.path().join("b.onnx")).unwrap();
     let m = ModelProto::decode(std::fs::read(root.path().join("b.onnx")).unwrap().as_slice()).unwrap();
     let g = m.graph.unwrap();
-    let head: Vec<_> = g
-        .node
-        .iter()
-        .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
-        .collect();
+    let head: Vec<_> = g.node.iter().filter(|n| n.op_type.as_deref() == Some(op)).collect();
     assert_eq!(head.len(), 1);
     let n = head[0]
         .attribute
@@ -218,7 +237,7 @@ fn quantized_heads_are_one_matmul_nbits_node_each() {
     let count = cfg.audio_num_codebooks - 1;
     let names: Vec<&str> = g.initializer.iter().filter_map(|t| t.name.as_deref()).collect();
     for i in 0..count {
-        assert!(names.contains(&format!("audio_head.{i}.nbits_b").as_str()), "head {i}");
+        assert!(names.contains(&format!("audio_head.{i}.{part}").as_str()), "head {i}");
         assert!(
             !names.contains(&format!("audio_head.{i}").as_str()),
             "no dense head {i}"
@@ -228,12 +247,12 @@ fn quantized_heads_are_one_matmul_nbits_node_each() {
     // once per node that reads it), none of them inside an `If`.
     assert!(g.node.iter().all(|n| n.op_type.as_deref() != Some("If")), "no If");
     for i in 0..count {
-        let packed = format!("audio_head.{i}.nbits_b");
+        let packed = format!("audio_head.{i}.{part}");
         let readers: Vec<_> = g.node.iter().filter(|n| n.input.contains(&packed)).collect();
         assert_eq!(readers.len(), 1, "{packed} is read by {} nodes", readers.len());
-        assert_eq!(readers[0].op_type.as_deref(), Some("MatMulNBits"));
+        assert_eq!(readers[0].op_type.as_deref(), Some(op));
     }
-    let nbits = g.node.iter().filter(|n| n.op_type.as_deref() == Some("MatMulNBits"));
+    let nbits = g.node.iter().filter(|n| n.op_type.as_deref() == Some(op));
     assert_eq!(nbits.count(), count, "only the heads are quantized here");
     let dense = g.node.iter().filter(|n| n.op_type.as_deref() == Some("MatMul"));
     assert!(

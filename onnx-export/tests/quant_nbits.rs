@@ -9,9 +9,10 @@
 
 use heart_test_support::ort_graphs as quant_support;
 
+use heart::profile::Int4Kernel;
 use heart::quant::blockwise::{BlockwiseTensor, IntBits, quantize_blockwise};
 use onnx_export::proto::ModelProto;
-use onnx_export::quant::{Accuracy, ActQuant, QuantEmitter, WeightScheme};
+use onnx_export::quant::{Accuracy, ActQuant, NBits, QuantEmitter, WeightScheme};
 use onnx_export::{DType, Dim, GraphBuilder};
 use prost::Message;
 use quant_support::{ALL_OPTS, Opts, assert_within, matmul_f64, rng, run, session, transpose};
@@ -59,15 +60,23 @@ fn x_values(seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Writes `y = MatMulNBits(x [2, 3, IN], q)`; returns the graph path.
-fn build(dir: &std::path::Path, q: &BlockwiseTensor, accuracy: Accuracy) -> std::path::PathBuf {
+/// `MatMulNBits` of `q`'s width at `accuracy`.
+fn ort_kernel(q: &BlockwiseTensor, accuracy: Accuracy) -> NBits {
+    NBits {
+        bits: q.bits(),
+        accuracy,
+        int4_kernel: Int4Kernel::Onnxruntime,
+    }
+}
+
+/// Writes `y = MatMulNBits(x [2, 3, IN], q)` (or the operator `nb` picks);
+/// returns the graph path.
+fn build(dir: &std::path::Path, q: &BlockwiseTensor, nb: NBits) -> std::path::PathBuf {
     let path = dir.join("nbits.onnx");
     let mut g = GraphBuilder::create(&path, "nbits").unwrap();
     let mut em = QuantEmitter::new();
     let x = g.input("x", DType::F32, &[Dim::from("batch"), "seq".into(), IN.into()]);
-    let y = em
-        .matmul_nbits(&mut g, &x, "lin.weight", q, accuracy, DType::F32)
-        .unwrap();
+    let y = em.matmul_nbits(&mut g, &x, "lin.weight", q, nb, DType::F32).unwrap();
     g.output(&y, "y", DType::F32, &[Dim::from("batch"), "seq".into(), OUT.into()]);
     em.finish(g).unwrap();
     path
@@ -92,7 +101,7 @@ fn accuracy_level_0_is_the_reference_product() {
     for bits in [IntBits::Int4, IntBits::Int8] {
         let q = quantized(bits);
         let dir = tempfile::tempdir().unwrap();
-        let path = build(dir.path(), &q, Accuracy::Float);
+        let path = build(dir.path(), &q, ort_kernel(&q, Accuracy::Float));
         let x = x_values(11);
         let (want, bound) = matmul_f64(&x, &transpose(&q.dequantize(), OUT, IN), ROWS, IN, OUT);
         for opts in ALL_OPTS {
@@ -131,7 +140,7 @@ fn accuracy_level_4_is_within_half_an_activation_step() {
     for bits in [IntBits::Int4, IntBits::Int8] {
         let q = quantized(bits);
         let dir = tempfile::tempdir().unwrap();
-        let path = build(dir.path(), &q, Accuracy::Int8);
+        let path = build(dir.path(), &q, ort_kernel(&q, Accuracy::Int8));
         let x = x_values(12);
         let w = transpose(&q.dequantize(), OUT, IN);
         let (want, f32_bound) = matmul_f64(&x, &w, ROWS, IN, OUT);
@@ -152,12 +161,73 @@ fn accuracy_level_4_is_within_half_an_activation_step() {
     }
 }
 
+/// heart's int4 kernel (`ai.heart.MatMulInt4x16`) computes what level 4
+/// does: the same int8 activation blocks and integer block products, so it is
+/// within level 4's bound of the reference and within two f32 accumulation
+/// bounds of `MatMulNBits` itself; one node, `K` and `N` attributes, the
+/// interleaved parts as initializers.
+#[test]
+fn heart_int4_kernel_computes_level_4() {
+    let q = quantized(IntBits::Int4);
+    let (d_heart, d_ort) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let heart = build(d_heart.path(), &q, NBits::new(IntBits::Int4));
+    let ort = build(d_ort.path(), &q, ort_kernel(&q, Accuracy::Int8));
+    let m = ModelProto::decode(std::fs::read(&heart).unwrap().as_slice()).unwrap();
+    let g = m.graph.unwrap();
+    let nodes: Vec<_> = g
+        .node
+        .iter()
+        .filter(|n| n.op_type.as_deref() == Some("MatMulInt4x16"))
+        .collect();
+    assert_eq!(nodes.len(), 1);
+    assert!(g.node.iter().all(|n| n.op_type.as_deref() != Some("MatMulNBits")));
+    let node = nodes[0];
+    assert_eq!(node.domain.as_deref(), Some("ai.heart"));
+    let attr = |name: &str| {
+        node.attribute
+            .iter()
+            .find(|a| a.name.as_deref() == Some(name))
+            .and_then(|a| a.i)
+    };
+    assert_eq!((attr("K"), attr("N")), (Some(IN as i64), Some(OUT as i64)));
+    let packed = heart::quant::int4x16::Int4x16::from_blockwise(&q).unwrap();
+    let dims: Vec<(String, Vec<i64>)> = g
+        .initializer
+        .iter()
+        .map(|t| (t.name.clone().unwrap_or_default(), t.dims.clone()))
+        .collect();
+    for (part, len) in [
+        ("packed", packed.packed().len()),
+        ("scales", packed.scales().len()),
+        ("zero_points", packed.zero_points().len()),
+    ] {
+        let name = format!("lin.weight.int4x16_{part}");
+        assert!(
+            dims.contains(&(name.clone(), vec![len as i64])),
+            "{name} [{len}] in {dims:?}"
+        );
+    }
+
+    let x = x_values(12);
+    let w = transpose(&q.dequantize(), OUT, IN);
+    let (want, f32_bound) = matmul_f64(&x, &w, ROWS, IN, OUT);
+    let act = activation_bound(&x, &w);
+    let bound: Vec<f64> = act.iter().zip(&f32_bound).map(|(a, f)| a * 1.001 + 2.0 * f).collect();
+    let y = run_y(&heart, Opts::Default, &x);
+    let (err, ratio) = assert_within("heart int4", &y, &want, &bound);
+    println!("heart int4: max|err| {err:e}, max err/bound {ratio:.3}");
+    let y_ort: Vec<f64> = run_y(&ort, Opts::Default, &x).into_iter().map(f64::from).collect();
+    let twice: Vec<f64> = f32_bound.iter().map(|f| 2.0 * f).collect();
+    let (err, ratio) = assert_within("heart int4 vs MatMulNBits level 4", &y, &y_ort, &twice);
+    println!("heart int4 vs MatMulNBits level 4: max|diff| {err:e}, max diff/bound {ratio:.3}");
+}
+
 #[test]
 fn the_node_and_initializers_are_the_reference_parts() {
     for (bits, accuracy) in [(IntBits::Int4, Accuracy::Int8), (IntBits::Int8, Accuracy::Float)] {
         let q = quantized(bits);
         let dir = tempfile::tempdir().unwrap();
-        let path = build(dir.path(), &q, accuracy);
+        let path = build(dir.path(), &q, ort_kernel(&q, accuracy));
         let m = ModelProto::decode(std::fs::read(&path).unwrap().as_slice()).unwrap();
         let g = m.graph.as_ref().unwrap();
         let node = g
@@ -234,7 +304,7 @@ fn misuse_is_a_clear_error() {
     let x = g.input("x", DType::F16, &[Dim::from("batch"), IN.into()]);
     let q = quantized(IntBits::Int4);
     let err = em
-        .matmul_nbits(&mut g, &x, "h.weight", &q, Accuracy::Int8, DType::F16)
+        .matmul_nbits(&mut g, &x, "h.weight", &q, ort_kernel(&q, Accuracy::Int8), DType::F16)
         .unwrap_err();
     assert!(
         err.to_string().contains("`h.weight`") && err.to_string().contains("f32 only"),

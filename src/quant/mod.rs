@@ -24,6 +24,7 @@ pub mod blockwise;
 pub mod calibration;
 pub mod e2m1;
 pub mod fp8;
+pub mod int4x16;
 pub mod nvfp4;
 
 /// Errors of the quantizers. Every variant names the offending element or

@@ -208,7 +208,7 @@ impl QuantEmitter {
             };
             let w = quantize_blockwise(&t.to_f32()?, out, inp, nb.bits)
                 .map_err(|e| ExportError::from(e.in_tensor(t.name)))?;
-            return self.matmul_nbits(g, x, t.name, &w, nb.accuracy, dtype);
+            return self.matmul_nbits(g, x, t.name, &w, nb, dtype);
         }
         let w = self.linear_weight(g, t, scheme, dtype)?;
         let name = t.name.trim_end_matches(".weight");
@@ -266,10 +266,10 @@ impl QuantEmitter {
         x: &Value,
         name: &str,
         w: &BlockwiseTensor,
-        accuracy: Accuracy,
+        nb: NBits,
         dtype: DType,
     ) -> Result<Value> {
-        nbits::matmul_nbits(g, x, name, w, accuracy, dtype)
+        nbits::matmul_nbits(g, x, name, w, nb, dtype)
     }
 
     /// Portable NVFP4 weight `name` (`[out, in]`, `out` even) → dequantized

@@ -66,7 +66,9 @@
 //! - Nothing here constant-folds (the node has a graph input), so no session
 //!   option is needed to keep the weights packed.
 
+use heart::profile::Int4Kernel;
 use heart::quant::blockwise::{BLOCK, BlockwiseTensor, IntBits};
+use heart::quant::int4x16::{self, Int4x16};
 
 use crate::error::{ExportError, Result};
 use crate::graph::{Attr, DType, GraphBuilder, MS_DOMAIN, Value};
@@ -101,22 +103,37 @@ impl Accuracy {
     }
 }
 
-/// How a linear layer is stored and run as `MatMulNBits`.
+/// How a linear layer is stored and run: `MatMulNBits`, or heart's own int4
+/// kernel where [`NBits::runs_heart_kernel`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct NBits {
     /// Weight width.
     pub bits: IntBits,
     /// The node's accuracy level.
     pub accuracy: Accuracy,
+    /// The kernel of int4 weights at [`Accuracy::Int8`] (ignored otherwise).
+    pub int4_kernel: Int4Kernel,
 }
 
 impl NBits {
-    /// `bits` at the default accuracy ([`Accuracy::Int8`], see the module doc).
+    /// `bits` at the default accuracy ([`Accuracy::Int8`], see the module doc)
+    /// and kernel: heart's for int4 ([`Int4Kernel::Heart`]), `MatMulNBits`
+    /// for int8 (heart has no int8 kernel).
     pub fn new(bits: IntBits) -> Self {
         Self {
             bits,
             accuracy: Accuracy::Int8,
+            int4_kernel: match bits {
+                IntBits::Int4 => Int4Kernel::Heart,
+                IntBits::Int8 => Int4Kernel::Onnxruntime,
+            },
         }
+    }
+
+    /// Whether the layer is one `ai.heart.MatMulInt4x16` node: int4 weights,
+    /// int8 activations and [`Int4Kernel::Heart`].
+    pub fn runs_heart_kernel(&self) -> bool {
+        self.bits == IntBits::Int4 && self.accuracy == Accuracy::Int8 && self.int4_kernel == Int4Kernel::Heart
     }
 }
 
@@ -128,20 +145,17 @@ pub struct NBitsWeight {
     b: Value,
     scales: Value,
     zero_points: Value,
+    op: (&'static str, &'static str),
     attrs: Vec<Attr>,
     scope: String,
 }
 
 impl NBitsWeight {
     /// Adds the initializers of the quantized `[N, K]` weight `w` named
-    /// `name` to `g`; the product is f32 only (`dtype` must be F32).
-    pub fn emit(
-        g: &mut GraphBuilder,
-        name: &str,
-        w: &BlockwiseTensor,
-        accuracy: Accuracy,
-        dtype: DType,
-    ) -> Result<Self> {
+    /// `name` to `g`, in the layout of the operator `nb` chooses
+    /// (`MatMulNBits`' or [`heart::quant::int4x16`]'s); the product is f32
+    /// only (`dtype` must be F32).
+    pub fn emit(g: &mut GraphBuilder, name: &str, w: &BlockwiseTensor, nb: NBits, dtype: DType) -> Result<Self> {
         if dtype != DType::F32 {
             return Err(ExportError::Unsupported {
                 what: format!("`{name}` as MatMulNBits with {dtype:?} activations (f32 only: its scales are f32)"),
@@ -154,6 +168,14 @@ impl NBitsWeight {
                 expected: "a non-empty weight [N, K]".into(),
                 got: format!("[{n}, {k}]"),
             });
+        }
+        if bits != nb.bits {
+            return Err(ExportError::Unsupported {
+                what: format!("`{name}`: {bits:?} codes for a {:?} layer", nb.bits),
+            });
+        }
+        if nb.runs_heart_kernel() {
+            return Self::emit_int4x16(g, name, w);
         }
         let blocks = w.k_blocks();
         let b = g.init_stream(
@@ -173,36 +195,65 @@ impl NBitsWeight {
             b,
             scales,
             zero_points,
+            op: (MS_DOMAIN, "MatMulNBits"),
             attrs: vec![
                 Attr::int("K", k as i64),
                 Attr::int("N", n as i64),
                 Attr::int("bits", bits.bits() as i64),
                 Attr::int("block_size", BLOCK as i64),
-                Attr::int("accuracy_level", accuracy.level()),
+                Attr::int("accuracy_level", nb.accuracy.level()),
             ],
             scope: format!("{}.nbits", name.trim_end_matches(".weight")),
         })
     }
 
-    /// `x · Wᵀ`: one `MatMulNBits` node on f32 `x` `[..., K]`, giving `[..., N]`.
+    /// The `ai.heart.MatMulInt4x16` form: the three parts of
+    /// [`Int4x16`], flat, and attributes `K`, `N`.
+    fn emit_int4x16(g: &mut GraphBuilder, name: &str, w: &BlockwiseTensor) -> Result<Self> {
+        let packed = Int4x16::from_blockwise(w).map_err(|e| ExportError::from(e.in_tensor(name)))?;
+        let bytes = |g: &mut GraphBuilder, part: &str, data: &[u8]| {
+            g.init_stream(&format!("{name}.int4x16_{part}"), DType::U8, &[data.len()], |s| {
+                s.push_bytes(data)
+            })
+        };
+        let b = bytes(g, "packed", packed.packed())?;
+        let zero_points = bytes(g, "zero_points", packed.zero_points())?;
+        let scales = g.init_f32(
+            &format!("{name}.int4x16_scales"),
+            DType::F32,
+            &[packed.scales().len()],
+            packed.scales(),
+        )?;
+        Ok(Self {
+            b,
+            scales,
+            zero_points,
+            op: (int4x16::OP_DOMAIN, int4x16::OP_NAME),
+            attrs: vec![Attr::int("K", w.cols() as i64), Attr::int("N", w.rows() as i64)],
+            scope: format!("{}.int4x16", name.trim_end_matches(".weight")),
+        })
+    }
+
+    /// `x · Wᵀ`: one node on f32 `x` `[..., K]`, giving `[..., N]`.
     pub fn apply(&self, g: &mut GraphBuilder, x: &Value) -> Value {
         g.with_scope(&self.scope, |g| {
             let inputs = [Some(x), Some(&self.b), Some(&self.scales), Some(&self.zero_points)];
-            g.node_ext(MS_DOMAIN, "MatMulNBits", &inputs, 1, self.attrs.clone())
+            g.node_ext(self.op.0, self.op.1, &inputs, 1, self.attrs.clone())
                 .remove(0)
         })
     }
 }
 
 /// Emits `x · Wᵀ` for the quantized `[N, K]` weight `w` named `name` as one
-/// `MatMulNBits` node; `x` is f32 `[..., K]`. Returns `y` f32 `[..., N]`.
+/// node of the operator `nb` chooses; `x` is f32 `[..., K]`. Returns `y` f32
+/// `[..., N]`.
 pub fn matmul_nbits(
     g: &mut GraphBuilder,
     x: &Value,
     name: &str,
     w: &BlockwiseTensor,
-    accuracy: Accuracy,
+    nb: NBits,
     dtype: DType,
 ) -> Result<Value> {
-    Ok(NBitsWeight::emit(g, name, w, accuracy, dtype)?.apply(g, x))
+    Ok(NBitsWeight::emit(g, name, w, nb, dtype)?.apply(g, x))
 }

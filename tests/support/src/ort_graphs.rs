@@ -30,7 +30,12 @@ pub const ALL_OPTS: [Opts; 4] = [Opts::Default, Opts::NoQdqFusion, Opts::KeepPac
 /// optimised graph to `optimized`.
 pub fn session_with(path: &Path, opts: Opts, optimized: Option<&Path>) -> Session {
     let rt = heart_backend::init(None).expect("run scripts/setup-ort.sh first");
-    let mut b = Session::builder(&rt.env).unwrap().with_intra_threads(2).unwrap();
+    let mut b = Session::builder(&rt.env)
+        .unwrap()
+        .with_operators(heart_backend::int4_op::domain().unwrap())
+        .unwrap()
+        .with_intra_threads(2)
+        .unwrap();
     b = match opts {
         Opts::Default => b,
         Opts::NoQdqFusion => b.with_quant_qdq(false).unwrap(),
