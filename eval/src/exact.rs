@@ -82,7 +82,7 @@ pub const SIMULATION_SUFFIX: &str = ".simulation";
 /// The precision a tolerance is derived from.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NoiseModel {
-    /// What rounds: e.g. `fp16 compute`, `MatMulNBits level 4 (int8 activations)`.
+    /// What rounds: e.g. `fp16 compute`, `f32 compute, int8 activation blocks (accuracy level 4)`.
     pub arithmetic: String,
     /// Its unit roundoff `u`.
     pub unit_roundoff: f64,
@@ -224,7 +224,7 @@ pub fn lm_noise(profile_text: &str, source: &str) -> Result<NoiseModel, EvalErro
     let level4 = int_weights && p.lm.accuracy_level.unwrap_or(4) == 4;
     let (arithmetic, u) = if level4 {
         (
-            "f32 compute, int8 activation blocks (MatMulNBits level 4)".to_string(),
+            "f32 compute, int8 activation blocks (accuracy level 4)".to_string(),
             2f64.powi(-8),
         )
     } else {

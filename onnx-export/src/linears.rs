@@ -11,11 +11,12 @@
 //!
 //! # Blockwise integers
 //! [`QuantFormat::Int`] (int4 / int8 in 32-element blocks) makes each
-//! quantized linear one `com.microsoft.MatMulNBits` node that multiplies the
-//! f32 activations by the packed weight ([`crate::quant::nbits`]); the graph's
-//! compute dtype must be f32. Every group can be quantized this way, the heads
-//! included: each `audio_head` slice becomes a [`HeadWeight::NBits`] that the
-//! decoder applies with one `MatMulNBits` node (prepacked once).
+//! quantized linear one node that multiplies the f32 activations by the packed
+//! weight: `com.microsoft.MatMulNBits`, or heart's `ai.heart.MatMulInt4x16`
+//! for int4 ([`crate::quant::nbits`]); the graph's compute dtype must be f32.
+//! Every group can be quantized this way, the heads included: each
+//! `audio_head` slice becomes a [`HeadWeight::NBits`] that the decoder applies
+//! with one node.
 //!
 //! # Activations
 //! With [`QuantPlan::activations`], the input of every quantized linear is

@@ -1,11 +1,12 @@
-//! int8 / int4 LM export (`MatMulNBits`) on the tiny-a fixture: every linear
-//! of the quantized groups becomes one `MatMulNBits` node (no dense copy, heads
-//! dense); at accuracy level 0 the backbone and decoder outputs equal those of
+//! int8 / int4 LM export on the tiny-a fixture: every linear of the quantized
+//! groups becomes one node (no dense copy, heads dense): `MatMulNBits`, or
+//! heart's `MatMulInt4x16` for int4 at level 4 (the default); at accuracy
+//! level 0 the backbone and decoder outputs equal those of
 //! a dense fp32 export of the checkpoint with those weights replaced by the
 //! reference quantizer's dequantization (f32 rounding apart), with and without
 //! the heads (`codebook0_head`, and `audio_head` in the decoder's `If`
-//! branches, per-codebook and whole-frame); at level 4 (the default) they stay
-//! close to fp32.
+//! per-codebook and whole-frame, with either int4 kernel); at level 4 (the
+//! default) they stay close to fp32.
 
 use heart_test_support::lm_graphs as lm_support;
 use heart_test_support::ort_graphs as quant_support;

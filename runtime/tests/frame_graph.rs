@@ -5,7 +5,7 @@
 //! and narrow top-k) gives the same frames and stop on both; plain decoding
 //! through the frame graph never creates the per-step sessions, and a
 //! per-step graph that disagrees with the frame graph is refused, by name,
-//! when first used.
+//! when first used. int4 (heart's int4 kernel) agrees between the paths too.
 
 use heart::precision::Precision;
 use heart_backend::SessionConfig;
@@ -59,6 +59,22 @@ fn recorded_noise_cases_give_the_fixture_frames_on_both_paths() {
             let by_codebook: Vec<i64> = framed.codes_by_codebook().into_iter().flatten().collect();
             assert_eq!(by_codebook, case.frames, "{} at {precision}", case.name);
         }
+    }
+}
+
+/// int4 engines run heart's own int4 kernel (`ai.heart.MatMulInt4x16`, the
+/// int4 default) in both graphs; a call's result does not depend on its row
+/// count, so the two paths still pick the same codes.
+#[test]
+fn int4_kernel_gives_the_same_frames_on_both_paths() {
+    let mut lm = open_lm(Precision::Int4);
+    assert!(lm.has_frame_graph(), "the test engine has a frame graph");
+    for case in &generate_cases() {
+        let (prompt, params, sampler) = (&case.prompt, &case.params, case.sampler);
+        let stepped = per_step(&mut lm, prompt, params, sampler, case.noise().as_mut());
+        let (framed, _) = whole_frames(&mut lm, prompt, params, sampler, case.noise().as_mut());
+        assert!(!framed.frames.is_empty(), "{}", case.name);
+        assert_eq!(framed, stepped, "{}: frame graph vs per-step", case.name);
     }
 }
 

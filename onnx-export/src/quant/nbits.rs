@@ -1,6 +1,23 @@
 //! Blockwise int4 / int8 linear layers as ONNX Runtime's contrib operator
-//! `com.microsoft.MatMulNBits`: `y = x · dequant(B)ᵀ` in one node, the weight
-//! never materialised as floats in the graph.
+//! `com.microsoft.MatMulNBits`, or (int4 at accuracy level 4, by default)
+//! heart's own `ai.heart.MatMulInt4x16`: `y = x · dequant(B)ᵀ` in one node,
+//! the weight never materialised as floats in the graph.
+//!
+//! # heart's int4 kernel
+//!
+//! [`NBits::runs_heart_kernel`] layers are one `MatMulInt4x16` node whose
+//! initializers `{name}.int4x16_packed` / `_scales` / `_zero_points` are
+//! [`Int4x16`]'s parts (the reference quantizer's codes, scales and zero
+//! points, interleaved 16 outputs at a time; layout and numerics in
+//! [`heart::quant::int4x16`]), with attributes `K` and `N`. It quantizes the
+//! activations exactly as level 4 below and sums the same integer block
+//! products, so it computes level 4 up to f32 summation order
+//! (`tests/quant_nbits.rs`: within 0.03 of one f32 accumulation bound of
+//! `MatMulNBits` itself). Why it exists: at the frame loop's 2 rows
+//! `MatMulNBits` is compute-bound (16.6 GB/s of int4 weights on 2 cores of a
+//! Xeon that streams 25–30); this one streams 24.5 GB/s there
+//! (`cargo bench --bench ort_kernels`). `heart-backend` registers it in every
+//! session; the parts are read in place, not repacked.
 //!
 //! # The node
 //!

@@ -231,10 +231,12 @@ pub fn row_names(record: &serde_json::Value) -> Vec<&str> {
 pub fn lm_engine(precision: Precision) -> &'static Path {
     static FP32: OnceLock<tempfile::TempDir> = OnceLock::new();
     static FP16: OnceLock<tempfile::TempDir> = OnceLock::new();
+    static INT4: OnceLock<tempfile::TempDir> = OnceLock::new();
     let cell = match precision {
         Precision::Fp16 => &FP16,
         Precision::Fp32 => &FP32,
-        other => panic!("lm_engine exports fp32 or fp16, not {other}"),
+        Precision::Int4 => &INT4,
+        other => panic!("lm_engine exports fp32, fp16 or int4, not {other}"),
     };
     cell.get_or_init(|| {
         let dir = tempfile::tempdir().expect("temp folder");
