@@ -2,7 +2,8 @@
 //! manifest records the build profile and the calibration (prompt set hash,
 //! statistics file and its hash); calibration statistics are reproducible for a
 //! seed and change with it; weight-only FP4 needs no calibration; an int4
-//! engine with an int8 draft records both precisions, runs `MatMulNBits` and
+//! engine with an int8 draft records both precisions, runs heart's int4 kernel
+//! (int8: `MatMulNBits`) and
 //! `heart-run` makes a WAV from it; profile and flag errors name the file, key
 //! or flag.
 
@@ -219,12 +220,14 @@ fn int4_engine_with_an_int8_draft_generates_a_wav_and_int4_drafts_an_fp32_target
     assert_eq!(precision(EngineKind::Decoder), Some("int4"));
     assert_eq!(precision(EngineKind::DraftBackbone), Some("int8"));
     assert_eq!(precision(EngineKind::DraftDecoder), Some("int8"));
-    for graph in ["backbone.onnx", "decoder.onnx", "draft/decoder.onnx"] {
+    // int4 runs heart's int4 kernel, int8 ONNX Runtime's MatMulNBits.
+    for (graph, op) in [
+        ("backbone.onnx", "MatMulInt4x16"),
+        ("decoder.onnx", "MatMulInt4x16"),
+        ("draft/decoder.onnx", "MatMulNBits"),
+    ] {
         let bytes = std::fs::read(out.join(graph)).unwrap();
-        assert!(
-            bytes.windows(11).any(|w| w == b"MatMulNBits"),
-            "{graph} runs MatMulNBits"
-        );
+        assert!(bytes.windows(op.len()).any(|w| w == op.as_bytes()), "{graph} runs {op}");
     }
 
     let wav = root.path().join("song.wav");

@@ -303,8 +303,9 @@ fn deliberately_broken_engines_fail_exactness() {
             Box::new(halve),
         ),
         ("global-scale", "fp4-f32", format!("{w}.nvfp4_global"), Box::new(global)),
-        // MatMulNBits int4 codes with the nibbles of each byte swapped.
-        ("nibbles", "int4", format!("{w}.nbits_b"), Box::new(swap)),
+        // heart's int4 kernel's codes with the nibbles of each byte swapped
+        // (each byte holds inputs 8c + j and 8c + 4 + j of one output).
+        ("nibbles", "int4", format!("{w}.int4x16_packed"), Box::new(swap)),
     ];
     let mut missed = Vec::new();
     for (what, base, name, patch) in breaks {

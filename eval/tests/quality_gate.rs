@@ -1,6 +1,6 @@
 //! The FP8/FP4/int quality gate CI runs: `heart-build` (the real binary) builds
 //! fp16, fp8 (W8A8, calibrated), fp4 (W4A16), fp4-w4a4 (W4A4, calibrated),
-//! int8, int4 and int4-heads (`MatMulNBits`, f32 compute) engines from a
+//! int8 (`MatMulNBits`), int4 and int4-heads (heart's int4 kernel; f32 compute) engines from a
 //! synthesized tiny checkpoint, its `--realistic` variant and the tiny-a
 //! fixture;
 //! `heart-eval ab` (its `status` entry point, in-process) compares each with

@@ -80,9 +80,13 @@ impl Matrix {
 ///   zero points packed two per byte (`ceil(blocks / 2)` per row): ≈ 20.5/32
 ///   ≈ 0.64 byte per parameter.
 ///
-/// This is what the engine stores. ONNX Runtime repacks int weights at load
-/// (and may keep per-block sums beside them for its int8-activation kernels),
-/// so the bytes its kernels stream can differ by a few percent.
+/// This is what a `MatMulNBits` engine stores. ONNX Runtime repacks int
+/// weights at load (and may keep per-block sums beside them for its
+/// int8-activation kernels), so the bytes its kernels stream can differ by a
+/// few percent. heart's int4 kernel (`quant::int4x16`) streams one zero-point
+/// byte per block instead of half of one and pads outputs to 16: 21/32 byte
+/// per parameter, 2.4 % above this figure, so its % of floor is understated
+/// by that much.
 pub fn matrix_bytes(precision: Precision, m: Matrix) -> u64 {
     match precision {
         Precision::Fp32 => 4 * m.params(),
