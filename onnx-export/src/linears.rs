@@ -143,8 +143,8 @@ pub struct LmOptions {
 impl LmOptions {
     /// These options for graphs of `form`. For [`GraphForm::TensorRt`] the
     /// quantization switches to the TensorRT lowering, and int4/int8 weights
-    /// (ONNX Runtime's contrib `MatMulNBits`, which NVIDIA's parser does not
-    /// know) are an error.
+    /// (CPU operators: ONNX Runtime's contrib `MatMulNBits` or heart's
+    /// `MatMulInt4x16`, which NVIDIA's parser does not know) are an error.
     pub fn in_form(mut self, form: GraphForm) -> Result<Self> {
         if form == GraphForm::TensorRt
             && let Some(plan) = self.quant.as_mut()
@@ -152,8 +152,9 @@ impl LmOptions {
             if let QuantFormat::Int(nb) = plan.weights {
                 return Err(ExportError::Unsupported {
                     what: format!(
-                        "{}-bit integer weights in the TensorRT form (they are ONNX Runtime's contrib \
-                         MatMulNBits operator, which TensorRT's ONNX parser does not know; build fp16, fp8 or fp4)",
+                        "{}-bit integer weights in the TensorRT form (they run as CPU operators, ONNX \
+                         Runtime's MatMulNBits or heart's MatMulInt4x16, which TensorRT's ONNX parser \
+                         does not know; build fp16, fp8 or fp4)",
                         nb.bits.bits()
                     ),
                 });

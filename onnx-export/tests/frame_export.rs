@@ -108,13 +108,13 @@ fn dense_frame_graphs_use_standard_operators_only() {
         );
     }
     let (g, cfg, _dir) = export(Precision::Int4);
-    let nbits = g
+    let int4 = g
         .node
         .iter()
-        .filter(|n| n.op_type.as_deref() == Some("MatMulNBits"))
+        .filter(|n| n.op_type.as_deref() == Some("MatMulInt4x16"))
         .count();
     assert!(
-        nbits > cfg.audio_num_codebooks,
-        "int4 products are MatMulNBits ({nbits})"
+        int4 > cfg.audio_num_codebooks,
+        "int4 products run heart's int4 kernel ({int4})"
     );
 }
