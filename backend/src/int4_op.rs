@@ -32,8 +32,28 @@ pub const SLOW_PATH_NOTICE: &str = "this engine's int4 layers use heart's int4 k
 const GROUPS_PER_TASK: usize = 4;
 
 /// The operator domain holding `MatMulInt4x16`, for `SessionBuilder::with_operators`.
+/// Commit sessions built with it through [`creating_session`].
 pub fn domain() -> ort::Result<OperatorDomain> {
     OperatorDomain::new(OP_DOMAIN)?.add(MatMulInt4x16)
+}
+
+/// Runs `create` (the commit of a session whose builder holds [`domain`])
+/// alone until one such commit has succeeded. ONNX Runtime 1.31 adds a custom
+/// domain to its process-wide domain-version map on session creation with an
+/// unguarded check-then-insert: two first sessions created at once on two
+/// threads fail with "the domain is already exist" (seen when the pipeline
+/// opens its LM and codec sessions in parallel). Once the domain is in the
+/// map, creation only reads it and sessions may be created concurrently.
+pub fn creating_session<T, E>(create: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+    static REGISTERED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let mut registered = REGISTERED.lock().unwrap_or_else(|e| e.into_inner());
+    if *registered {
+        drop(registered);
+        return create();
+    }
+    let result = create();
+    *registered = result.is_ok();
+    result
 }
 
 struct MatMulInt4x16;

@@ -185,7 +185,7 @@ impl OrtRuntime {
         if let Some(p) = prepacked {
             builder = builder.with_prepacked_weights(p).map_err(|e| err(e.into()))?;
         }
-        builder.commit_from_file(self.graph_file(path)).map_err(err)
+        crate::int4_op::creating_session(|| builder.commit_from_file(self.graph_file(path))).map_err(err)
     }
 
     /// The runtime to open the engine folder `dir` with: resolves the plan's

@@ -254,7 +254,9 @@ fn open(rt: &heart_backend::OrtRuntime, path: &Path, threads: usize) -> Result<S
         .map_err(|e| anyhow::anyhow!("{e}"))?
         .with_intra_threads(threads)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(builder.commit_from_file(path)?)
+    Ok(heart_backend::int4_op::creating_session(|| {
+        builder.commit_from_file(path)
+    })?)
 }
 
 fn f32_tensor(dims: &[usize], data: &[f32]) -> Result<DynValue> {

@@ -1,7 +1,8 @@
 //! The frame graph export on the tiny-a fixture: its inputs and outputs, one
 //! copy of every weight although the decoder runs 7 times, the decoder's
 //! audio table, and standard ONNX operators only at fp32 / fp16 (so TensorRT
-//! can build it); int4 keeps the per-step graphs' `MatMulNBits` products.
+//! can build it); int4 keeps the per-step graphs' products (heart's
+//! `MatMulInt4x16`).
 
 use std::collections::BTreeSet;
 

@@ -47,7 +47,7 @@ pub fn session_with(path: &Path, opts: Opts, optimized: Option<&Path>) -> Sessio
     if let Some(p) = optimized {
         b = b.with_optimized_model_path(p).unwrap();
     }
-    b.commit_from_file(path).unwrap_or_else(|e| panic!("{opts:?}: {e}"))
+    heart_backend::int4_op::creating_session(|| b.commit_from_file(path)).unwrap_or_else(|e| panic!("{opts:?}: {e}"))
 }
 
 /// Opens `path` with `opts`.
