@@ -119,16 +119,6 @@ impl Int4x16 {
         })
     }
 
-    /// Outputs.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Inputs.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// `packed` of the module doc, flattened.
     pub fn packed(&self) -> &[u8] {
         &self.packed
