@@ -344,11 +344,13 @@ pub enum Int4Kernel {
 }
 
 impl Int4Kernel {
-    /// The key's value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Heart => "heart",
-            Self::Onnxruntime => "onnxruntime",
+    /// The kernel an int4 profile gets without the key: heart's at accuracy
+    /// level 4 (the only level it implements), `MatMulNBits` otherwise.
+    pub fn default_at(accuracy_level: i64) -> Self {
+        if accuracy_level == 4 {
+            Self::Heart
+        } else {
+            Self::Onnxruntime
         }
     }
 }
@@ -570,8 +572,7 @@ fn check_int4_kernel(lm: &LmSection, level: Option<i64>) -> Result<Option<Int4Ke
             format!("\"heart\" quantizes activations to int8 (accuracy_level 4), not level {l}"),
         )),
         (Some(k), _) => Ok(Some(k)),
-        (None, Some(4)) => Ok(Some(Int4Kernel::Heart)),
-        (None, _) => Ok(Some(Int4Kernel::Onnxruntime)),
+        (None, l) => Ok(Some(Int4Kernel::default_at(l.unwrap_or(4)))),
     }
 }
 

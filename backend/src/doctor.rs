@@ -184,7 +184,7 @@ pub fn diagnose(args: DoctorArgs<'_>) -> Report {
         gaps.push(gap(
             "cpu",
             "no AVX-512 VNNI: int4 engines built with heart's int4 kernel (the int4 profiles' default) run its portable path, many times slower",
-            "build int4 engines with `int4_kernel = \"onnxruntime\"` in the profile's [lm] table",
+            crate::int4_op::SLOW_PATH_FIX,
         ));
     }
     let probe = driver::probe(0);

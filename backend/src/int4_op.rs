@@ -21,11 +21,10 @@ use ort::operator::{
 };
 use ort::value::TensorElementType;
 
-/// What a CPU without AVX-512 VNNI is told, once per process, when a graph
-/// with this operator is opened (and by `heart-run doctor`).
-pub const SLOW_PATH_NOTICE: &str = "this engine's int4 layers use heart's int4 kernel, which needs AVX-512 VNNI \
-     for speed; this CPU runs its portable path, many times slower: rebuild the engine with \
-     `int4_kernel = \"onnxruntime\"` in its build profile's [lm] table (ONNX Runtime's MatMulNBits)";
+/// What to do about an int4 engine on a CPU without AVX-512 VNNI (the
+/// one-time warning below and `heart-run doctor` both say it).
+pub const SLOW_PATH_FIX: &str = "build int4 engines with `int4_kernel = \"onnxruntime\"` in the build profile's \
+     [lm] table (ONNX Runtime's MatMulNBits)";
 
 /// Output groups one parallel task computes (64 outputs: a task streams
 /// `64 · K / 2` weight bytes, enough to hide the task hand-off).
@@ -91,7 +90,12 @@ impl Operator for MatMulInt4x16 {
         let (k, n) = (dim("K")?, dim("N")?);
         if !has_fast_path() {
             static WARNED: std::sync::Once = std::sync::Once::new();
-            WARNED.call_once(|| tracing::warn!("{}", SLOW_PATH_NOTICE));
+            WARNED.call_once(|| {
+                tracing::warn!(
+                    "this engine's int4 layers use heart's int4 kernel, which needs AVX-512 VNNI for speed; \
+                     this CPU runs its portable path, many times slower: {SLOW_PATH_FIX}"
+                )
+            });
         }
         Ok(Box::new(Int4Kernel { k, n }))
     }

@@ -207,16 +207,6 @@ impl<'a> Int4x16Ref<'a> {
         })
     }
 
-    /// Outputs.
-    pub fn n(&self) -> usize {
-        self.n
-    }
-
-    /// Inputs.
-    pub fn k(&self) -> usize {
-        self.k
-    }
-
     /// Groups of 16 outputs.
     pub fn groups(&self) -> usize {
         self.n.div_ceil(LANES)
@@ -238,11 +228,6 @@ pub struct Int8Rows {
 }
 
 impl Int8Rows {
-    /// Rows.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
     /// Codes, `[rows, k_blocks · 32]` (padding 0).
     pub fn codes(&self) -> &[i8] {
         &self.codes

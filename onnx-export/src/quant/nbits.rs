@@ -134,14 +134,15 @@ pub struct NBits {
 
 impl NBits {
     /// `bits` at the default accuracy ([`Accuracy::Int8`], see the module doc)
-    /// and kernel: heart's for int4 ([`Int4Kernel::Heart`]), `MatMulNBits`
-    /// for int8 (heart has no int8 kernel).
+    /// and kernel: an int4 profile's default there
+    /// ([`Int4Kernel::default_at`], heart's), `MatMulNBits` for int8 (heart
+    /// has no int8 kernel).
     pub fn new(bits: IntBits) -> Self {
         Self {
             bits,
             accuracy: Accuracy::Int8,
             int4_kernel: match bits {
-                IntBits::Int4 => Int4Kernel::Heart,
+                IntBits::Int4 => Int4Kernel::default_at(Accuracy::Int8.level()),
                 IntBits::Int8 => Int4Kernel::Onnxruntime,
             },
         }
